@@ -1,0 +1,53 @@
+// Package fallback is rxfer's TCP data channel: the transport used when RDMA is not
+// available on both ends, or fails mid-transfer.
+//
+// The receiving node runs one [Listener]. For each incoming transfer the engine
+// registers a [Sink] (the partial destination file plus bookkeeping) under a fresh
+// random [Token] with [Listener.Expect] and hands the listener's address and the token
+// to the sender over the authenticated control plane. The sender calls [Send], which
+// opens several parallel TCP connections, presents the token on each, and streams
+// chunks; the receiver lands every chunk at its offset, reads it back, checks its
+// CRC32C and acknowledges it.
+//
+// Zero copy: the sender uses sendfile(2) with an explicit offset per chunk
+// ([SendFile], the default) or pread+write through a 1 MiB buffer ([ReadWrite]); the
+// receiver splices socket → pipe → file at an explicit offset, waiting on Go's poller
+// when the socket is empty, so chunk bytes never pass through user space on either
+// side except for the read-back verification. Connections never share a file
+// position. The package is Linux-only.
+//
+// # Wire format (version 1)
+//
+// All integers are big-endian. A connection starts with a preamble from the sender:
+//
+//	magic "RXFD" (4) | version uint16 = 1 | flags uint16 = 0 | token (16)     24 bytes
+//
+// The receiver reads it under a deadline ([ListenConfig].PreambleTimeout). A wrong
+// magic closes the connection without a reply; otherwise the receiver answers
+//
+//	magic "RXFR" (4) | status uint8 | reserved (3)                            8 bytes
+//
+// with status 0 (accepted), 1 (unknown token) or 2 (unsupported version/flags) and
+// closes the connection unless it accepted it. Every refusal is logged (never the
+// token) and affects no other connection. Then, for each chunk, the sender writes a
+// header followed by exactly Length bytes:
+//
+//	magic "RXFC" (4) | index uint32 | offset int64 | length uint32 | crc32c uint32   24 bytes
+//
+// The receiver checks the header (magic, offset ≥ 0, length > 0, no overflow) and
+// asks [Sink.Admit] before it reads a single data byte; a malformed header closes the
+// connection, a refused one is answered with status 3 and then closed. Each chunk is
+// answered, in order, with
+//
+//	index uint32 | status uint8 | reserved (3)                                8 bytes
+//
+// status 0 = landed and verified, 1 = CRC32C mismatch ([ErrChecksum]; the stream goes
+// on and the chunk may be re-sent), 2 = receiver I/O error ([ErrReceiverIO]; the
+// connection is then closed because the rest of the chunk is still unread), 3 =
+// rejected ([ErrRejected]; closed). The sender keeps at most
+// [SendOptions].Window chunks unacknowledged per connection and ends a connection
+// with a TCP half-close between chunks, which the receiver takes as a clean end.
+//
+// See README.md for the measurements behind [DefaultStreams] and [DefaultMode], and
+// how to repeat them.
+package fallback

@@ -1,0 +1,312 @@
+package fallback
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Sink is the receiving side of one transfer, registered with [Listener.Expect].
+// For every chunk that Admit accepts, Landed is called exactly once, so a Sink can
+// account for every chunk it let in.
+type Sink interface {
+	// File is the destination (partial) file; chunk bytes are written at Chunk.Offset.
+	// It must be opened O_RDWR (the receiver reads each chunk back to verify it).
+	File() *os.File
+	// Admit validates a chunk header before its bytes are read (bounds, index). A
+	// non-nil error rejects it: the sender is told (ErrRejected) and the connection
+	// is closed.
+	Admit(c Chunk) error
+	// Landed is called once the chunk's bytes are in File and were read back and
+	// checked: err is nil, or wraps ErrChecksum on a CRC mismatch, ErrReceiverIO when
+	// the file could not be written or read, or ErrStreamBroken when the connection
+	// failed (or was closed by release) before all bytes arrived. Called concurrently
+	// from several connections.
+	Landed(c Chunk, err error)
+}
+
+// DefaultPreambleTimeout bounds how long a new data connection may take to present
+// its preamble before it is closed.
+const DefaultPreambleTimeout = 10 * time.Second
+
+// ListenConfig holds optional settings for a [Listener].
+type ListenConfig struct {
+	// PreambleTimeout is how long a new connection may take to send its preamble;
+	// 0 means DefaultPreambleTimeout.
+	PreambleTimeout time.Duration
+}
+
+// Listener accepts token-authenticated data connections and lands their chunks in the
+// Sink registered for the token. One Listener serves every transfer of a node; a bad
+// connection is logged and closed without affecting the others.
+type Listener struct {
+	ln              *net.TCPListener
+	log             *slog.Logger
+	preambleTimeout time.Duration
+
+	mu       sync.Mutex
+	closed   bool
+	expected map[Token]*registration
+	conns    map[net.Conn]struct{} // every open connection, so Close can end them
+	wg       sync.WaitGroup        // accept loop and connection handlers
+}
+
+// registration is one expected transfer.
+type registration struct {
+	sink  Sink
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup // handlers serving this transfer
+}
+
+// Listen is ListenConfig{}.Listen.
+func Listen(addr string, log *slog.Logger) (*Listener, error) {
+	return ListenConfig{}.Listen(addr, log)
+}
+
+// Listen listens on the TCP address addr (such as ":0" or "10.0.0.2:7001") and starts
+// accepting data connections in the background. A nil log discards messages.
+func (lc ListenConfig) Listen(addr string, log *slog.Logger) (*Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("fallback: listen: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Listener{
+		ln:              ln.(*net.TCPListener),
+		log:             log,
+		preambleTimeout: lc.PreambleTimeout,
+		expected:        make(map[Token]*registration),
+		conns:           make(map[net.Conn]struct{}),
+	}
+	if l.preambleTimeout <= 0 {
+		l.preambleTimeout = DefaultPreambleTimeout
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Expect registers s as the receiver of the connections that present tok. After
+// release returns, tok is refused, the transfer's open connections are closed and
+// their handlers have returned, so no Sink method is running or will be called again.
+// release is idempotent; it must not be called from a Sink method. Expect panics if
+// tok is already expected (tokens come from [NewToken], so that is a caller bug).
+func (l *Listener) Expect(tok Token, s Sink) (release func()) {
+	r := &registration{sink: s, conns: make(map[net.Conn]struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return func() {}
+	}
+	if _, dup := l.expected[tok]; dup {
+		panic("fallback: Expect called twice with the same token")
+	}
+	l.expected[tok] = r
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			if l.expected[tok] == r {
+				delete(l.expected, tok)
+			}
+			for c := range r.conns {
+				c.Close()
+			}
+			l.mu.Unlock()
+			r.wg.Wait()
+		})
+	}
+}
+
+// Close stops accepting, closes every data connection and waits for their handlers.
+// Expected tokens are refused from then on.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	err := l.ln.Close()
+	for c := range l.conns {
+		c.Close()
+	}
+	clear(l.expected)
+	l.mu.Unlock()
+	l.wg.Wait()
+	return err
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Like net/http: back off on transient errors such as EMFILE.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("fallback: accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.conns[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer l.wg.Done()
+			l.handle(c.(*net.TCPConn))
+			l.mu.Lock()
+			delete(l.conns, c)
+			l.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// handle authenticates one connection and then serves its chunks.
+func (l *Listener) handle(c *net.TCPConn) {
+	remote := c.RemoteAddr().String()
+	var pre [preambleLen]byte
+	c.SetReadDeadline(time.Now().Add(l.preambleTimeout))
+	if _, err := io.ReadFull(c, pre[:]); err != nil {
+		l.log.Warn("fallback: data connection closed before preamble", "remote", remote, "err", err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	tok, version, err := parsePreamble(pre[:])
+	if err != nil {
+		if version != 0 {
+			c.Write(appendReply(nil, replyBadVersion))
+		}
+		l.log.Warn("fallback: refused data connection", "remote", remote, "err", err)
+		return
+	}
+	l.mu.Lock()
+	r := l.expected[tok]
+	if r != nil {
+		r.conns[c] = struct{}{}
+		r.wg.Add(1)
+	}
+	l.mu.Unlock()
+	if r == nil {
+		c.Write(appendReply(nil, replyUnknownToken))
+		l.log.Warn("fallback: refused data connection", "remote", remote, "err", ErrUnknownToken)
+		return
+	}
+	defer func() {
+		l.mu.Lock()
+		delete(r.conns, c)
+		l.mu.Unlock()
+		r.wg.Done()
+	}()
+	if _, err := c.Write(appendReply(nil, replyOK)); err != nil {
+		return
+	}
+	if err := serve(c, r.sink); err != nil {
+		l.log.Warn("fallback: data connection failed", "remote", remote, "err", err)
+	}
+}
+
+// serve receives chunks on an authenticated connection until the sender closes it
+// (nil) or something goes wrong.
+func serve(c *net.TCPConn, s Sink) error {
+	pipe, err := newSplicePipe()
+	if err != nil {
+		return err
+	}
+	defer pipe.Close()
+	f := s.File()
+	var hdr [headerLen]byte
+	ack := make([]byte, 0, ackLen)
+	for {
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			if err == io.EOF {
+				return nil // clean end between chunks
+			}
+			return err
+		}
+		ch, err := parseHeader(hdr[:])
+		if err != nil {
+			return err
+		}
+		if err := s.Admit(ch); err != nil {
+			c.Write(appendAck(ack[:0], ch.Index, ackRejected))
+			return fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrRejected, err)
+		}
+		err = spliceToFile(c, f, ch.Offset, int64(ch.Length), pipe)
+		if err != nil && !errors.Is(err, ErrReceiverIO) {
+			err = fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrStreamBroken, err)
+			s.Landed(ch, err)
+			return err
+		}
+		if err != nil {
+			// The rest of the chunk is still in the socket: the stream cannot go on.
+			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
+			s.Landed(ch, err)
+			c.Write(appendAck(ack[:0], ch.Index, ackIO))
+			return err
+		}
+		status := ackOK
+		if sum, err := fileCRC(f, ch.Offset, int64(ch.Length)); err != nil {
+			s.Landed(ch, fmt.Errorf("chunk %d: %w: reading back: %w", ch.Index, ErrReceiverIO, err))
+			status = ackIO
+		} else if sum != ch.CRC {
+			s.Landed(ch, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", ch.Index, ErrChecksum, sum, ch.CRC))
+			status = ackChecksum
+		} else {
+			s.Landed(ch, nil)
+		}
+		if _, err := c.Write(appendAck(ack[:0], ch.Index, status)); err != nil {
+			return err
+		}
+	}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Checksum returns the CRC32C (Castagnoli) of b, the checksum a [Chunk] carries.
+func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+const readBackSize = 256 << 10
+
+var readBackPool = sync.Pool{New: func() any { b := make([]byte, readBackSize); return &b }}
+
+// fileCRC computes the CRC32C of n bytes of f at off, reading them back from the file
+// so that what is verified is what landed.
+func fileCRC(f *os.File, off, n int64) (uint32, error) {
+	bp := readBackPool.Get().(*[]byte)
+	defer readBackPool.Put(bp)
+	buf := *bp
+	var sum uint32
+	for n > 0 {
+		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
+		sum = crc32.Update(sum, castagnoli, buf[:k])
+		off += int64(k)
+		n -= int64(k)
+		if err != nil && n > 0 {
+			return 0, err
+		}
+	}
+	return sum, nil
+}

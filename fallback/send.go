@@ -1,0 +1,364 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Chunk is one piece of a transfer.
+type Chunk struct {
+	Index  uint32
+	Offset int64
+	Length uint32
+	CRC    uint32 // CRC32C (Castagnoli) of the chunk's bytes, computed by the sender; see Checksum
+}
+
+// SendMode is how the sender moves chunk bytes from the source file to the socket.
+type SendMode int
+
+const (
+	// SendFile uses sendfile(2) with an explicit offset: no copy through user space.
+	SendFile SendMode = iota
+	// ReadWrite uses pread(2) into a 1 MiB buffer and write(2).
+	ReadWrite
+)
+
+// String returns "sendfile" or "readwrite".
+func (m SendMode) String() string {
+	switch m {
+	case SendFile:
+		return "sendfile"
+	case ReadWrite:
+		return "readwrite"
+	}
+	return fmt.Sprintf("SendMode(%d)", int(m))
+}
+
+// ParseSendMode parses the form produced by [SendMode.String].
+func ParseSendMode(s string) (SendMode, error) {
+	switch s {
+	case "sendfile":
+		return SendFile, nil
+	case "readwrite":
+		return ReadWrite, nil
+	}
+	return 0, fmt.Errorf("fallback: unknown send mode %q (want sendfile or readwrite)", s)
+}
+
+// Defaults for [SendOptions], chosen by the measurements in README.md.
+const (
+	// DefaultStreams is the number of parallel data connections.
+	DefaultStreams = 2
+	// DefaultMode is the sender mode used when SendOptions.Mode is left zero.
+	DefaultMode = SendFile
+	// DefaultWindow is the number of unacknowledged chunks allowed per connection.
+	DefaultWindow = 4
+	// HandshakeTimeout bounds dialing plus the preamble exchange of one connection.
+	HandshakeTimeout = 10 * time.Second
+)
+
+// SendOptions tune [Send]. The zero value is ready to use.
+type SendOptions struct {
+	Streams int      // parallel connections; 0 = DefaultStreams
+	Mode    SendMode // SendFile (the zero value) or ReadWrite
+	Window  int      // max unacked chunks per connection; 0 = DefaultWindow
+	// Corrupt, if non-nil, is a test hook: when it returns true for a chunk, the sender
+	// flips a bit of the CRC it sends so the receiver sees a mismatch (simulates
+	// corruption on the wire).
+	Corrupt func(Chunk) bool
+}
+
+const rwBufferSize = 1 << 20
+
+var rwPool = sync.Pool{New: func() any { b := make([]byte, rwBufferSize); return &b }}
+
+// Send opens opt.Streams connections to addr, presents tok on each, and sends the
+// chunks received from chunks (reading bytes from src at Chunk.Offset) until chunks is
+// closed and every chunk sent has been acknowledged.
+//
+// done is called exactly once per chunk taken from chunks, with the receiver's verdict:
+// nil, or an error wrapping ErrChecksum, ErrReceiverIO, ErrRejected, ErrStreamBroken
+// (the chunk was in flight on a connection that failed) or the context's error. It is
+// called from Send's goroutines, possibly concurrently; it may put the chunk back on
+// chunks to re-send it, but should not block for long. Send keeps pulling from chunks
+// until it is closed or ctx ends, even after every connection failed (the remaining
+// chunks are then answered with done(c, err) at once), so a caller never blocks on the
+// channel; a caller that re-sends must therefore bound its retries.
+//
+// Send returns nil when every connection ended cleanly, otherwise an error wrapping
+// ErrStreamBroken (and, say, ErrUnknownToken) or the context's error. Cancelling ctx
+// closes the connections at once.
+func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-chan Chunk, done func(Chunk, error), opt SendOptions) error {
+	n, w := opt.Streams, opt.Window
+	if n == 0 {
+		n = DefaultStreams
+	}
+	if w == 0 {
+		w = DefaultWindow
+	}
+	if n < 0 || w < 0 || (opt.Mode != SendFile && opt.Mode != ReadWrite) {
+		return fmt.Errorf("fallback: invalid send options: streams %d, window %d, mode %v", opt.Streams, opt.Window, opt.Mode)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &sender{addr: addr, tok: tok, src: src, chunks: chunks, done: done, opt: opt, window: w}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = s.stream(ctx, i) })
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err != nil && ctx.Err() == nil {
+		// Every connection is gone; answer the rest so the caller never blocks.
+		for {
+			select {
+			case c, ok := <-chunks:
+				if !ok {
+					return err
+				}
+				done(c, fmt.Errorf("chunk %d: %w", c.Index, err))
+				continue
+			case <-ctx.Done():
+			}
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("fallback: send to %s: %w", addr, context.Cause(ctx))
+	}
+	return err
+}
+
+// sender is the state one Send shares between its streams.
+type sender struct {
+	addr   string
+	tok    Token
+	src    *os.File
+	chunks <-chan Chunk
+	done   func(Chunk, error)
+	opt    SendOptions
+	window int
+}
+
+// stream runs one data connection until chunks is closed and all its chunks are
+// acknowledged (nil), or until it fails or ctx ends.
+func (s *sender) stream(ctx context.Context, id int) error {
+	conn, err := s.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: stream %d to %s: %w", ErrStreamBroken, id, s.addr, err)
+	}
+	st := &streamState{
+		sender:     s,
+		ctx:        ctx,
+		conn:       conn,
+		slots:      make(chan struct{}, s.window),
+		readerDone: make(chan struct{}),
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	go st.readAcks()
+	if err := st.writeChunks(); err != nil {
+		return fmt.Errorf("%w: stream %d to %s: %w", ErrStreamBroken, id, s.addr, err)
+	}
+	return nil
+}
+
+// dial connects and exchanges the preamble.
+func (s *sender) dial(ctx context.Context) (*net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := nc.(*net.TCPConn)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	var reply [replyLen]byte
+	_, err = conn.Write(appendPreamble(nil, s.tok))
+	if err == nil {
+		_, err = io.ReadFull(conn, reply[:])
+	}
+	if !stop() {
+		err = context.Cause(ctx)
+	}
+	if err == nil {
+		err = parseReply(reply[:])
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	return conn, nil
+}
+
+// streamState is one connection: a writer (the stream goroutine) and an ack reader.
+// Acks arrive in the order chunks were sent, because the receiver serves a connection
+// sequentially.
+type streamState struct {
+	*sender
+	ctx        context.Context
+	conn       *net.TCPConn
+	slots      chan struct{} // one token per unacknowledged chunk
+	readerDone chan struct{}
+
+	mu       sync.Mutex
+	inflight []Chunk
+	err      error // set once the stream failed; inflight chunks were answered
+	closing  bool  // all acks are in; a read error now is the expected end
+}
+
+// fail marks the stream broken, closes the connection and answers the chunks in
+// flight on it. Only the first call has an effect.
+func (st *streamState) fail(err error) {
+	st.mu.Lock()
+	if st.err != nil || st.closing {
+		st.mu.Unlock()
+		return
+	}
+	if st.ctx.Err() != nil {
+		err = context.Cause(st.ctx)
+	}
+	st.err = err
+	lost := st.inflight
+	st.inflight = nil
+	st.mu.Unlock()
+	st.conn.Close()
+	for _, c := range lost {
+		st.done(c, fmt.Errorf("chunk %d: %w: %w", c.Index, ErrStreamBroken, err))
+	}
+}
+
+func (st *streamState) failure() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.err
+}
+
+func (st *streamState) readAcks() {
+	defer close(st.readerDone)
+	var b [ackLen]byte
+	for {
+		if _, err := io.ReadFull(st.conn, b[:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the receiver closed with chunks outstanding
+			}
+			st.fail(fmt.Errorf("reading ack: %w", err))
+			return
+		}
+		index, status, err := parseAck(b[:])
+		st.mu.Lock()
+		if err == nil && (len(st.inflight) == 0 || st.inflight[0].Index != index) {
+			err = fmt.Errorf("%w: unexpected ack for chunk %d", ErrBadHeader, index)
+		}
+		if err != nil {
+			st.mu.Unlock()
+			st.fail(err)
+			return
+		}
+		c := st.inflight[0]
+		st.inflight = st.inflight[1:]
+		st.mu.Unlock()
+		<-st.slots // free the slot first so a re-send from done can go out
+		st.done(c, ackError(c, status))
+		if status == ackRejected || status == ackIO {
+			// The receiver closes the connection after these.
+			st.fail(fmt.Errorf("receiver ended the stream after chunk %d: %w", c.Index, ackError(c, status)))
+			return
+		}
+	}
+}
+
+func (st *streamState) writeChunks() error {
+	for {
+		select {
+		case st.slots <- struct{}{}:
+		case <-st.readerDone:
+			return st.failure()
+		}
+		var c Chunk
+		var ok bool
+		select {
+		case c, ok = <-st.chunks:
+		case <-st.readerDone:
+			return st.failure()
+		case <-st.ctx.Done():
+			st.fail(context.Cause(st.ctx))
+			return st.failure()
+		}
+		if !ok {
+			return st.finish()
+		}
+		st.mu.Lock()
+		if st.err != nil {
+			err := st.err
+			st.mu.Unlock()
+			st.done(c, fmt.Errorf("chunk %d: %w: %w", c.Index, ErrStreamBroken, err))
+			return err
+		}
+		st.inflight = append(st.inflight, c)
+		st.mu.Unlock()
+		if err := st.writeChunk(c); err != nil {
+			st.fail(fmt.Errorf("sending chunk %d: %w", c.Index, err))
+			return st.failure()
+		}
+	}
+}
+
+// finish waits for the outstanding acks and closes the connection cleanly.
+func (st *streamState) finish() error {
+	for range cap(st.slots) - 1 { // the writer already holds one slot
+		select {
+		case st.slots <- struct{}{}:
+		case <-st.readerDone:
+			return st.failure()
+		}
+	}
+	st.mu.Lock()
+	st.closing = true
+	st.mu.Unlock()
+	st.conn.CloseWrite() // the receiver sees EOF between chunks
+	<-st.readerDone
+	return nil
+}
+
+func (st *streamState) writeChunk(c Chunk) error {
+	var hb [headerLen]byte
+	hdr := appendHeader(hb[:0], c)
+	if st.opt.Corrupt != nil && st.opt.Corrupt(c) {
+		hdr[headerLen-1] ^= 1
+	}
+	if err := writeMore(st.conn, hdr); err != nil {
+		return err
+	}
+	if st.opt.Mode == SendFile {
+		return sendfileRange(st.conn, st.src, c.Offset, int64(c.Length))
+	}
+	bp := rwPool.Get().(*[]byte)
+	defer rwPool.Put(bp)
+	buf := *bp
+	off, n := c.Offset, int64(c.Length)
+	for n > 0 {
+		k, err := st.src.ReadAt(buf[:min(n, int64(len(buf)))], off)
+		if k == 0 && err != nil {
+			if err == io.EOF {
+				err = errShortSource
+			}
+			return err
+		}
+		if _, err := st.conn.Write(buf[:k]); err != nil {
+			return err
+		}
+		off += int64(k)
+		n -= int64(k)
+	}
+	return nil
+}
