@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/service"
+	"github.com/rxfer/rxfer/transfer"
+)
+
+// cpOptions are the flags of `rxfer cp`.
+type cpOptions struct {
+	force     bool
+	policy    pb.TransportPolicy
+	json      bool
+	chunkSize int64
+	streams   int
+	token     string
+}
+
+func cmdCp(args []string) error {
+	fs := flag.NewFlagSet("cp", flag.ContinueOnError)
+	var o cpOptions
+	fs.BoolVar(&o.force, "force", false, "replace the destination if it exists")
+	transport := fs.String("transport", "auto", "transport: auto, tcp or rdma")
+	fs.BoolVar(&o.json, "json", false, "print one JSON progress event per line")
+	fs.Int64Var(&o.chunkSize, "chunk-size", 0, "chunk size in bytes (0: the sender's default)")
+	fs.IntVar(&o.streams, "streams", 0, "parallel TCP streams (0: the sender's default)")
+	tokenFile := fs.String("token-file", "", "bearer token for the nodes (default: $RXFER_TOKEN)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() != 2 {
+		return usagef("want SRC and DST, got %d arguments (usage: rxfer cp [--force] [--transport auto|tcp|rdma] [--json] SRC DST)", fs.NArg())
+	}
+	var ok bool
+	if o.policy, ok = map[string]pb.TransportPolicy{"auto": pb.TransportPolicy_TRANSPORT_POLICY_AUTO,
+		"tcp": pb.TransportPolicy_TRANSPORT_POLICY_TCP, "rdma": pb.TransportPolicy_TRANSPORT_POLICY_RDMA}[*transport]; !ok {
+		return usagef("--transport %q: want auto, tcp or rdma", *transport)
+	}
+	src, err := parseEndpoint(fs.Arg(0))
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	dst, err := parseEndpoint(fs.Arg(1))
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if o.token, err = readToken(*tokenFile); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep := newReporter(os.Stdout, os.Stderr, o.json, term.IsTerminal(int(os.Stderr.Fd())))
+	defer rep.done()
+	switch {
+	case src.Remote() && dst.Remote():
+		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, DestNode: dst.Node, DestPath: dst.Path}, rep)
+	case src.Remote():
+		return pull(ctx, src, dst.Path, o, rep)
+	default:
+		return push(ctx, src.Path, dst, o, rep)
+	}
+}
+
+// dialNode connects to a node's control API with the bearer token.
+func dialNode(addr, token string) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	return grpc.NewClient(addr, opts...)
+}
+
+// bearer is a per-RPC credential carrying the node token.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// remoteCopy asks node to push and shows its progress stream.
+func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyRequest, rep reporter) error {
+	conn, err := dialNode(node, o.token)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	req.Overwrite, req.Transport, req.ChunkSize, req.Streams = o.force, o.policy, o.chunkSize, int32(o.streams)
+	stream, err := pb.NewTransferClient(conn).Copy(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		e, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rep.event(e)
+	}
+}
+
+// localNode is this process acting as one end of a copy.
+type localNode struct {
+	node *transfer.Node
+	root *transfer.Root
+	data *fallback.Listener
+}
+
+func (l *localNode) close() {
+	l.node.Shutdown()
+	if l.data != nil {
+		l.data.Close()
+	}
+	l.root.Close()
+}
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newLocalNode makes a node rooted at dir; dataHost, if not empty, gets a
+// TCP data listener so the node can receive.
+func newLocalNode(dir, dataHost string) (*localNode, error) {
+	root, err := transfer.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &localNode{root: root}
+	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog}
+	if dataHost != "" {
+		if l.data, err = fallback.Listen(net.JoinHostPort(dataHost, "0"), quietLog); err != nil {
+			root.Close()
+			return nil, err
+		}
+		cfg.Data = l.data
+	}
+	l.node = transfer.NewNode(cfg)
+	return l, nil
+}
+
+// localDest splits a local destination into the directory to root a node
+// at and the path beneath it: a directory receives the source's name.
+func localDest(p string) (dir, rel string) {
+	if st, err := os.Stat(p); (err == nil && st.IsDir()) || strings.HasSuffix(p, "/") {
+		return p, "/"
+	}
+	return filepath.Dir(p), filepath.Base(p)
+}
+
+// push sends a local file to dst (a node, or another local path).
+func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep reporter) error {
+	src, err := newLocalNode(filepath.Dir(srcPath), "")
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	var peer transfer.Peer
+	destPath := dst.Path
+	if dst.Remote() {
+		if peer, err = service.DialPeer(dst.Node, o.token); err != nil {
+			return err
+		}
+		defer peer.Close()
+	} else {
+		dir, rel := localDest(dst.Path)
+		d, err := newLocalNode(dir, "127.0.0.1")
+		if err != nil {
+			return err
+		}
+		defer d.close()
+		peer, destPath = d.node.LocalPeer(), rel
+	}
+	_, err = src.node.Push(ctx, transfer.PushRequest{
+		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
+		Policy: transfer.Policy(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
+	}, peer, func(i transfer.Info) { rep.event(service.InfoToProto(i)) })
+	return service.ToStatus(err)
+}
+
+// pull receives src's file: this process becomes a one-copy destination node
+// (Peer API and data channel on the address that reaches the source, guarded
+// by a one-time token) and asks the source to push to it.
+func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep reporter) error {
+	host, err := localAddrFor(src.Node)
+	if err != nil {
+		return err
+	}
+	dir, rel := localDest(dstPath)
+	d, err := newLocalNode(dir, host)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	secret := make([]byte, 16)
+	rand.Read(secret)
+	token := hex.EncodeToString(secret)
+	srv := service.New(d.node, service.Options{PeerOnly: true, Token: token, Logger: quietLog})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
+		SourcePath: src.Path, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
+	}, rep)
+}
+
+// localAddrFor returns this host's address on the route to node.
+func localAddrFor(node string) (string, error) {
+	c, err := net.Dial("udp", node) // no packet is sent: this only picks the route
+	if err != nil {
+		return "", fmt.Errorf("no route to %s: %w", node, err)
+	}
+	defer c.Close()
+	host, _, err := net.SplitHostPort(c.LocalAddr().String())
+	return host, err
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseEndpoint(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    endpoint
+		wantErr string
+	}{
+		{in: "big.bin", want: endpoint{Path: "big.bin"}},
+		{in: "/data/big.bin", want: endpoint{Path: "/data/big.bin"}},
+		{in: "./a:b", want: endpoint{Path: "./a:b"}},
+		{in: "node2:7470:/data/", want: endpoint{Node: "node2:7470", Path: "/data/"}},
+		{in: "node2:/data/x", want: endpoint{Node: "node2:7470", Path: "/data/x"}},
+		{in: "10.0.0.1:9000:x", want: endpoint{Node: "10.0.0.1:9000", Path: "x"}},
+		{in: "[::1]:7470:/x", want: endpoint{Node: "[::1]:7470", Path: "/x"}},
+		{in: "[fe80::1]:/x", want: endpoint{Node: "[fe80::1]:7470", Path: "/x"}},
+		{in: ":7470:/x", wantErr: "no host"},
+		{in: "node2:99999:/x", wantErr: "port"},
+		{in: "node2:12ab:/x", wantErr: "port"},
+		{in: "node2:7470:", wantErr: "no path"},
+		{in: "[::1:7470:/x", wantErr: "[ADDR]"},
+		{in: "[nothost]:7470:/x", wantErr: "not an IP"},
+		{in: "", wantErr: "empty"},
+	}
+	for _, tt := range tests {
+		got, err := parseEndpoint(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "HOST:PORT:/path") {
+				t.Errorf("parseEndpoint(%q) error = %v, want one containing %q and the expected form", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseEndpoint(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func FuzzParseEndpoint(f *testing.F) {
+	for _, s := range []string{"a:1:/x", "[::1]:2:/y", "local", "h:/p", ":::", "[", "]:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := parseEndpoint(s)
+		if err == nil && e.Remote() && e.Path == "" {
+			t.Fatalf("remote endpoint %q parsed with an empty path", s)
+		}
+	})
+}

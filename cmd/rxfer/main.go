@@ -1,0 +1,85 @@
+// Command rxfer moves files between nodes over RDMA or zero-copy TCP.
+//
+//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+//	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
+//	rxfer status HOST:PORT
+//	rxfer cancel HOST:PORT ID
+//	rxfer version
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc/status"
+)
+
+const usage = `rxfer moves files between nodes over RDMA or zero-copy TCP, verified end to end.
+
+Usage:
+  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+  rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
+  rxfer status HOST:PORT
+  rxfer cancel HOST:PORT ID
+  rxfer version
+
+SRC and DST are local paths or remote paths beneath a node's export root:
+  HOST:PORT:/path   HOST:/path (port 7470)   [IPv6]:PORT:/path
+A local side makes this command act as that end of the copy (no local daemon needed).
+
+Run 'rxfer COMMAND -h' for a command's flags.
+`
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	cmds := map[string]func([]string) error{
+		"serve": cmdServe, "cp": cmdCp, "status": cmdStatus, "cancel": cmdCancel, "version": cmdVersion,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Print(usage)
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "rxfer: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd(args[1:])
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "rxfer %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(os.Stderr, "rxfer %s: %s\n", args[0], describe(err))
+		return 1
+	}
+}
+
+// describe renders an error as one line; gRPC statuses show their code.
+func describe(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Sprintf("%s (%s)", oneLine(st.Message()), st.Code())
+	}
+	return oneLine(err.Error())
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

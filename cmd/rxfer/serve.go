@@ -1,0 +1,95 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/service"
+	"github.com/rxfer/rxfer/transfer"
+)
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	root := fs.String("root", "", "export root: every path a peer or client names is beneath it (required)")
+	listen := fs.String("listen", "127.0.0.1:7470", "gRPC control address")
+	dataListen := fs.String("data-listen", "127.0.0.1:7471", "TCP data-channel address")
+	nodeID := fs.String("node-id", "", "node name (default: host name)")
+	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
+	maxTransfers := fs.Int("max-transfers", transfer.DefaultMaxConcurrent, "maximum concurrent transfers")
+	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
+	streams := fs.Int("streams", fallback.DefaultStreams, "parallel TCP data streams for files this node sends")
+	mode := fs.String("send-mode", fallback.DefaultMode.String(), "TCP sender: sendfile or readwrite")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if *root == "" || fs.NArg() > 0 {
+		return usagef("--root DIR is required and no arguments are taken")
+	}
+	sendMode, err := fallback.ParseSendMode(*mode)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	r, err := transfer.OpenRoot(*root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	data, err := fallback.Listen(*dataListen, log)
+	if err != nil {
+		return fmt.Errorf("data channel: %w", err)
+	}
+	defer data.Close()
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("control listener: %w", err)
+	}
+	host, _ := os.Hostname()
+	node := transfer.NewNode(transfer.Config{
+		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers,
+		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
+	})
+	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Logger: log})
+	if token == "" {
+		log.Warn("control plane has no bearer token and no TLS: anyone who can reach it can read and write the export root; use --token-file beyond trusted networks")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		log.Info("shutting down: cancelling transfers")
+		node.Shutdown()
+		srv.Stop()
+	}()
+	log.Info("rxfer serving", "node", node.Config().ID, "listen", lis.Addr(), "data", data.Addr(), "root", *root, "version", service.Version)
+	return srv.Serve(lis)
+}
+
+// readToken reads a bearer token file ("" = no token). RXFER_TOKEN is used when no file is given.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return os.Getenv("RXFER_TOKEN"), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return tok, nil
+}

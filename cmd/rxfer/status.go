@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/service"
+)
+
+const rpcTimeout = 10 * time.Second
+
+func cmdStatus(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: rxfer status HOST:PORT")
+	}
+	client, done, err := transferClient(fs.Arg(0), *tokenFile)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	info, err := client.GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+	if err != nil {
+		return err
+	}
+	list, err := client.ListTransfers(ctx, &pb.ListTransfersRequest{})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("node %s (rxfer %s), root %s, %d active of %d\n", info.NodeId, info.Version, info.ExportRoot,
+		info.ActiveTransfers, info.MaxConcurrentTransfers)
+	for _, t := range info.Transports {
+		note := "available " + t.Address
+		if !t.Available {
+			note = "unavailable: " + t.Reason
+		}
+		fmt.Printf("  %s: %s\n", transportName(t.Transport), note)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tDIR\tSTATE\tPROGRESS\tTRANSPORT\tSOURCE\tDESTINATION\tERROR")
+	for _, t := range list.Transfers {
+		dir := map[pb.Direction]string{pb.Direction_DIRECTION_OUTGOING: "out", pb.Direction_DIRECTION_INCOMING: "in"}[t.Direction]
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s:%s\t%s\n", t.TransferId, dir, stateName(t.State),
+			size(t.BytesDone), size(t.BytesTotal), transportName(t.Transport), t.SourcePath, t.DestNode, t.DestPath, oneLine(t.Error))
+	}
+	return w.Flush()
+}
+
+func cmdCancel(args []string) error {
+	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
+	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() != 2 {
+		return usagef("usage: rxfer cancel HOST:PORT ID")
+	}
+	client, done, err := transferClient(fs.Arg(0), *tokenFile)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	resp, err := client.CancelTransfer(ctx, &pb.CancelTransferRequest{TransferId: fs.Arg(1)})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %s\n", resp.Transfer.TransferId, stateName(resp.Transfer.State))
+	return nil
+}
+
+func cmdVersion(args []string) error {
+	fmt.Printf("rxfer %s\n", service.Version)
+	return nil
+}
+
+// transferClient connects to a node's Transfer API.
+func transferClient(node, tokenFile string) (pb.TransferClient, func(), error) {
+	addr, err := parseNode(node)
+	if err != nil {
+		return nil, nil, usageError{err.Error()}
+	}
+	token, err := readToken(tokenFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := dialNode(addr, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewTransferClient(conn), func() { conn.Close() }, nil
+}

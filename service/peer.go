@@ -1,0 +1,133 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/transfer"
+)
+
+// prepareTimeout bounds Peer.Prepare, so an unreachable peer fails fast.
+const prepareTimeout = 20 * time.Second
+
+// peerServer serves the Peer API (destination side) from the engine.
+type peerServer struct {
+	pb.UnimplementedPeerServer
+	node *transfer.Node
+}
+
+func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.PrepareResponse, error) {
+	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
+		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
+		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
+		Policy: policyFromProto(req.Transport),
+	})
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &pb.PrepareResponse{
+		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
+		Tcp: &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token},
+	}, nil
+}
+
+// reachableDataAddr replaces an unspecified host in the data address
+// (a listener on 0.0.0.0 or [::]) with the local address the peer used to
+// reach this control server, which the peer can evidently reach.
+func reachableDataAddr(ctx context.Context, dataAddr string) string {
+	host, port, err := net.SplitHostPort(dataAddr)
+	if err != nil {
+		return dataAddr
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return dataAddr
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.LocalAddr == nil {
+		return dataAddr
+	}
+	if local, _, err := net.SplitHostPort(p.LocalAddr.String()); err == nil {
+		return net.JoinHostPort(local, port)
+	}
+	return dataAddr
+}
+
+func (s *peerServer) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	resp, err := s.node.Commit(ctx, transfer.CommitRequest{ID: req.TransferId, Size: req.Size, CRC32C: req.Crc32C})
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &pb.CommitResponse{FinalPath: resp.FinalPath, Crc32C: resp.CRC32C}, nil
+}
+
+func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.AbortResponse, error) {
+	if err := s.node.Abort(ctx, req.TransferId, req.Reason); err != nil {
+		return nil, ToStatus(err)
+	}
+	return &pb.AbortResponse{}, nil
+}
+
+// peerClient is a transfer.Peer over gRPC.
+type peerClient struct {
+	addr  string
+	conn  *grpc.ClientConn
+	rpc   pb.PeerClient
+	token string
+}
+
+// DialPeer returns a transfer.Peer that speaks to the node at addr,
+// presenting token (if not empty) as its bearer credential.
+func DialPeer(addr, token string) (transfer.Peer, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", transfer.ErrPeerUnavailable, addr, err)
+	}
+	return &peerClient{addr: addr, conn: conn, rpc: pb.NewPeerClient(conn), token: token}, nil
+}
+
+func (c *peerClient) ctx(ctx context.Context) context.Context {
+	if c.token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
+}
+
+func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (transfer.PrepareResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
+	resp, err := c.rpc.Prepare(c.ctx(ctx), &pb.PrepareRequest{
+		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
+		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
+		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
+	})
+	if err != nil {
+		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
+	}
+	return transfer.PrepareResponse{
+		Transport: transfer.Transport(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
+		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()},
+	}, nil
+}
+
+func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (transfer.CommitResponse, error) {
+	resp, err := c.rpc.Commit(c.ctx(ctx), &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C})
+	if err != nil {
+		return transfer.CommitResponse{}, fromStatus(c.addr, err)
+	}
+	return transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C}, nil
+}
+
+func (c *peerClient) Abort(ctx context.Context, id, reason string) error {
+	_, err := c.rpc.Abort(c.ctx(ctx), &pb.AbortRequest{TransferId: id, Reason: reason})
+	return fromStatus(c.addr, err)
+}
+
+func (c *peerClient) Close() error { return c.conn.Close() }

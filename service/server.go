@@ -1,0 +1,187 @@
+// Package service is rxfer's gRPC boundary: the public Transfer API and the
+// node-to-node Peer API, served from a transfer.Node. It is the only package
+// that speaks protobuf; it validates requests and maps engine errors to
+// status codes.
+package service
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/transfer"
+)
+
+// Version is rxfer's version, reported by GetNodeInfo and `rxfer version`.
+var Version = "0.1.0-dev"
+
+// Options configure a Server.
+type Options struct {
+	// Addr is this node's own control address, used when a Copy names no destination node.
+	Addr string
+	// Token, when set, must be presented as "authorization: Bearer TOKEN" on every call
+	// (health checks excepted). It is also presented to peers that need no other token.
+	Token string
+	// PeerOnly serves only the Peer API (a CLI acting as one end of a copy).
+	PeerOnly bool
+	Logger   *slog.Logger
+}
+
+// Server is a node's gRPC server.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New builds the gRPC server for node.
+func New(node *transfer.Node, opt Options) *Server {
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	auth := authenticator{token: opt.Token}
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
+	pb.RegisterPeerServer(g, &peerServer{node: node})
+	if !opt.PeerOnly {
+		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, log: log})
+	}
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(g, h)
+	reflection.Register(g)
+	return &Server{grpc: g, health: h}
+}
+
+// Serve accepts connections on lis until Stop.
+func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
+
+// Stop marks the node not serving and stops the server: running RPCs are
+// cancelled, which cancels their transfers (partial files are removed).
+func (s *Server) Stop() {
+	s.health.Shutdown()
+	s.grpc.Stop()
+}
+
+// authenticator checks the bearer token on every call but health checks.
+type authenticator struct{ token string }
+
+func (a authenticator) check(ctx context.Context, method string) error {
+	if a.token == "" || strings.HasPrefix(method, "/grpc.health.v1.") {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if got, ok := strings.CutPrefix(v, "Bearer "); ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "missing or wrong bearer token (set --token-file on both ends)")
+}
+
+func (a authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := a.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (a authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// transferServer serves the public Transfer API.
+type transferServer struct {
+	pb.UnimplementedTransferServer
+	node  *transfer.Node
+	addr  string
+	token string
+	log   *slog.Logger
+}
+
+func (s *transferServer) GetNodeInfo(ctx context.Context, _ *pb.GetNodeInfoRequest) (*pb.NodeInfo, error) {
+	cfg := s.node.Config()
+	tcp := &pb.TransportStatus{Transport: pb.Transport_TRANSPORT_TCP, Available: cfg.Data != nil, Address: cfg.DataAddr}
+	if cfg.Data == nil {
+		tcp.Reason = "no TCP data listener"
+	}
+	return &pb.NodeInfo{
+		NodeId: cfg.ID, Version: Version, ExportRoot: cfg.Root.Dir(),
+		Transports: []*pb.TransportStatus{tcp,
+			{Transport: pb.Transport_TRANSPORT_RDMA, Available: false, Reason: cfg.RDMAUnavailable}},
+		MaxConcurrentTransfers: int32(cfg.MaxConcurrent), ActiveTransfers: int32(s.node.Active()),
+	}, nil
+}
+
+func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingServer[pb.TransferInfo]) error {
+	switch {
+	case req.SourcePath == "":
+		return status.Error(codes.InvalidArgument, "source_path is empty: name a file beneath this node's export root")
+	case req.DestPath == "":
+		return status.Error(codes.InvalidArgument, "dest_path is empty: name a file or directory beneath the destination's export root")
+	case req.ChunkSize < 0 || req.Streams < 0:
+		return status.Error(codes.InvalidArgument, "chunk_size and streams must not be negative (0 chooses the default)")
+	}
+	dest := req.DestNode
+	if dest == "" {
+		dest = s.addr
+	}
+	token := req.DestToken
+	if token == "" {
+		token = s.token
+	}
+	peer, err := DialPeer(dest, token)
+	if err != nil {
+		return ToStatus(err)
+	}
+	defer peer.Close()
+	var sendErr error
+	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
+		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
+		Policy: policyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
+	}, peer, func(i transfer.Info) {
+		if sendErr == nil {
+			sendErr = stream.Send(InfoToProto(i))
+		}
+	})
+	if err != nil {
+		return ToStatus(err)
+	}
+	return sendErr
+}
+
+func (s *transferServer) GetTransfer(ctx context.Context, req *pb.GetTransferRequest) (*pb.TransferInfo, error) {
+	info, err := s.node.Get(req.TransferId)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return InfoToProto(info), nil
+}
+
+func (s *transferServer) ListTransfers(ctx context.Context, _ *pb.ListTransfersRequest) (*pb.ListTransfersResponse, error) {
+	var out pb.ListTransfersResponse
+	for _, i := range s.node.List() {
+		out.Transfers = append(out.Transfers, InfoToProto(i))
+	}
+	return &out, nil
+}
+
+func (s *transferServer) CancelTransfer(ctx context.Context, req *pb.CancelTransferRequest) (*pb.CancelTransferResponse, error) {
+	info, err := s.node.Cancel(req.TransferId)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &pb.CancelTransferResponse{Transfer: InfoToProto(info)}, nil
+}

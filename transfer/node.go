@@ -1,0 +1,267 @@
+// Package transfer is rxfer's engine: the transfer state machine, chunking
+// and CRC32C verification, export-root path resolution and atomic commit.
+// It is transport- and protocol-agnostic: the service layer drives it from
+// gRPC, and it moves bytes with the fallback (TCP) transport.
+package transfer
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rxfer/rxfer/fallback"
+)
+
+// Defaults for a Node's Config.
+const (
+	DefaultChunkSize     = 8 << 20
+	MinChunkSize         = 4 << 10
+	MaxChunkSize         = 1 << 30
+	DefaultMaxConcurrent = 64
+	DefaultIdleTimeout   = 60 * time.Second
+	maxHistory           = 256 // finished transfers kept for ListTransfers
+	maxChunkAttempts     = 3   // sends of one chunk before a checksum failure is final
+)
+
+// Hooks are test hooks; all nil in production.
+type Hooks struct {
+	// CorruptChunk makes the sender corrupt chunk index on the wire on the
+	// given attempt (1-based), so the receiver's verification is exercised.
+	CorruptChunk func(index uint32, attempt int) bool
+}
+
+// Config configures a Node.
+type Config struct {
+	ID   string
+	Root *Root
+	// Data is the TCP data-channel listener; nil means this node cannot receive.
+	Data *fallback.Listener
+	// DataAddr is the data address given to peers; default Data.Addr().
+	DataAddr      string
+	MaxConcurrent int
+	ChunkSize     int64
+	Streams       int
+	SendMode      fallback.SendMode
+	// IdleTimeout aborts an incoming transfer that makes no progress for this long.
+	IdleTimeout time.Duration
+	// RDMAUnavailable says why this node cannot use RDMA.
+	RDMAUnavailable string
+	Logger          *slog.Logger
+	Hooks           Hooks
+}
+
+// Node is one rxfer node's engine: it sends files to peers and receives
+// files from them, and keeps the registry of transfers.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	transfers map[key]*record
+	active    int
+}
+
+type key struct {
+	dir Direction
+	id  string
+}
+
+// record is one transfer's mutable state; mu guards info and the incoming fields.
+type record struct {
+	mu     sync.Mutex
+	info   Info
+	cancel context.CancelCauseFunc // outgoing: stops the push
+	in     *incoming               // incoming only
+}
+
+// NewNode returns a Node with defaults filled in.
+func NewNode(cfg Config) *Node {
+	cfg.MaxConcurrent = cmp.Or(cfg.MaxConcurrent, DefaultMaxConcurrent)
+	cfg.ChunkSize = cmp.Or(cfg.ChunkSize, DefaultChunkSize)
+	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.RDMAUnavailable = cmp.Or(cfg.RDMAUnavailable, "this build of rxfer has no RDMA transport")
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Data != nil && cfg.DataAddr == "" {
+		cfg.DataAddr = cfg.Data.Addr().String()
+	}
+	return &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record)}
+}
+
+// Config returns the node's effective configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+// NewID returns a random transfer id.
+func NewID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validID reports whether id is safe to embed in a file name.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// admit registers a new transfer, enforcing the concurrency limit.
+func (n *Node) admit(r *record) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := key{r.info.Direction, r.info.ID}
+	if _, dup := n.transfers[k]; dup {
+		return fmt.Errorf("%w: transfer %s is already known", ErrExists, r.info.ID)
+	}
+	if n.active >= n.cfg.MaxConcurrent {
+		return fmt.Errorf("%w: node %s already runs %d transfers (limit %d)", ErrTooMany, n.cfg.ID, n.active, n.cfg.MaxConcurrent)
+	}
+	n.active++
+	n.transfers[k] = r
+	n.pruneLocked()
+	return nil
+}
+
+// pruneLocked drops the oldest finished transfers beyond maxHistory.
+func (n *Node) pruneLocked() {
+	if len(n.transfers) <= maxHistory+n.active {
+		return
+	}
+	var done []key
+	for k, r := range n.transfers {
+		if r.snapshot().State.Terminal() {
+			done = append(done, k)
+		}
+	}
+	slices.SortFunc(done, func(a, b key) int {
+		return n.transfers[a].snapshot().Started.Compare(n.transfers[b].snapshot().Started)
+	})
+	for _, k := range done[:max(0, len(n.transfers)-maxHistory-n.active)] {
+		delete(n.transfers, k)
+	}
+}
+
+// finish moves r to a terminal state once; it reports whether it did.
+func (n *Node) finish(r *record, st State, err error) bool {
+	r.mu.Lock()
+	if r.info.State.Terminal() {
+		r.mu.Unlock()
+		return false
+	}
+	r.info.State = st
+	if err != nil {
+		r.info.Err = err.Error()
+	}
+	r.mu.Unlock()
+	n.mu.Lock()
+	n.active--
+	n.mu.Unlock()
+	return true
+}
+
+func (r *record) snapshot() Info {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	info := r.info
+	if info.Result != nil {
+		res := *info.Result
+		info.Result = &res
+	}
+	return info
+}
+
+func (r *record) setState(s State) {
+	r.mu.Lock()
+	r.info.State = s
+	r.mu.Unlock()
+}
+
+// Get returns a transfer by id (outgoing first, when this node is both ends).
+func (n *Node) Get(id string) (Info, error) {
+	n.mu.Lock()
+	r, ok := n.transfers[key{Outgoing, id}]
+	if !ok {
+		r, ok = n.transfers[key{Incoming, id}]
+	}
+	n.mu.Unlock()
+	if !ok {
+		return Info{}, fmt.Errorf("%w: no transfer %q on node %s", ErrNotFound, id, n.cfg.ID)
+	}
+	return r.snapshot(), nil
+}
+
+// List returns every known transfer, newest first.
+func (n *Node) List() []Info {
+	n.mu.Lock()
+	out := make([]Info, 0, len(n.transfers))
+	for _, r := range n.transfers {
+		out = append(out, r.snapshot())
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b Info) int { return b.Started.Compare(a.Started) })
+	return out
+}
+
+// Active returns the number of transfers in progress.
+func (n *Node) Active() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.active
+}
+
+// Cancel stops a transfer: an outgoing one stops sending and aborts the
+// destination; an incoming one is aborted here (its partial file removed).
+func (n *Node) Cancel(id string) (Info, error) {
+	n.mu.Lock()
+	out, okOut := n.transfers[key{Outgoing, id}]
+	in, okIn := n.transfers[key{Incoming, id}]
+	n.mu.Unlock()
+	switch {
+	case okOut:
+		out.cancel(fmt.Errorf("%w by request", ErrCanceled))
+		return out.snapshot(), nil
+	case okIn:
+		n.abortIncoming(in, StateCancelled, fmt.Errorf("%w by request on the destination", ErrCanceled))
+		return in.snapshot(), nil
+	}
+	return Info{}, fmt.Errorf("%w: no transfer %q on node %s", ErrNotFound, id, n.cfg.ID)
+}
+
+// LocalPeer returns n as a Peer, for a source and destination in one process.
+func (n *Node) LocalPeer() Peer { return localPeer{n} }
+
+type localPeer struct{ *Node }
+
+func (localPeer) Close() error { return nil }
+
+// Shutdown cancels every outgoing transfer and aborts every incoming one
+// (removing its partial file). Call it when the node stops.
+func (n *Node) Shutdown() {
+	n.mu.Lock()
+	recs := make([]*record, 0, len(n.transfers))
+	for _, r := range n.transfers {
+		recs = append(recs, r)
+	}
+	n.mu.Unlock()
+	for _, r := range recs {
+		if r.info.Direction == Outgoing {
+			r.cancel(fmt.Errorf("%w: node %s is shutting down", ErrCanceled, n.cfg.ID))
+		} else {
+			n.abortIncoming(r, StateCancelled, fmt.Errorf("%w: node %s is shutting down", ErrCanceled, n.cfg.ID))
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/rxfer/rxfer/fallback"
+)
+
+// incoming is the receiving half of a transfer; it is the fallback.Sink the
+// data listener writes into. Its fields are guarded by the record's mu.
+type incoming struct {
+	rec     *record
+	node    *Node
+	dest    *Destination
+	plan    ChunkPlan
+	crcs    []uint32 // verified CRC32C of each landed chunk
+	landed  []bool
+	nLanded int
+	release func() // unregisters the data-channel token
+	idle    *time.Timer
+	movingT time.Time
+}
+
+// Prepare is the destination's half of setting up a transfer: validate the
+// request and destination, create the preallocated partial file, choose the
+// transport and hand out a single-use data-channel token.
+func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error) {
+	switch {
+	case !validID(req.ID):
+		return PrepareResponse{}, fmt.Errorf("%w: transfer id %q (want 1-64 letters, digits or '-')", ErrInvalid, req.ID)
+	case req.Size < 0:
+		return PrepareResponse{}, fmt.Errorf("%w: negative size %d", ErrInvalid, req.Size)
+	case req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize:
+		return PrepareResponse{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
+	case req.Size/req.ChunkSize > 1<<24:
+		return PrepareResponse{}, fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
+	case req.Policy == PolicyRDMA:
+		return PrepareResponse{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, n.cfg.RDMAUnavailable)
+	case n.cfg.Data == nil:
+		return PrepareResponse{}, fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
+	}
+	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
+	rec := &record{info: Info{
+		ID: req.ID, State: StatePreparing, Direction: Incoming, SourcePath: req.SourceNode + ":" + req.SourcePath,
+		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
+		ChunkSize: req.ChunkSize, Started: time.Now(),
+	}}
+	if req.Policy == PolicyAuto {
+		rec.info.FallbackReason = n.cfg.RDMAUnavailable
+	}
+	if err := n.admit(rec); err != nil {
+		return PrepareResponse{}, err
+	}
+	dest, err := n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
+	if err != nil {
+		n.finish(rec, StateFailed, err)
+		return PrepareResponse{}, err
+	}
+	tok, err := fallback.NewToken()
+	if err != nil {
+		dest.Remove()
+		n.finish(rec, StateFailed, err)
+		return PrepareResponse{}, err
+	}
+	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(),
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
+	in.release = n.cfg.Data.Expect(tok, in)
+	in.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
+		n.abortIncoming(rec, StateFailed, fmt.Errorf("%w: no data or commit from %s for %v", ErrTimeout, req.SourceNode, n.cfg.IdleTimeout))
+	})
+	rec.mu.Lock()
+	cancelled := rec.info.State.Terminal()
+	rec.in = in
+	rec.info.DestPath = dest.FinalPath
+	if !cancelled {
+		rec.info.State = StateMoving
+	}
+	rec.mu.Unlock()
+	if cancelled {
+		in.idle.Stop()
+		in.release()
+		dest.Remove()
+		return PrepareResponse{}, fmt.Errorf("%w while preparing", ErrCanceled)
+	}
+	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.FinalPath, "size", req.Size)
+	return PrepareResponse{
+		Transport: TransportTCP, TCP: TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]},
+		FinalPath: dest.FinalPath, FallbackReason: rec.info.FallbackReason,
+	}, nil
+}
+
+// File implements fallback.Sink.
+func (in *incoming) File() *os.File { return in.dest.File() }
+
+// Admit implements fallback.Sink: a chunk must match the agreed plan exactly.
+func (in *incoming) Admit(c fallback.Chunk) error {
+	if int(c.Index) >= in.plan.Count() {
+		return fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
+	}
+	if off, n := in.plan.Span(int(c.Index)); c.Offset != off || int64(c.Length) != n {
+		return fmt.Errorf("%w: chunk %d at %d+%d, want %d+%d", ErrInvalid, c.Index, c.Offset, c.Length, off, n)
+	}
+	return nil
+}
+
+// Landed implements fallback.Sink: record a verified chunk.
+func (in *incoming) Landed(c fallback.Chunk, err error) {
+	if err != nil {
+		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
+		return
+	}
+	in.rec.mu.Lock()
+	defer in.rec.mu.Unlock()
+	if in.rec.info.State != StateMoving || in.landed[c.Index] {
+		return
+	}
+	in.landed[c.Index] = true
+	in.crcs[c.Index] = c.CRC
+	in.nLanded++
+	in.rec.info.BytesDone += int64(c.Length)
+	if s := time.Since(in.movingT).Seconds(); s > 0 {
+		in.rec.info.Rate = float64(in.rec.info.BytesDone) / s
+	}
+	in.idle.Reset(in.node.cfg.IdleTimeout)
+}
+
+// Commit verifies that every chunk landed and the whole-file CRC32C matches,
+// then makes the file durable and visible under its final name.
+func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, error) {
+	rec, err := n.incomingRecord(req.ID)
+	if err != nil {
+		return CommitResponse{}, err
+	}
+	rec.mu.Lock()
+	in := rec.in
+	state, nLanded := rec.info.State, in.nLanded
+	if state == StateMoving {
+		rec.info.State = StateVerifying
+	}
+	rec.mu.Unlock()
+	switch {
+	case state != StateMoving:
+		return CommitResponse{}, fmt.Errorf("%w: transfer %s is %s, not moving", ErrInvalid, req.ID, state)
+	case req.Size != in.plan.Size:
+		err = fmt.Errorf("%w: commit for %d bytes, prepared for %d", ErrInvalid, req.Size, in.plan.Size)
+	case nLanded != in.plan.Count():
+		err = fmt.Errorf("%w: %d of %d chunks landed and verified", ErrIncomplete, nLanded, in.plan.Count())
+	}
+	if err == nil {
+		in.idle.Stop()
+		in.release()
+		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
+			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
+		} else if err = in.dest.Commit(); err == nil {
+			rec.mu.Lock()
+			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.FinalPath, Duration: time.Since(rec.info.Started)}
+			rec.mu.Unlock()
+			n.finish(rec, StateCommitted, nil)
+			n.log.Info("committed", "transfer", req.ID, "path", in.dest.FinalPath, "crc32c", fmt.Sprintf("%08x", got))
+			return CommitResponse{FinalPath: in.dest.FinalPath, CRC32C: got}, nil
+		}
+	}
+	n.abortIncoming(rec, StateFailed, err)
+	return CommitResponse{}, err
+}
+
+// Abort discards an incoming transfer: its partial file is removed.
+func (n *Node) Abort(ctx context.Context, id, reason string) error {
+	rec, err := n.incomingRecord(id)
+	if err != nil {
+		return err
+	}
+	n.abortIncoming(rec, StateCancelled, fmt.Errorf("%w: aborted by the source: %s", ErrCanceled, reason))
+	return nil
+}
+
+func (n *Node) incomingRecord(id string) (*record, error) {
+	n.mu.Lock()
+	rec, ok := n.transfers[key{Incoming, id}]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: no incoming transfer %q on node %s", ErrNotFound, id, n.cfg.ID)
+	}
+	return rec, nil
+}
+
+// abortIncoming ends an incoming transfer that did not commit: the token is
+// released (closing its data connections) and the partial file removed.
+func (n *Node) abortIncoming(rec *record, st State, cause error) {
+	if !n.finish(rec, st, cause) {
+		return
+	}
+	rec.mu.Lock()
+	in := rec.in
+	rec.mu.Unlock()
+	if in == nil { // cancelled while Prepare was still creating it; Prepare cleans up
+		return
+	}
+	in.idle.Stop()
+	in.release()
+	in.dest.Remove()
+	lvl := slog.LevelWarn
+	if errors.Is(cause, ErrCanceled) {
+		lvl = slog.LevelInfo
+	}
+	n.log.Log(context.Background(), lvl, "incoming transfer ended", "transfer", rec.info.ID, "state", st, "reason", cause)
+}

@@ -1,0 +1,208 @@
+package transfer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Root is a node's export root: every path a peer or client names is
+// resolved beneath it. "/" in a request path is the root itself. Resolution
+// uses openat2(2) with RESOLVE_BENEATH, so "..", absolute symlinks and
+// symlinks that lead out of the root are refused by the kernel, also when
+// they race with the check.
+type Root struct {
+	dir  string
+	file *os.File // O_PATH descriptor of the root directory
+}
+
+// OpenRoot opens dir as an export root. The directory must exist.
+func OpenRoot(dir string) (*Root, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("export root %q: %w", dir, osErr(err))
+	}
+	return &Root{dir: dir, file: os.NewFile(uintptr(fd), dir)}, nil
+}
+
+// Dir is the root's path on this host.
+func (r *Root) Dir() string { return r.dir }
+
+// Close releases the root's descriptor.
+func (r *Root) Close() error { return r.file.Close() }
+
+// relative turns a request path into one relative to the root. It does not
+// clean ".." away: the kernel refuses it if it climbs out.
+func relative(p string) (string, error) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", fmt.Errorf("%w: path contains a NUL byte", ErrInvalid)
+	}
+	rel := strings.TrimLeft(p, "/")
+	if rel == "" {
+		rel = "."
+	}
+	return rel, nil
+}
+
+// openat opens rel beneath the root.
+func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
+	rel, err := relative(p)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.OpenHow{
+		Flags:   flags | unix.O_CLOEXEC,
+		Mode:    uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(int(r.file.Fd()), rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue // EAGAIN: a concurrent rename raced the lookup; retry
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", p, osErr(err))
+		}
+		return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
+	}
+}
+
+// osErr maps an errno to the engine's sentinels, keeping the errno wrapped.
+func osErr(err error) error {
+	switch {
+	case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ELOOP):
+		return fmt.Errorf("%w (%v)", ErrPathEscape, err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%w: %w", ErrExists, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	case errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("%w: a path component is not a directory", ErrNotFound)
+	}
+	return err
+}
+
+// OpenSource opens a regular file beneath the root for reading.
+func (r *Root) OpenSource(p string) (*os.File, fs.FileInfo, error) {
+	f, err := r.openat(p, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("source %q: %w", p, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: source %q is not a regular file (%s)", ErrInvalid, p, st.Mode().Type())
+	}
+	return f, st, nil
+}
+
+// Destination is a file being received: it is written under a temporary name
+// in the destination directory and renamed to its final name on Commit.
+type Destination struct {
+	dir     *os.File // the destination directory (read-only, for fsync and *at calls)
+	file    *os.File // the partial file, O_RDWR
+	partial string   // name of the partial file inside dir
+	name    string   // final name inside dir
+	// FinalPath is the destination path relative to the root, as reported to users.
+	FinalPath string
+	overwrite bool
+}
+
+// CreateDestination validates a destination and creates its partial file.
+// destPath names a file, or a directory (existing, or ending in "/") that
+// receives sourceName. size bytes are preallocated so a full disk fails now,
+// not halfway through the copy.
+func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, overwrite bool) (*Destination, error) {
+	dirPath, name := path.Split(destPath)
+	if name == "" || name == "." || name == ".." {
+		dirPath, name = destPath, ""
+	} else if d, err := r.openat(destPath, unix.O_RDONLY|unix.O_DIRECTORY, 0); err == nil {
+		d.Close() // an existing directory: the file goes inside it
+		dirPath, name = destPath, ""
+	}
+	if name == "" {
+		name = path.Base(sourceName)
+		if name == "/" || name == "." || name == ".." || name == "" {
+			return nil, fmt.Errorf("%w: destination %q is a directory and the source has no file name", ErrInvalid, destPath)
+		}
+	}
+	dir, err := r.openat(dirPath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("destination directory %w", err)
+	}
+	d := &Destination{dir: dir, name: name, overwrite: overwrite,
+		partial:   name + ".rxfer-partial-" + id,
+		FinalPath: path.Join("/", strings.TrimLeft(dirPath, "/"), name)}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		dir.Close()
+		return nil, fmt.Errorf("%w: destination %q is a directory", ErrExists, d.FinalPath)
+	case err == nil && !overwrite:
+		dir.Close()
+		return nil, fmt.Errorf("%w: destination %q exists (use overwrite / --force to replace it)", ErrExists, d.FinalPath)
+	case err != nil && err != unix.ENOENT:
+		dir.Close()
+		return nil, fmt.Errorf("destination %q: %w", d.FinalPath, osErr(err))
+	}
+	fd, err := unix.Openat(int(dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		dir.Close()
+		return nil, fmt.Errorf("creating %q: %w", d.partial, osErr(err))
+	}
+	d.file = os.NewFile(uintptr(fd), d.partial)
+	if size > 0 {
+		if err := unix.Fallocate(fd, 0, 0, size); err != nil && err != unix.EOPNOTSUPP {
+			d.Remove()
+			return nil, fmt.Errorf("preallocating %d bytes for %q: %w", size, d.FinalPath, osErr(err))
+		}
+	}
+	return d, nil
+}
+
+// File is the partial file, open for reading and writing.
+func (d *Destination) File() *os.File { return d.file }
+
+// Commit makes the file durable and visible: fsync the file, rename it to
+// its final name (refusing to replace a file that appeared meanwhile unless
+// overwriting), fsync the directory.
+func (d *Destination) Commit() error {
+	if err := d.file.Sync(); err != nil {
+		return fmt.Errorf("fsync %q: %w", d.FinalPath, osErr(err))
+	}
+	dfd := int(d.dir.Fd())
+	var flags uint
+	if !d.overwrite {
+		flags = unix.RENAME_NOREPLACE
+	}
+	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {
+		return fmt.Errorf("renaming into place %q: %w", d.FinalPath, osErr(err))
+	}
+	if err := d.dir.Sync(); err != nil {
+		return fmt.Errorf("fsync directory of %q: %w", d.FinalPath, osErr(err))
+	}
+	d.file.Close()
+	d.dir.Close()
+	return nil
+}
+
+// Remove deletes the partial file and releases the descriptors. It is safe
+// to call after a failed Commit.
+func (d *Destination) Remove() {
+	d.file.Close()
+	unix.Unlinkat(int(d.dir.Fd()), d.partial, 0) // ENOENT after a successful rename: nothing to do
+	d.dir.Close()
+}

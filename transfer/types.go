@@ -1,0 +1,144 @@
+package transfer
+
+import (
+	"context"
+	"time"
+)
+
+// State is a transfer's place in its life:
+// pending → preparing → moving → verifying → committed | failed | cancelled.
+type State int
+
+// Transfer states.
+const (
+	StatePending State = iota + 1
+	StatePreparing
+	StateMoving
+	StateVerifying
+	StateCommitted
+	StateFailed
+	StateCancelled
+)
+
+var stateNames = map[State]string{StatePending: "pending", StatePreparing: "preparing", StateMoving: "moving",
+	StateVerifying: "verifying", StateCommitted: "committed", StateFailed: "failed", StateCancelled: "cancelled"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Terminal reports whether no further state follows s.
+func (s State) Terminal() bool { return s >= StateCommitted }
+
+// Transport names what carries the bytes.
+type Transport int
+
+// Transports.
+const (
+	TransportNone Transport = iota
+	TransportTCP
+	TransportRDMA
+)
+
+func (t Transport) String() string {
+	switch t {
+	case TransportTCP:
+		return "tcp"
+	case TransportRDMA:
+		return "rdma"
+	}
+	return "none"
+}
+
+// Policy is the transport a request allows.
+type Policy int
+
+// Policies.
+const (
+	PolicyAuto Policy = iota
+	PolicyTCP
+	PolicyRDMA
+)
+
+// Direction tells whether this node sends or receives a transfer.
+type Direction int
+
+// Directions.
+const (
+	Outgoing Direction = iota + 1
+	Incoming
+)
+
+// Result is what a committed transfer produced.
+type Result struct {
+	CRC32C    uint32
+	FinalPath string
+	Duration  time.Duration
+}
+
+// Info is a snapshot of one transfer.
+type Info struct {
+	ID             string
+	State          State
+	Direction      Direction
+	SourcePath     string
+	DestNode       string
+	DestPath       string
+	BytesDone      int64
+	BytesTotal     int64
+	Rate           float64 // bytes per second while moving
+	Transport      Transport
+	FallbackReason string
+	Err            string
+	Result         *Result
+	ChunkSize      int64
+	Streams        int
+	Started        time.Time
+}
+
+// PrepareRequest is what a source sends the destination before any data.
+type PrepareRequest struct {
+	ID         string
+	SourceNode string
+	SourcePath string
+	SourceName string // base name, used when DestPath is a directory
+	DestPath   string
+	Size       int64
+	ChunkSize  int64
+	Overwrite  bool
+	Policy     Policy
+}
+
+// TCPChannel is where and how to open the TCP data connections.
+type TCPChannel struct {
+	Addr  string
+	Token []byte
+}
+
+// PrepareResponse is the destination's answer to Prepare.
+type PrepareResponse struct {
+	Transport      Transport
+	TCP            TCPChannel
+	FinalPath      string
+	FallbackReason string
+}
+
+// CommitRequest asks the destination to verify and publish the file.
+type CommitRequest struct {
+	ID     string
+	Size   int64
+	CRC32C uint32
+}
+
+// CommitResponse confirms a commit.
+type CommitResponse struct {
+	FinalPath string
+	CRC32C    uint32
+}
+
+// Peer is the control channel to a destination node (implemented over gRPC
+// by the service layer, or directly by a local [Node]).
+type Peer interface {
+	Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error)
+	Commit(ctx context.Context, req CommitRequest) (CommitResponse, error)
+	Abort(ctx context.Context, id, reason string) error
+	Close() error
+}
