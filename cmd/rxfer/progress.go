@@ -50,7 +50,11 @@ type lineReporter struct {
 func (r *lineReporter) event(e *pb.TransferInfo) {
 	if e.State != r.lastState {
 		r.lastState = e.State
-		fmt.Fprintf(r.out, "%s: %s%s\n", e.TransferId, stateName(e.State), transportNote(e))
+		note := ""
+		if e.State == pb.State_STATE_MOVING {
+			note = transportNote(e)
+		}
+		fmt.Fprintf(r.out, "%s: %s%s\n", e.TransferId, stateName(e.State), note)
 	}
 	if e.State == pb.State_STATE_MOVING && e.BytesTotal > 0 {
 		if tenth := e.BytesDone * 10 / e.BytesTotal; tenth > r.lastTenth {

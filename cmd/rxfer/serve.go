@@ -74,7 +74,9 @@ func cmdServe(args []string) error {
 		node.Shutdown()
 		srv.Stop()
 	}()
-	log.Info("rxfer serving", "node", node.Config().ID, "listen", lis.Addr(), "data", data.Addr(), "root", *root, "version", service.Version)
+	log.Info("rxfer serving", "node", node.Config().ID, "root", *root, "version", service.Version)
+	// One line on stdout says the node is ready and where (ports may have been 0).
+	fmt.Printf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
 	return srv.Serve(lis)
 }
 

@@ -1,0 +1,61 @@
+# rxfer — see README.md. Two commands set everything up on a fresh Debian machine:
+#   make demo    build, start two daemons on loopback, copy 256 MiB, verify, clean up
+#   make test    host suite (unit, end-to-end, network namespaces) + the rdma_rxe VM testbed
+
+GO      ?= go
+BIN     := bin/rxfer
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+# Debian packages the host suite and benchmarks use (the testbed adds its own).
+HOST_APT := iproute2 iperf3
+
+.PHONY: all build build-nocgo demo test test-host deps-host vet proto bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/rxfer
+
+# The TCP-only binary: no cgo, no libibverbs.
+build-nocgo:
+	CGO_ENABLED=0 $(GO) build -o bin/rxfer-nocgo ./cmd/rxfer
+
+demo: build
+	@scripts/demo.sh $(BIN)
+
+test: test-host testbed
+
+# Installs what the host suite needs when run as root and it is missing.
+deps-host:
+	@missing=; for p in $(HOST_APT); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "deps-host: installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else echo "deps-host: missing$$missing (install them, or run as root); namespace tests will skip"; fi; \
+	fi
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-host: deps-host vet build-nocgo
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench: build deps-host
+	@scripts/bench.sh $(BIN)
+
+# Regenerates api/rxferv1 from api/rxfer/v1/rxfer.proto (protoc from Debian's protobuf-compiler).
+proto:
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(CURDIR)/bin:$$PATH protoc -I api --go_out=api --go_opt=module=github.com/rxfer/rxfer/api \
+		--go-grpc_out=api --go-grpc_opt=module=github.com/rxfer/rxfer/api rxfer/v1/rxfer.proto
+
+clean: testbed-clean
+	rm -rf bin
+
+include testbed/testbed.mk
