@@ -407,3 +407,20 @@ func TestSendMode(t *testing.T) {
 		t.Error("ParseSendMode(splice) succeeded")
 	}
 }
+
+func TestAdmitRejection(t *testing.T) {
+	l := newListener(t, ListenConfig{})
+	fx := newFixture(t, 3*4096, 4096)
+	fx.sink.size = 2 * 4096 // the last chunk is out of bounds for the receiver
+	tok := expect(t, l, fx.sink)
+	res := drive(t.Context(), l.Addr().String(), tok, fx, 0, SendOptions{Streams: 1})
+	if !errors.Is(res.err, ErrStreamBroken) || !errors.Is(res.err, ErrRejected) {
+		t.Fatalf("Send: %v, want ErrStreamBroken wrapping ErrRejected", res.err)
+	}
+	if v := res.verdicts[2]; len(v) != 1 || !errors.Is(v[0], ErrRejected) {
+		t.Fatalf("chunk 2 verdicts %v, want one ErrRejected", v)
+	}
+	if v := fx.sink.verdicts(2); len(v) != 0 {
+		t.Fatalf("Landed called for a rejected chunk: %v", v)
+	}
+}

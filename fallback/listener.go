@@ -1,6 +1,7 @@
 package fallback
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -59,9 +60,10 @@ type Listener struct {
 
 // registration is one expected transfer.
 type registration struct {
-	sink  Sink
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup // handlers serving this transfer
+	sink     Sink
+	conns    map[net.Conn]struct{}
+	released bool           // connection errors after release are expected
+	wg       sync.WaitGroup // handlers serving this transfer
 }
 
 // Listen is ListenConfig{}.Listen.
@@ -117,6 +119,7 @@ func (l *Listener) Expect(tok Token, s Sink) (release func()) {
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
+			r.released = true
 			if l.expected[tok] == r {
 				delete(l.expected, tok)
 			}
@@ -224,12 +227,31 @@ func (l *Listener) handle(c *net.TCPConn) {
 		return
 	}
 	if err := serve(c, r.sink); err != nil {
-		l.log.Warn("fallback: data connection failed", "remote", remote, "err", err)
+		l.mu.Lock()
+		quiet := r.released || l.closed
+		l.mu.Unlock()
+		level := slog.LevelWarn
+		if quiet {
+			level = slog.LevelDebug
+		}
+		l.log.Log(context.Background(), level, "fallback: data connection failed", "remote", remote, "err", err)
 	}
 }
 
+// verifyDepth is how many landed chunks of one connection may wait for read-back
+// verification while the next ones are spliced: it lets one connection use two cores.
+const verifyDepth = 2
+
+// landing is a chunk handed from the receive loop to the verifier of its connection.
+type landing struct {
+	c      Chunk
+	status byte  // ackOK: still to be verified; otherwise the verdict
+	err    error // the error for Landed when status is not ackOK
+}
+
 // serve receives chunks on an authenticated connection until the sender closes it
-// (nil) or something goes wrong.
+// (nil) or something goes wrong. The receive loop splices chunks into the file; a
+// verifier goroutine reads each back, checks its CRC, calls Landed and acks, in order.
 func serve(c *net.TCPConn, s Sink) error {
 	pipe, err := newSplicePipe()
 	if err != nil {
@@ -237,8 +259,20 @@ func serve(c *net.TCPConn, s Sink) error {
 	}
 	defer pipe.Close()
 	f := s.File()
+	q := make(chan landing, verifyDepth)
+	verr := make(chan error, 1)
+	go func() { verr <- verify(c, s, q) }()
+	err = receive(c, s, f, pipe, q)
+	close(q)
+	if e := <-verr; err == nil {
+		err = e
+	}
+	return err
+}
+
+// receive is serve's receive loop; every admitted chunk goes to q exactly once.
+func receive(c *net.TCPConn, s Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
 	var hdr [headerLen]byte
-	ack := make([]byte, 0, ackLen)
 	for {
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
 			if err == io.EOF {
@@ -251,36 +285,57 @@ func serve(c *net.TCPConn, s Sink) error {
 			return err
 		}
 		if err := s.Admit(ch); err != nil {
-			c.Write(appendAck(ack[:0], ch.Index, ackRejected))
+			// Not admitted, so Landed is not called; only the sender is told.
+			q <- landing{c: ch, status: ackRejected}
 			return fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrRejected, err)
 		}
 		err = spliceToFile(c, f, ch.Offset, int64(ch.Length), pipe)
-		if err != nil && !errors.Is(err, ErrReceiverIO) {
+		switch {
+		case err == nil:
+			q <- landing{c: ch}
+		case errors.Is(err, ErrReceiverIO):
+			// The rest of the chunk is still in the socket: the stream cannot go on.
+			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
+			q <- landing{c: ch, status: ackIO, err: err}
+			return err
+		default:
 			err = fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrStreamBroken, err)
 			s.Landed(ch, err)
 			return err
 		}
-		if err != nil {
-			// The rest of the chunk is still in the socket: the stream cannot go on.
-			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
-			s.Landed(ch, err)
-			c.Write(appendAck(ack[:0], ch.Index, ackIO))
-			return err
+	}
+}
+
+// verify is serve's verifier: it settles the chunks from q in order. After a failed ack
+// write it closes the connection (ending receive) and keeps settling what is queued.
+func verify(c *net.TCPConn, s Sink, q <-chan landing) error {
+	var werr error
+	ack := make([]byte, 0, ackLen)
+	for l := range q {
+		if l.status == ackOK {
+			if sum, err := fileCRC(s.File(), l.c.Offset, int64(l.c.Length)); err != nil {
+				l.status, l.err = ackIO, fmt.Errorf("chunk %d: %w: reading back: %w", l.c.Index, ErrReceiverIO, err)
+			} else if sum != l.c.CRC {
+				l.status, l.err = ackChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, ErrChecksum, sum, l.c.CRC)
+			}
 		}
-		status := ackOK
-		if sum, err := fileCRC(f, ch.Offset, int64(ch.Length)); err != nil {
-			s.Landed(ch, fmt.Errorf("chunk %d: %w: reading back: %w", ch.Index, ErrReceiverIO, err))
-			status = ackIO
-		} else if sum != ch.CRC {
-			s.Landed(ch, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", ch.Index, ErrChecksum, sum, ch.CRC))
-			status = ackChecksum
-		} else {
-			s.Landed(ch, nil)
+		if l.status != ackRejected {
+			s.Landed(l.c, l.err)
 		}
-		if _, err := c.Write(appendAck(ack[:0], ch.Index, status)); err != nil {
-			return err
+		if werr == nil {
+			_, werr = c.Write(appendAck(ack[:0], l.c.Index, l.status))
+			if werr == nil && (l.status == ackIO || l.status == ackRejected) {
+				werr = l.err // the protocol ends the stream after these acks
+				if werr == nil {
+					werr = fmt.Errorf("chunk %d: %w", l.c.Index, ErrRejected)
+				}
+			}
+			if werr != nil {
+				c.Close()
+			}
 		}
 	}
+	return werr
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
