@@ -20,7 +20,7 @@ func TestRootResolution(t *testing.T) {
 	must(os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
 	must(os.WriteFile(filepath.Join(dir, "sub", "file"), []byte("data"), 0o644))
 	must(os.WriteFile(filepath.Join(dir, "existing"), []byte("keep"), 0o644))
-	must(os.Symlink(outside, filepath.Join(dir, "out-abs")))                        // absolute, leads out
+	must(os.Symlink(outside, filepath.Join(dir, "out-abs")))                         // absolute, leads out
 	must(os.Symlink("../../"+filepath.Base(outside), filepath.Join(dir, "out-rel"))) // relative, leads out
 	must(os.Symlink("sub/file", filepath.Join(dir, "in-link")))                      // stays inside
 	r, err := OpenRoot(dir)
