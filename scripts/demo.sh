@@ -14,7 +14,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 mkdir -p "$work/node-a" "$work/node-b"
 
-# start NAME ROOT: starts a daemon on ephemeral ports and waits for its ready line.
+# start NAME ROOT: starts a daemon on ephemeral ports, waits for its ready
+# line and sets $addr to its control address. (Not run in a subshell, so
+# $pids keeps the daemon for cleanup.)
 start() {
 	local name=$1 root=$2 fifo=$work/$1.ready line
 	mkfifo "$fifo"
@@ -23,13 +25,15 @@ start() {
 	pids+=($!)
 	read -r line <"$fifo" || { echo "demo: $name did not start:"; cat "$work/$name.log"; exit 1; }
 	line=${line#*control=}
-	echo "${line%% *}"
+	addr=${line%% *}
 }
 
 echo "demo: generating a ${size_mib} MiB file"
 head -c $((size_mib << 20)) /dev/urandom >"$work/node-a/demo.bin"
-a=$(start node-a "$work/node-a")
-b=$(start node-b "$work/node-b")
+start node-a "$work/node-a"
+a=$addr
+start node-b "$work/node-b"
+b=$addr
 echo "demo: node-a on $a, node-b on $b"
 echo "demo: rxfer cp $a:/demo.bin $b:/"
 "$rxfer" cp "$a:/demo.bin" "$b:/"
