@@ -1,0 +1,444 @@
+package main
+
+// Helpers for the end-to-end tests: the rxfer binary is built once in
+// TestMain, daemons run as subprocesses (optionally inside a network
+// namespace), and the CLI is run as a subprocess whose exit status, output
+// and files the tests check.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// rxferBin is the rxfer binary under test; empty when it could not be built
+// (then every end-to-end test skips and says why in binSkipReason).
+var rxferBin, binSkipReason string
+
+// Bounds for waiting on subprocesses. They only stop a broken test from
+// hanging; nothing waits for them to pass.
+const (
+	readyTimeout = 30 * time.Second  // daemon start until its ready line
+	stopTimeout  = 15 * time.Second  // SIGTERM until the daemon exited
+	cliTimeout   = 180 * time.Second // one CLI run (a 1 GiB netns copy included)
+)
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+// testMain builds the binary from this package (the test's working
+// directory) with the go command that runs the tests, or uses $RXFER_BIN, so
+// a test binary built with `go test -c` can run where there is no toolchain.
+func testMain(m *testing.M) int {
+	if bin := os.Getenv("RXFER_BIN"); bin != "" {
+		rxferBin = bin
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "rxfer-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		if goroot := os.Getenv("GOROOT"); goroot != "" {
+			goCmd, err = filepath.Join(goroot, "bin", "go"), nil
+		}
+	}
+	if err != nil {
+		binSkipReason = "no go command to build rxfer and RXFER_BIN is not set"
+		return m.Run()
+	}
+	build := exec.Command(goCmd, "build", "-o", filepath.Join(dir, "rxfer"), ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build: %v\n%s", err, out)
+		return 1
+	}
+	rxferBin = filepath.Join(dir, "rxfer")
+	return m.Run()
+}
+
+func requireBinary(t testing.TB) {
+	t.Helper()
+	if rxferBin == "" {
+		t.Skip("end-to-end test skipped: " + binSkipReason)
+	}
+}
+
+// command returns the rxfer command line args, run inside network
+// namespace ns when ns is not empty (`ip netns exec` execs, so the process
+// we signal is rxfer itself).
+func command(ctx context.Context, ns string, args ...string) *exec.Cmd {
+	name := rxferBin
+	if ns != "" {
+		name, args = "ip", append([]string{"netns", "exec", ns, rxferBin}, args...)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = cleanEnv()
+	// If the test binary dies, its daemons must not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// cleanEnv is the environment without a token the tests did not choose.
+func cleanEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "RXFER_TOKEN=") })
+}
+
+// syncBuffer is a bytes.Buffer safe for a subprocess to write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is a running `rxfer serve`.
+type daemon struct {
+	Root    string // export root on this host
+	Control string // control (gRPC) address
+	Data    string // TCP data-channel address
+	stderr  *syncBuffer
+}
+
+// daemonConfig says how to start a daemon; zero values pick loopback with
+// ephemeral ports, a fresh root and no token.
+type daemonConfig struct {
+	Root       string // default: a new temporary directory
+	NS         string // network namespace to run in
+	Listen     string // default 127.0.0.1:0
+	DataListen string // default 127.0.0.1:0
+	TokenFile  string
+	ID         string // default: derived from the test name
+}
+
+var readyLine = regexp.MustCompile(`^rxfer serving control=(\S+) data=(\S+)$`)
+
+// startDaemon starts `rxfer serve`, waits for its ready line and stops it
+// (SIGTERM, then wait; it must exit 0) when the test ends.
+func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
+	t.Helper()
+	requireBinary(t)
+	if cfg.Root == "" {
+		cfg.Root = t.TempDir()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.DataListen == "" {
+		cfg.DataListen = "127.0.0.1:0"
+	}
+	if cfg.ID == "" {
+		cfg.ID = strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	}
+	args := []string{"serve", "--root", cfg.Root, "--listen", cfg.Listen, "--data-listen", cfg.DataListen, "--node-id", cfg.ID}
+	if cfg.TokenFile != "" {
+		args = append(args, "--token-file", cfg.TokenFile)
+	}
+	cmd := command(context.Background(), cfg.NS, args...)
+	d := &daemon{Root: cfg.Root, stderr: &syncBuffer{}}
+	cmd.Stderr = d.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", cmd.Args, err)
+	}
+	// The reader owns stdout until EOF; Wait may only run after it is done.
+	ready := make(chan []string, 1)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			ready <- readyLine.FindStringSubmatch(sc.Text())
+		}
+		close(ready)
+		io.Copy(io.Discard, stdout)
+	}()
+	exited := make(chan error, 1)
+	stop := func() error {
+		<-drained
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			return err
+		case <-time.After(stopTimeout):
+			cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("did not exit within %v of SIGTERM", stopTimeout)
+		}
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := stop(); err != nil {
+			t.Errorf("daemon %s (%s) did not stop cleanly: %v\nstderr:\n%s", cfg.ID, d.Control, err, d.stderr)
+		} else if t.Failed() {
+			t.Logf("daemon %s stderr:\n%s", cfg.ID, d.stderr)
+		}
+	})
+	select {
+	case m, ok := <-ready:
+		if !ok || m == nil {
+			cmd.Process.Kill()
+			t.Fatalf("daemon %v: no ready line (got %q)\nstderr:\n%s", cmd.Args, m, d.stderr)
+		}
+		d.Control, d.Data = m[1], m[2]
+	case <-time.After(readyTimeout):
+		cmd.Process.Kill()
+		t.Fatalf("daemon %v: not ready within %v\nstderr:\n%s", cmd.Args, readyTimeout, d.stderr)
+	}
+	return d
+}
+
+// At names a path beneath the daemon's export root in HOST:PORT:/path form.
+func (d *daemon) At(p string) string { return d.Control + ":" + p }
+
+// Path is the host path of p beneath the daemon's export root.
+func (d *daemon) Path(p string) string { return filepath.Join(d.Root, p) }
+
+// startPair starts two daemons on loopback.
+func startPair(t *testing.T) (a, b *daemon) {
+	t.Helper()
+	return startDaemon(t, daemonConfig{ID: "node-a"}), startDaemon(t, daemonConfig{ID: "node-b"})
+}
+
+// result is the outcome of one CLI run.
+type result struct {
+	Args           []string
+	Code           int
+	Stdout, Stderr string
+	Took           time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("rxfer %s: exit %d after %v\nstdout:\n%s\nstderr:\n%s",
+		strings.Join(r.Args, " "), r.Code, r.Took.Round(time.Millisecond), r.Stdout, r.Stderr)
+}
+
+// lastLine is the last non-empty line of stdout.
+func (r result) lastLine() string {
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	return lines[len(lines)-1]
+}
+
+// rxfer runs the CLI on this host; see rxferIn.
+func rxfer(t testing.TB, args ...string) result {
+	t.Helper()
+	return rxferIn(t, "", args...)
+}
+
+// rxferIn runs the CLI (in network namespace ns, if not empty) and returns
+// its result; it does not judge the exit status. Safe to call from several
+// goroutines.
+func rxferIn(t testing.TB, ns string, args ...string) result {
+	t.Helper()
+	requireBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := command(ctx, ns, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := result{Args: args, Code: -1, Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
+	if cmd.ProcessState != nil {
+		r.Code = cmd.ProcessState.ExitCode()
+	}
+	if _, exit := err.(*exec.ExitError); err != nil && !exit || ctx.Err() != nil {
+		t.Errorf("running %v: %v (context: %v)\n%s", cmd.Args, err, ctx.Err(), r)
+	}
+	return r
+}
+
+// mustCopy runs `rxfer cp` with args and fails the test unless it exits 0
+// and its final line reports the copy.
+func mustCopy(t testing.TB, ns string, args ...string) result {
+	t.Helper()
+	r := rxferIn(t, ns, append([]string{"cp", "--chunk-size", "65536"}, args...)...)
+	if r.Code != 0 {
+		t.Fatalf("copy failed:\n%s", r)
+	}
+	if !strings.HasPrefix(r.lastLine(), "copied ") {
+		t.Fatalf("final line %q does not start with \"copied\"\n%s", r.lastLine(), r)
+	}
+	return r
+}
+
+// wantFailure checks a CLI run's exit status and that stderr contains every
+// one of want (such as the gRPC code and the offending path).
+func wantFailure(t testing.TB, r result, code int, want ...string) {
+	t.Helper()
+	if r.Code != code {
+		t.Errorf("exit status %d, want %d\n%s", r.Code, code, r)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.Stderr, w) {
+			t.Errorf("stderr does not mention %q\n%s", w, r)
+		}
+	}
+	if r.Code == 1 && !strings.HasPrefix(r.Stderr, "rxfer ") {
+		t.Errorf("stderr should start with \"rxfer COMMAND: \"\n%s", r)
+	}
+}
+
+// writeRandom writes n pseudo-random bytes to path, streaming, so a 1 GiB
+// file does not need 1 GiB of memory.
+func writeRandom(t testing.TB, path string, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seed [32]byte
+	copy(seed[:], fmt.Sprintf("%s/%d", path, n))
+	if _, err := io.CopyN(f, rand.NewChaCha8(seed), n); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeFile writes data to path.
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sameFile fails the test unless got has exactly want's bytes.
+func sameFile(t testing.TB, want, got string) {
+	t.Helper()
+	fw, err := os.Open(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw.Close()
+	fg, err := os.Open(got)
+	if err != nil {
+		t.Errorf("destination: %v", err)
+		return
+	}
+	defer fg.Close()
+	bw, bg := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); ; {
+		nw, errW := io.ReadFull(fw, bw)
+		ng, errG := io.ReadFull(fg, bg)
+		if nw != ng || !bytes.Equal(bw[:nw], bg[:ng]) {
+			i := 0
+			for i < min(nw, ng) && bw[i] == bg[i] {
+				i++
+			}
+			t.Errorf("%s differs from %s at byte %d", got, want, off+int64(i))
+			return
+		}
+		off += int64(nw)
+		if errW != nil || errG != nil { // io.EOF or io.ErrUnexpectedEOF: both ended together
+			return
+		}
+	}
+}
+
+// crc32c is the CRC32C (Castagnoli) of a file, computed independently of rxfer.
+func crc32c(t testing.TB, path string) uint32 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return h.Sum32()
+}
+
+// wantEntries fails the test unless dir holds exactly names (so no
+// *.rxfer-partial-* file and nothing else was left behind).
+func wantEntries(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	slices.Sort(got)
+	names = slices.Sorted(slices.Values(names))
+	if !slices.Equal(got, names) {
+		t.Errorf("%s holds %q, want %q", dir, got, names)
+	}
+}
+
+// deadAddr returns a loopback address where nothing listens.
+func deadAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// healthStatus asks the daemon's gRPC health service about the whole server.
+func healthStatus(t testing.TB, addr string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health check of %s: %v", addr, err)
+	}
+	return resp.GetStatus()
+}
+
+// system runs a host tool (mount, ip, ...) and returns its combined output.
+func system(name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}
