@@ -57,10 +57,6 @@ func TestTwoVMWrite16MiB(t *testing.T) {
 	hello := twoVMHello{Peer: me}
 	if receiver {
 		hello.Addr, hello.RKey, hello.Bytes = mr.Addr(), mr.RKey(), total
-		// Post the receive before the peer can write.
-		if err := s.qp.PostRecv(verbs.RecvWR{WRID: 1}); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	conn := twoVMConnect(t, receiver)
@@ -80,7 +76,11 @@ func TestTwoVMWrite16MiB(t *testing.T) {
 	}
 
 	if receiver {
-		// Tell the writer we are connected, then wait for the immediate.
+		// Post the receive for the immediate (a QP in RESET refuses it), tell
+		// the writer we are ready, then wait for the immediate.
+		if err := s.qp.PostRecv(verbs.RecvWR{WRID: 1}); err != nil {
+			t.Fatal(err)
+		}
 		fmt.Fprintln(conn, "ready")
 		got, err := waitCompletions(t, s.cq, 1)
 		if err != nil {
