@@ -267,11 +267,15 @@ func (st *streamState) readAcks() {
 		c := st.inflight[0]
 		st.inflight = st.inflight[1:]
 		st.mu.Unlock()
-		<-st.slots // free the slot first so a re-send from done can go out
-		st.done(c, ackError(c, status))
+		verdict := ackError(c, status)
 		if status == ackRejected || status == ackIO {
-			// The receiver closes the connection after these.
-			st.fail(fmt.Errorf("receiver ended the stream after chunk %d: %w", c.Index, ackError(c, status)))
+			// The receiver closes the connection after these: the stream is broken
+			// before the caller hears of it (and perhaps closes chunks).
+			st.fail(fmt.Errorf("receiver ended the stream after chunk %d: %w", c.Index, verdict))
+		}
+		<-st.slots // free the slot first so a re-send from done can go out
+		st.done(c, verdict)
+		if status == ackRejected || status == ackIO {
 			return
 		}
 	}
@@ -323,8 +327,12 @@ func (st *streamState) finish() error {
 		}
 	}
 	st.mu.Lock()
-	st.closing = true
+	err := st.err
+	st.closing = err == nil
 	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	st.conn.CloseWrite() // the receiver sees EOF between chunks
 	<-st.readerDone
 	return nil
