@@ -236,18 +236,7 @@ func TestCopyForce(t *testing.T) {
 func TestCopyDiskFull(t *testing.T) {
 	t.Parallel()
 	requireBinary(t)
-	root := t.TempDir()
-	if os.Geteuid() != 0 {
-		t.Skip("disk-full test needs root to mount a small tmpfs")
-	}
-	if out, err := system("mount", "-t", "tmpfs", "-o", "size=1m", "rxfer-e2e", root); err != nil {
-		t.Skipf("disk-full test skipped: cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { // registered before the daemon's, so it runs after the daemon stopped
-		if out, err := system("umount", root); err != nil {
-			t.Errorf("umount %s: %v: %s", root, err, out)
-		}
-	})
+	root := mountTmpfs(t, "1m")
 	a := startDaemon(t, daemonConfig{ID: "node-a"})
 	b := startDaemon(t, daemonConfig{ID: "node-b", Root: root})
 	keep := bytes.Repeat([]byte("keep me "), 8192)
@@ -443,4 +432,105 @@ func TestBearerToken(t *testing.T) {
 	pulled := t.TempDir()
 	mustCopy(t, "", "--token-file", tokFile, a.At("/t.bin"), pulled+"/")
 	sameFile(t, a.Path("t.bin"), filepath.Join(pulled, "t.bin"))
+}
+
+// TestInterrupt stops copies while they move bytes; the copy fails with a
+// status that says why and no partial file is left at the destination.
+func TestInterrupt(t *testing.T) {
+	t.Parallel()
+	local := t.TempDir()
+	writeRandom(t, filepath.Join(local, "big.bin"), 256<<20)
+	tests := []struct {
+		name  string
+		local bool                                                    // the CLI is the source (else daemon a)
+		stop  func(t *testing.T, a, b *daemon, r *running, id string) // runs once bytes move
+		code  int
+		want  string
+	}{
+		{"cancel on the source node", false, func(t *testing.T, a, b *daemon, r *running, id string) {
+			wantCancel(t, a, id)
+		}, 1, "Canceled"},
+		{"cancel on the destination node", false, func(t *testing.T, a, b *daemon, r *running, id string) {
+			wantCancel(t, b, id)
+		}, 1, "Unavailable"}, // the source only sees its data connections reset
+		{"SIGINT to the CLI as source", true, func(t *testing.T, a, b *daemon, r *running, id string) {
+			r.Signal(os.Interrupt)
+		}, 1, "Canceled"},
+		{"SIGTERM to the destination daemon", false, func(t *testing.T, a, b *daemon, r *running, id string) {
+			b.Stop(t)
+		}, 1, "Unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := startPair(t)
+			src := filepath.Join(local, "big.bin")
+			if !tt.local {
+				if err := os.Link(src, a.Path("big.bin")); err != nil {
+					t.Fatal(err)
+				}
+				src = a.At("/big.bin")
+			}
+			moving := make(chan string, 1)
+			var once sync.Once
+			r := startRxfer(t, "", func(line string) {
+				var e pb.TransferInfo
+				if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
+					once.Do(func() { moving <- e.TransferId })
+				}
+			}, "cp", "--json", "--chunk-size", "4096", src, b.At("/"))
+			select {
+			case id := <-moving:
+				tt.stop(t, a, b, r, id)
+			case <-r.scanned:
+			}
+			res := r.Wait(t)
+			if res.Code == 0 {
+				t.Skipf("the copy finished before it could be interrupted:\n%s", res)
+			}
+			wantFailure(t, res, tt.code, tt.want)
+			wantEntries(t, b.Root)
+		})
+	}
+}
+
+// wantCancel runs `rxfer cancel` for a running transfer.
+func wantCancel(t *testing.T, d *daemon, id string) {
+	t.Helper()
+	if r := rxfer(t, "cancel", d.Control, id); r.Code != 0 || !strings.HasPrefix(r.Stdout, id+": ") {
+		t.Errorf("cancel:\n%s", r)
+	}
+}
+
+// TestCopyLocalPaths covers local paths the CLI is given: a symlink the
+// user names is their own file (like cp and scp, rxfer should follow it),
+// and a local path that does not exist fails with a status code like every
+// other error.
+func TestCopyLocalPaths(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, daemonConfig{})
+	local := t.TempDir()
+	writeRandom(t, filepath.Join(local, "real.bin"), 100_000)
+	if err := os.Symlink(filepath.Join(local, "real.bin"), filepath.Join(local, "link.bin")); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("local source symlink", func(t *testing.T) {
+		mustCopy(t, "", filepath.Join(local, "link.bin"), d.At("/linked.bin"))
+		sameFile(t, filepath.Join(local, "real.bin"), d.Path("linked.bin"))
+	})
+	t.Run("local source directory missing", func(t *testing.T) {
+		r := rxfer(t, "cp", filepath.Join(local, "no", "such.bin"), d.At("/"))
+		wantFailure(t, r, 1, "(NotFound)", "such.bin")
+	})
+	t.Run("local destination directory missing", func(t *testing.T) {
+		r := rxfer(t, "cp", d.At("/linked.bin"), filepath.Join(local, "no", "dir", "x.bin"))
+		wantFailure(t, r, 1, "(NotFound)")
+	})
+	t.Run("local destination exists", func(t *testing.T) {
+		writeFile(t, filepath.Join(local, "exists.bin"), []byte("keep"))
+		r := rxfer(t, "cp", filepath.Join(local, "real.bin"), filepath.Join(local, "exists.bin"))
+		wantFailure(t, r, 1, "AlreadyExists")
+		if got, _ := os.ReadFile(filepath.Join(local, "exists.bin")); string(got) != "keep" {
+			t.Errorf("existing local file changed: %q", got)
+		}
+	})
 }

@@ -129,6 +129,16 @@ type daemon struct {
 	Control string // control (gRPC) address
 	Data    string // TCP data-channel address
 	stderr  *syncBuffer
+	stop    func() error // SIGTERM, then wait; idempotent
+}
+
+// Stop stops the daemon (SIGTERM, then wait) and fails the test unless it
+// exits 0 in time. The test's cleanup calls it too.
+func (d *daemon) Stop(t testing.TB) {
+	t.Helper()
+	if err := d.stop(); err != nil {
+		t.Errorf("daemon %s did not stop cleanly: %v\nstderr:\n%s", d.Control, err, d.stderr)
+	}
 }
 
 // daemonConfig says how to start a daemon; zero values pick loopback with
@@ -187,9 +197,10 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 		close(ready)
 		io.Copy(io.Discard, stdout)
 	}()
-	exited := make(chan error, 1)
-	stop := func() error {
+	d.stop = sync.OnceValue(func() error {
+		cmd.Process.Signal(syscall.SIGTERM)
 		<-drained
+		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		select {
 		case err := <-exited:
@@ -199,12 +210,10 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 			<-exited
 			return fmt.Errorf("did not exit within %v of SIGTERM", stopTimeout)
 		}
-	}
+	})
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := stop(); err != nil {
-			t.Errorf("daemon %s (%s) did not stop cleanly: %v\nstderr:\n%s", cfg.ID, d.Control, err, d.stderr)
-		} else if t.Failed() {
+		d.Stop(t)
+		if t.Failed() {
 			t.Logf("daemon %s stderr:\n%s", cfg.ID, d.stderr)
 		}
 	})
@@ -264,22 +273,70 @@ func rxfer(t testing.TB, args ...string) result {
 // goroutines.
 func rxferIn(t testing.TB, ns string, args ...string) result {
 	t.Helper()
+	return startRxfer(t, ns, nil, args...).Wait(t)
+}
+
+// running is a CLI run in progress.
+type running struct {
+	cmd            *exec.Cmd
+	args           []string
+	ctx            context.Context
+	cancel         context.CancelFunc
+	start          time.Time
+	stdout, stderr syncBuffer
+	scanned        chan struct{}
+}
+
+// startRxfer starts the CLI; onLine, if not nil, sees each stdout line as
+// it is printed (from another goroutine).
+func startRxfer(t testing.TB, ns string, onLine func(string), args ...string) *running {
+	t.Helper()
 	requireBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	cmd := command(ctx, ns, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	r := result{Args: args, Code: -1, Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
-	if cmd.ProcessState != nil {
-		r.Code = cmd.ProcessState.ExitCode()
+	r := &running{args: args, ctx: ctx, cancel: cancel, scanned: make(chan struct{})}
+	r.cmd = command(ctx, ns, args...)
+	r.cmd.Stderr = &r.stderr
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, exit := err.(*exec.ExitError); err != nil && !exit || ctx.Err() != nil {
-		t.Errorf("running %v: %v (context: %v)\n%s", cmd.Args, err, ctx.Err(), r)
+	r.start = time.Now()
+	if err := r.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("starting %v: %v", r.cmd.Args, err)
 	}
+	go func() {
+		defer close(r.scanned)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			fmt.Fprintln(&r.stdout, sc.Text())
+			if onLine != nil {
+				onLine(sc.Text())
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
 	return r
+}
+
+// Signal sends sig to the CLI process.
+func (r *running) Signal(sig os.Signal) error { return r.cmd.Process.Signal(sig) }
+
+// Wait waits for the CLI to exit and returns its result.
+func (r *running) Wait(t testing.TB) result {
+	t.Helper()
+	defer r.cancel()
+	<-r.scanned
+	err := r.cmd.Wait()
+	res := result{Args: r.args, Code: -1, Stdout: r.stdout.String(), Stderr: r.stderr.String(), Took: time.Since(r.start)}
+	if r.cmd.ProcessState != nil {
+		res.Code = r.cmd.ProcessState.ExitCode()
+	}
+	if _, exit := err.(*exec.ExitError); err != nil && !exit || r.ctx.Err() != nil {
+		t.Errorf("running %v: %v (context: %v)\n%s", r.cmd.Args, err, r.ctx.Err(), res)
+	}
+	return res
 }
 
 // mustCopy runs `rxfer cp` with args and fails the test unless it exits 0
@@ -441,4 +498,24 @@ func system(name string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}
+
+// mountTmpfs mounts a tmpfs of the given size (mount's syntax: 1m, 2g) on a
+// new directory and unmounts it when the test ends, after the daemons
+// started later have stopped. It skips the test when it cannot mount.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := system("mount", "-t", "tmpfs", "-o", "size="+size, "rxfer-e2e", dir); err != nil {
+		t.Skipf("skipped: cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := system("umount", dir); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
 }
