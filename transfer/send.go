@@ -232,7 +232,7 @@ func (p *push) send(ctx context.Context, ch TCPChannel) (crcs []uint32, err erro
 		case errors.Is(err, fallback.ErrChecksum):
 			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, attempts[c.Index]))
 		default:
-			cancel(fmt.Errorf("chunk %d: %w", c.Index, err))
+			cancel(dataChannelErr(err))
 		}
 	}
 	corrupt := p.node.cfg.Hooks.CorruptChunk
@@ -252,8 +252,11 @@ func (p *push) send(ctx context.Context, ch TCPChannel) (crcs []uint32, err erro
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 		return nil, c
 	}
-	if err := cmp.Or(ferr, sendErr); err != nil {
-		return nil, err
+	if ferr != nil {
+		return nil, ferr
+	}
+	if sendErr != nil {
+		return nil, dataChannelErr(sendErr)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
@@ -314,4 +317,14 @@ func (p *push) feed(ctx context.Context, data []byte, crcs []uint32, queue chan<
 			return nil
 		}
 	}
+}
+
+// dataChannelErr classifies a data-channel failure: a broken or refused
+// connection means the destination is gone or gave up (fallback's message
+// already names the stream and chunk).
+func dataChannelErr(err error) error {
+	if errors.Is(err, fallback.ErrStreamBroken) || errors.Is(err, fallback.ErrUnknownToken) {
+		return fmt.Errorf("%w: data connection to the destination failed: %w", ErrPeerUnavailable, err)
+	}
+	return err
 }

@@ -164,6 +164,11 @@ func newLocalNode(dir, dataHost string) (*localNode, error) {
 	return l, nil
 }
 
+// localErr names the local path a local node could not be made for.
+func localErr(path string, err error) error {
+	return service.ToStatus(fmt.Errorf("local path %q: %w", path, err))
+}
+
 // localDest splits a local destination into the directory to root a node
 // at and the path beneath it: a directory receives the source's name.
 func localDest(p string) (dir, rel string) {
@@ -175,9 +180,14 @@ func localDest(p string) (dir, rel string) {
 
 // push sends a local file to dst (a node, or another local path).
 func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep reporter) error {
+	// Like cp and scp, follow a symlink the user names: the CLI acts with the
+	// user's own rights, so there is no export root to escape.
+	if p, err := filepath.EvalSymlinks(srcPath); err == nil {
+		srcPath = p
+	}
 	src, err := newLocalNode(filepath.Dir(srcPath), "")
 	if err != nil {
-		return err
+		return localErr(srcPath, err)
 	}
 	defer src.close()
 	var peer transfer.Peer
@@ -191,7 +201,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 		dir, rel := localDest(dst.Path)
 		d, err := newLocalNode(dir, "127.0.0.1")
 		if err != nil {
-			return err
+			return localErr(dst.Path, err)
 		}
 		defer d.close()
 		peer, destPath = d.node.LocalPeer(), rel
@@ -214,7 +224,7 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 	dir, rel := localDest(dstPath)
 	d, err := newLocalNode(dir, host)
 	if err != nil {
-		return err
+		return localErr(dstPath, err)
 	}
 	defer d.close()
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
