@@ -54,7 +54,7 @@ func ParseSendMode(s string) (SendMode, error) {
 // Defaults for [SendOptions], chosen by the measurements in README.md.
 const (
 	// DefaultStreams is the number of parallel data connections.
-	DefaultStreams = 2
+	DefaultStreams = 4
 	// DefaultMode is the sender mode used when SendOptions.Mode is left zero.
 	DefaultMode = SendFile
 	// DefaultWindow is the number of unacknowledged chunks allowed per connection.
