@@ -23,7 +23,7 @@ type twoVMHello struct {
 	Bytes int
 }
 
-const twoVMPort = "7471"
+const twoVMPort = "7479" // not rxfer's own ports, so daemons may share the VMs
 
 // TestTwoVMWrite16MiB runs in both VMs of `rxfer-testbed -vms 2`: vm0
 // registers a 16 MiB buffer, vm1 writes a known pattern into it across the

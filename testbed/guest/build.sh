@@ -101,6 +101,16 @@ chmod 755 "$root/init" "$root/bin/busybox"
 mkdir -p "$tmp/out"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$tmp/out/initramfs.cpio.gz"
 cp "$tmp/kroot/boot/vmlinuz-$kver" "$tmp/out/vmlinuz"
+# An uncompressed vmlinux boots through its PVH entry point and skips the
+# bzImage decompressor, which costs ~2.5 s under TCG. The runner prefers it.
+off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$tmp/out/vmlinuz" 2>/dev/null | head -n 1 | cut -d: -f1)
+if [ -n "$off" ] && tail -c +$((off + 1)) "$tmp/out/vmlinuz" | xz -dc --single-stream >"$tmp/out/vmlinux" 2>/dev/null &&
+	[ "$(head -c 4 "$tmp/out/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+	log "extracted vmlinux for PVH boot"
+else
+	rm -f "$tmp/out/vmlinux"
+	log "no vmlinux extracted: booting the bzImage"
+fi
 echo "$kver" >"$tmp/out/version"
 cp "$root/lib/modules/order" "$tmp/out/modules"
 touch "$tmp/out/ok"

@@ -20,14 +20,14 @@ until rdma link show rxe0/1 2>/dev/null | grep -q 'state ACTIVE'; do
 	[ $i -lt 100 ] || tb_fail "rxe0 port 1 never became ACTIVE: $(rdma link show 2>&1)"
 	sleep 0.1
 done
-echo "RXFER-TESTBED-READY vm$RXFER_VM_INDEX $(rdma link show rxe0/1)"
+echo "RXFER-TESTBED-READY vm$RXFER_VM_INDEX (guest uptime $(cut -d" " -f1 /proc/uptime)s) $(rdma link show rxe0/1)"
 
 # tb_bw_client HOST: run the ib_write_bw client until the server listens, and
 # print the 1 MiB average in MB/s on one line the runner and people can grep.
 tb_bw_client() {
 	n=0
 	while :; do
-		out=$(ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 200 "$1" 2>&1) && break
+		out=$(ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 100 "$1" 2>&1) && break
 		n=$((n + 1))
 		[ $n -lt 40 ] || { echo "$out"; tb_fail "ib_write_bw client to $1 failed"; }
 		sleep 0.25
@@ -37,13 +37,13 @@ tb_bw_client() {
 }
 
 if [ "${RXFER_SELFCHECK:-0}" = 1 ]; then
-	echo "testbed: self-check: ib_write_bw on rxe0 (GID index 1, 1 MiB x 200)"
+	echo "testbed: self-check: ib_write_bw on rxe0 (GID index 1, 1 MiB x 100)"
 	if [ "$RXFER_VM_COUNT" = 1 ]; then
-		ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 200 >/tmp/ib_write_bw.server 2>&1 &
+		ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 100 >/tmp/ib_write_bw.server 2>&1 &
 		tb_bw_client 127.0.0.1
 		wait $! || { cat /tmp/ib_write_bw.server; tb_fail "ib_write_bw server failed"; }
 	elif [ "$RXFER_VM_INDEX" = 0 ]; then
-		ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 200 >/tmp/ib_write_bw.server 2>&1 ||
+		ib_write_bw -d rxe0 -x 1 -F -s 1048576 -n 100 >/tmp/ib_write_bw.server 2>&1 ||
 			{ cat /tmp/ib_write_bw.server; tb_fail "ib_write_bw server failed"; }
 		echo "testbed: ib_write_bw server done"
 	else

@@ -75,7 +75,7 @@ func run() int {
 	fs.StringVar(&cfg.testbed, "testbed", guessTestbedDir(wd, self), "the testbed/ source directory")
 	fs.StringVar(&cfg.cache, "cache", "", "guest cache directory (default TESTBED/.cache)")
 	fs.IntVar(&cfg.memMiB, "m", 2048, "guest RAM in MiB")
-	fs.IntVar(&cfg.smp, "smp", 2, "guest vCPUs")
+	fs.IntVar(&cfg.smp, "smp", 0, "vCPUs per guest (default 2 with one VM, 1 each with two: TCG threads share the host's cores)")
 	fs.IntVar(&cfg.mtu, "mtu", 9000, "eth0 MTU in the guest (9000 gives rxe active_mtu 4096)")
 	fs.StringVar(&cfg.qemu, "qemu", "qemu-system-x86_64", "qemu binary")
 	fs.Var(&env, "e", "NAME=VALUE to export in the guest (repeatable)")
@@ -89,6 +89,9 @@ func run() int {
 	cfg.env = env
 	if cfg.cache == "" {
 		cfg.cache = filepath.Join(cfg.testbed, ".cache")
+	}
+	if cfg.smp == 0 {
+		cfg.smp = 3 - cfg.vms
 	}
 	if cfg.vms < 1 || cfg.vms > 2 {
 		fmt.Fprintln(os.Stderr, "rxfer-testbed: -vms must be 1 or 2")
@@ -352,11 +355,16 @@ func waitForFile(ctx context.Context, path string, limit time.Duration) error {
 }
 
 func startVM(cfg config, guest, script, sock string, i int, interactive bool) (*vm, error) {
+	// Prefer the uncompressed kernel (PVH boot, no decompressor under TCG).
+	kernel := filepath.Join(guest, "vmlinux")
+	if _, err := os.Stat(kernel); err != nil {
+		kernel = filepath.Join(guest, "vmlinuz")
+	}
 	args := []string{
 		"-accel", "tcg,thread=multi", "-cpu", "max",
 		"-smp", strconv.Itoa(cfg.smp), "-m", strconv.Itoa(cfg.memMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", filepath.Join(guest, "vmlinuz"),
+		"-kernel", kernel,
 		"-initrd", filepath.Join(guest, "initramfs.cpio.gz"),
 		"-append", "console=ttyS0 quiet panic=-1 rxfer.script=" + script,
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
