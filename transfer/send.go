@@ -255,6 +255,11 @@ func (p *push) send(ctx context.Context, ch TCPChannel) (crcs []uint32, err erro
 	if ferr != nil {
 		return nil, ferr
 	}
+	select {
+	case <-allAcked:
+		sendErr = nil // every chunk is verified at the destination; a stream that broke afterwards lost nothing
+	default:
+	}
 	if sendErr != nil {
 		return nil, dataChannelErr(sendErr)
 	}
