@@ -103,6 +103,7 @@ type push struct {
 	emitMu   sync.Mutex
 	lastEmit time.Time
 	emitters sync.WaitGroup // progress reports started from the ack path
+	sched    *scheduler
 }
 
 func (p *push) emit() {
@@ -148,13 +149,12 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	rec.mu.Unlock()
 	p.emit()
 
-	crcs, err := p.send(ctx, resp.TCP)
-	if err != nil {
+	if err := p.move(ctx, resp); err != nil {
 		return err
 	}
 	rec.setState(StateVerifying)
 	p.emit()
-	sum := p.plan.Combine(crcs)
+	sum := p.plan.Combine(p.sched.crcs)
 	cresp, err := p.peer.Commit(ctx, CommitRequest{ID: rec.info.ID, Size: p.plan.Size, CRC32C: sum})
 	if err != nil {
 		return err
@@ -168,110 +168,138 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	return nil
 }
 
-// send moves every chunk over the TCP data channel and returns the chunks'
-// CRC32Cs once the destination acknowledged each as verified. CRCs are
-// computed from a read-only mapping of the source just before each chunk is
-// queued, so checksumming overlaps sending and reads no byte twice from disk.
-func (p *push) send(ctx context.Context, ch TCPChannel) (crcs []uint32, err error) {
-	count := p.plan.Count()
-	crcs = make([]uint32, count)
-	if count == 0 {
-		return crcs, nil
-	}
+// transportSend moves the chunks it takes from queue and reports each one's
+// verdict through done (the contract of fallback.Send).
+type transportSend func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error
+
+// tcpSend returns the TCP data channel's transportSend.
+func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 	var tok fallback.Token
 	if len(ch.Token) != len(tok) {
 		return nil, fmt.Errorf("%w: destination sent a %d-byte token", ErrInvalid, len(ch.Token))
 	}
 	copy(tok[:], ch.Token)
-	data, err := unix.Mmap(int(p.src.Fd()), 0, int(p.plan.Size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mapping source: %w", err)
-	}
-	defer unix.Munmap(data)
-	unix.Madvise(data, unix.MADV_SEQUENTIAL)
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var (
-		mu       sync.Mutex
-		acked    = make([]bool, count)
-		attempts = make([]int, count)
-		nAcked   int
-		retries  []fallback.Chunk
-	)
-	retry := make(chan struct{}, 1)
-	allAcked := make(chan struct{})
-	queue := make(chan fallback.Chunk, 2*p.rec.info.Streams)
-
-	done := func(c fallback.Chunk, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case acked[c.Index]:
-			return
-		case err == nil:
-			acked[c.Index] = true
-			nAcked++
-			p.rec.mu.Lock()
-			p.rec.info.BytesDone += int64(c.Length)
-			if s := time.Since(p.rec.info.Started).Seconds(); s > 0 {
-				p.rec.info.Rate = float64(p.rec.info.BytesDone) / s
-			}
-			p.rec.mu.Unlock()
-			if nAcked == count {
-				close(allAcked)
-			}
-			p.emitters.Go(p.maybeEmit)
-		case errors.Is(err, fallback.ErrChecksum) && attempts[c.Index] < maxChunkAttempts:
-			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", attempts[c.Index])
-			retries = append(retries, c)
-			select {
-			case retry <- struct{}{}:
-			default:
-			}
-		case errors.Is(err, fallback.ErrChecksum):
-			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, attempts[c.Index]))
-		default:
-			cancel(dataChannelErr(err))
-		}
-	}
-	corrupt := p.node.cfg.Hooks.CorruptChunk
 	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode}
-	if corrupt != nil {
-		opt.Corrupt = func(c fallback.Chunk) bool {
-			mu.Lock()
-			a := attempts[c.Index]
-			mu.Unlock()
-			return corrupt(c.Index, a)
-		}
+	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
+		opt.Corrupt = func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) }
 	}
-	feedErr := make(chan error, 1)
-	go func() { feedErr <- p.feed(ctx, data, crcs, queue, &mu, attempts, &retries, retry, allAcked) }()
-	sendErr := fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
-	ferr := <-feedErr
-	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-		return nil, c
-	}
-	if ferr != nil {
-		return nil, ferr
-	}
-	select {
-	case <-allAcked:
-		sendErr = nil // every chunk is verified at the destination; a stream that broke afterwards lost nothing
-	default:
-	}
-	if sendErr != nil {
-		return nil, dataChannelErr(sendErr)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, context.Cause(ctx)
-	}
-	return crcs, nil
+	return func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+		return fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
+	}, nil
 }
 
-// feed queues chunks (resends first) until all are acknowledged, then closes queue.
-func (p *push) feed(ctx context.Context, data []byte, crcs []uint32, queue chan<- fallback.Chunk,
-	mu *sync.Mutex, attempts []int, retries *[]fallback.Chunk, retry <-chan struct{}, allAcked <-chan struct{}) (err error) {
+// scheduler hands out chunks and collects verdicts across transports: a
+// chunk that failed on a broken transport is queued again for the next one.
+// CRCs are computed from a read-only mapping of the source just before each
+// chunk is first queued, so checksumming overlaps sending and reads no byte
+// twice from disk.
+type scheduler struct {
+	plan     ChunkPlan
+	data     []byte   // read-only mapping of the source
+	crcs     []uint32 // CRC32C of each chunk, filled as chunks are first queued
+	allAcked chan struct{}
+	retry    chan struct{} // a chunk was added to retries
+
+	mu       sync.Mutex
+	acked    []bool
+	attempts []int
+	nAcked   int
+	next     int // first chunk never queued
+	retries  []fallback.Chunk
+}
+
+func (s *scheduler) attemptsOf(i uint32) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts[i]
+}
+
+// requeue puts c back for sending; the caller holds s.mu.
+func (s *scheduler) requeue(c fallback.Chunk) {
+	s.retries = append(s.retries, c)
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
+
+// transportBroken ends one transport's attempt: its unacknowledged chunks
+// were requeued and another transport may finish the job.
+type transportBroken struct{ cause error }
+
+func (e *transportBroken) Error() string { return e.cause.Error() }
+func (e *transportBroken) Unwrap() error { return e.cause }
+
+// attempt runs one transport until every chunk is verified (nil), a chunk
+// fails verification for good (ErrCorrupt), the transport breaks (an error
+// *transportBroken) or ctx ends.
+func (p *push) attempt(ctx context.Context, send transportSend) error {
+	s := p.sched
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	broken := make(chan struct{})
+	var brokenOnce sync.Once
+	var brokenErr error
+	done := func(c fallback.Chunk, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case s.acked[c.Index]:
+		case err == nil:
+			s.acked[c.Index] = true
+			s.nAcked++
+			p.rec.mu.Lock()
+			p.rec.info.BytesDone += int64(c.Length)
+			if secs := time.Since(p.rec.info.Started).Seconds(); secs > 0 {
+				p.rec.info.Rate = float64(p.rec.info.BytesDone) / secs
+			}
+			p.rec.mu.Unlock()
+			if s.nAcked == len(s.acked) {
+				close(s.allAcked)
+			}
+			p.emitters.Go(p.maybeEmit)
+		case errors.Is(err, fallback.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
+			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", s.attempts[c.Index])
+			s.requeue(c)
+		case errors.Is(err, fallback.ErrChecksum):
+			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
+		default:
+			s.requeue(c) // lost with its transport; the next transport sends it
+			brokenOnce.Do(func() { brokenErr = err; close(broken) })
+		}
+	}
+	queue := make(chan fallback.Chunk, 2*p.rec.info.Streams)
+	feedErr := make(chan error, 1)
+	go func() { feedErr <- p.feed(ctx, queue, broken) }()
+	sendErr := send(ctx, queue, done)
+	ferr := <-feedErr
+	select {
+	case <-s.allAcked:
+		return nil // every chunk is verified; a stream that broke afterwards lost nothing
+	default:
+	}
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	if ferr != nil {
+		return ferr
+	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	if brokenErr == nil {
+		brokenErr = sendErr
+	}
+	if brokenErr == nil {
+		brokenErr = errors.New("the transport stopped with chunks unacknowledged")
+	}
+	return &transportBroken{dataChannelErr(brokenErr)}
+}
+
+// feed queues chunks (resends first) until all are acknowledged, the
+// transport broke or ctx ended, then closes queue.
+func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-chan struct{}) (err error) {
+	s := p.sched
 	defer close(queue)
 	// A source truncated under us faults the mapping: report it instead of crashing.
 	debug.SetPanicOnFault(true)
@@ -280,48 +308,70 @@ func (p *push) feed(ctx context.Context, data []byte, crcs []uint32, queue chan<
 			err = fmt.Errorf("%w: source file changed while being read (%v)", ErrInvalid, r)
 		}
 	}()
-	put := func(c fallback.Chunk) bool {
-		mu.Lock()
-		attempts[c.Index]++
-		mu.Unlock()
+	for {
+		s.mu.Lock()
+		var c fallback.Chunk
+		have := len(s.retries) > 0
+		if have {
+			c, s.retries = s.retries[0], s.retries[1:]
+		} else if s.next < len(s.crcs) {
+			i := s.next
+			s.next++
+			s.mu.Unlock()
+			off, n := s.plan.Span(i)
+			s.crcs[i] = ChecksumBytes(s.data[off : off+n])
+			c = fallback.Chunk{Index: uint32(i), Offset: off, Length: uint32(n), CRC: s.crcs[i]}
+			s.mu.Lock()
+			have = true
+		}
+		if have {
+			s.attempts[c.Index]++
+		}
+		s.mu.Unlock()
+		if !have {
+			select {
+			case <-s.retry:
+				continue
+			case <-s.allAcked:
+			case <-broken:
+			case <-ctx.Done():
+			}
+			return nil
+		}
 		select {
 		case queue <- c:
-			return true
+		case <-broken:
+			s.mu.Lock()
+			s.attempts[c.Index]--
+			s.requeue(c)
+			s.mu.Unlock()
+			return nil
 		case <-ctx.Done():
-			return false
-		}
-	}
-	next := 0
-	for {
-		mu.Lock()
-		var c fallback.Chunk
-		haveRetry := len(*retries) > 0
-		if haveRetry {
-			c = (*retries)[0]
-			*retries = (*retries)[1:]
-		}
-		mu.Unlock()
-		switch {
-		case haveRetry:
-		case next < len(crcs):
-			off, n := p.plan.Span(next)
-			crcs[next] = ChecksumBytes(data[off : off+n])
-			c = fallback.Chunk{Index: uint32(next), Offset: off, Length: uint32(n), CRC: crcs[next]}
-			next++
-		default:
-			select {
-			case <-retry:
-				continue
-			case <-allAcked:
-				return nil
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		if !put(c) {
 			return nil
 		}
 	}
+}
+
+// move sends every chunk with the negotiated transport.
+func (p *push) move(ctx context.Context, resp PrepareResponse) error {
+	count := p.plan.Count()
+	p.sched = &scheduler{plan: p.plan, crcs: make([]uint32, count), acked: make([]bool, count),
+		attempts: make([]int, count), allAcked: make(chan struct{}), retry: make(chan struct{}, 1)}
+	if count == 0 {
+		return nil
+	}
+	data, err := unix.Mmap(int(p.src.Fd()), 0, int(p.plan.Size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping source: %w", err)
+	}
+	defer unix.Munmap(data)
+	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	p.sched.data = data
+	tcp, err := p.tcpSend(resp.TCP)
+	if err != nil {
+		return err
+	}
+	return p.attempt(ctx, tcp)
 }
 
 // dataChannelErr classifies a data-channel failure: a broken or refused
