@@ -366,8 +366,10 @@ type NodeInfo struct {
 	Transports             []*TransportStatus     `protobuf:"bytes,4,rep,name=transports,proto3" json:"transports,omitempty"`
 	MaxConcurrentTransfers int32                  `protobuf:"varint,5,opt,name=max_concurrent_transfers,json=maxConcurrentTransfers,proto3" json:"max_concurrent_transfers,omitempty"`
 	ActiveTransfers        int32                  `protobuf:"varint,6,opt,name=active_transfers,json=activeTransfers,proto3" json:"active_transfers,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The node's verbs device ports and whether rxfer can use them.
+	RdmaDevices   []*RdmaDevice `protobuf:"bytes,7,rep,name=rdma_devices,json=rdmaDevices,proto3" json:"rdma_devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -442,6 +444,206 @@ func (x *NodeInfo) GetActiveTransfers() int32 {
 	return 0
 }
 
+func (x *NodeInfo) GetRdmaDevices() []*RdmaDevice {
+	if x != nil {
+		return x.RdmaDevices
+	}
+	return nil
+}
+
+// RdmaDevice is one port of a verbs device.
+type RdmaDevice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Port  uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// Port state, e.g. "ACTIVE".
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// "Ethernet" (RoCE) or "InfiniBand".
+	LinkLayer string `protobuf:"bytes,4,opt,name=link_layer,json=linkLayer,proto3" json:"link_layer,omitempty"`
+	// Active MTU in bytes.
+	ActiveMtu int32 `protobuf:"varint,5,opt,name=active_mtu,json=activeMtu,proto3" json:"active_mtu,omitempty"`
+	// The network device the port belongs to and its addresses (CIDR).
+	Netdev    string     `protobuf:"bytes,6,opt,name=netdev,proto3" json:"netdev,omitempty"`
+	Addresses []string   `protobuf:"bytes,7,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Gids      []*RdmaGid `protobuf:"bytes,8,rep,name=gids,proto3" json:"gids,omitempty"`
+	Usable    bool       `protobuf:"varint,9,opt,name=usable,proto3" json:"usable,omitempty"`
+	// Why rxfer cannot use the port (empty when usable).
+	Reason        string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RdmaDevice) Reset() {
+	*x = RdmaDevice{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RdmaDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RdmaDevice) ProtoMessage() {}
+
+func (x *RdmaDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RdmaDevice.ProtoReflect.Descriptor instead.
+func (*RdmaDevice) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RdmaDevice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RdmaDevice) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *RdmaDevice) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RdmaDevice) GetLinkLayer() string {
+	if x != nil {
+		return x.LinkLayer
+	}
+	return ""
+}
+
+func (x *RdmaDevice) GetActiveMtu() int32 {
+	if x != nil {
+		return x.ActiveMtu
+	}
+	return 0
+}
+
+func (x *RdmaDevice) GetNetdev() string {
+	if x != nil {
+		return x.Netdev
+	}
+	return ""
+}
+
+func (x *RdmaDevice) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *RdmaDevice) GetGids() []*RdmaGid {
+	if x != nil {
+		return x.Gids
+	}
+	return nil
+}
+
+func (x *RdmaDevice) GetUsable() bool {
+	if x != nil {
+		return x.Usable
+	}
+	return false
+}
+
+func (x *RdmaDevice) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RdmaGid is one GID table entry.
+type RdmaGid struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// "RoCE v2", "RoCE v1" or "IB".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Gid  string `protobuf:"bytes,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	// The IP address a RoCE v2 GID maps to.
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RdmaGid) Reset() {
+	*x = RdmaGid{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RdmaGid) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RdmaGid) ProtoMessage() {}
+
+func (x *RdmaGid) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RdmaGid.ProtoReflect.Descriptor instead.
+func (*RdmaGid) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RdmaGid) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RdmaGid) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RdmaGid) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *RdmaGid) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type CopyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Source path, beneath this node's export root ("/" is the root).
@@ -467,7 +669,7 @@ type CopyRequest struct {
 
 func (x *CopyRequest) Reset() {
 	*x = CopyRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +681,7 @@ func (x *CopyRequest) String() string {
 func (*CopyRequest) ProtoMessage() {}
 
 func (x *CopyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +694,7 @@ func (x *CopyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyRequest.ProtoReflect.Descriptor instead.
 func (*CopyRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CopyRequest) GetSourcePath() string {
@@ -565,7 +767,7 @@ type TransferResult struct {
 
 func (x *TransferResult) Reset() {
 	*x = TransferResult{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +779,7 @@ func (x *TransferResult) String() string {
 func (*TransferResult) ProtoMessage() {}
 
 func (x *TransferResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +792,7 @@ func (x *TransferResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResult.ProtoReflect.Descriptor instead.
 func (*TransferResult) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{4}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TransferResult) GetCrc32C() uint32 {
@@ -643,7 +845,7 @@ type TransferInfo struct {
 
 func (x *TransferInfo) Reset() {
 	*x = TransferInfo{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +857,7 @@ func (x *TransferInfo) String() string {
 func (*TransferInfo) ProtoMessage() {}
 
 func (x *TransferInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +870,7 @@ func (x *TransferInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferInfo.ProtoReflect.Descriptor instead.
 func (*TransferInfo) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TransferInfo) GetTransferId() string {
@@ -792,7 +994,7 @@ type GetTransferRequest struct {
 
 func (x *GetTransferRequest) Reset() {
 	*x = GetTransferRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1006,7 @@ func (x *GetTransferRequest) String() string {
 func (*GetTransferRequest) ProtoMessage() {}
 
 func (x *GetTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1019,7 @@ func (x *GetTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransferRequest.ProtoReflect.Descriptor instead.
 func (*GetTransferRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{6}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTransferRequest) GetTransferId() string {
@@ -835,7 +1037,7 @@ type ListTransfersRequest struct {
 
 func (x *ListTransfersRequest) Reset() {
 	*x = ListTransfersRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1049,7 @@ func (x *ListTransfersRequest) String() string {
 func (*ListTransfersRequest) ProtoMessage() {}
 
 func (x *ListTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1062,7 @@ func (x *ListTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransfersRequest.ProtoReflect.Descriptor instead.
 func (*ListTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{7}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{9}
 }
 
 type ListTransfersResponse struct {
@@ -872,7 +1074,7 @@ type ListTransfersResponse struct {
 
 func (x *ListTransfersResponse) Reset() {
 	*x = ListTransfersResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1086,7 @@ func (x *ListTransfersResponse) String() string {
 func (*ListTransfersResponse) ProtoMessage() {}
 
 func (x *ListTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1099,7 @@ func (x *ListTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransfersResponse.ProtoReflect.Descriptor instead.
 func (*ListTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{8}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListTransfersResponse) GetTransfers() []*TransferInfo {
@@ -916,7 +1118,7 @@ type CancelTransferRequest struct {
 
 func (x *CancelTransferRequest) Reset() {
 	*x = CancelTransferRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1130,7 @@ func (x *CancelTransferRequest) String() string {
 func (*CancelTransferRequest) ProtoMessage() {}
 
 func (x *CancelTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1143,7 @@ func (x *CancelTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTransferRequest.ProtoReflect.Descriptor instead.
 func (*CancelTransferRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{9}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelTransferRequest) GetTransferId() string {
@@ -960,7 +1162,7 @@ type CancelTransferResponse struct {
 
 func (x *CancelTransferResponse) Reset() {
 	*x = CancelTransferResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1174,7 @@ func (x *CancelTransferResponse) String() string {
 func (*CancelTransferResponse) ProtoMessage() {}
 
 func (x *CancelTransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1187,7 @@ func (x *CancelTransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTransferResponse.ProtoReflect.Descriptor instead.
 func (*CancelTransferResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{10}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelTransferResponse) GetTransfer() *TransferInfo {
@@ -1003,7 +1205,7 @@ type TcpOffer struct {
 
 func (x *TcpOffer) Reset() {
 	*x = TcpOffer{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1217,7 @@ func (x *TcpOffer) String() string {
 func (*TcpOffer) ProtoMessage() {}
 
 func (x *TcpOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1230,211 @@ func (x *TcpOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpOffer.ProtoReflect.Descriptor instead.
 func (*TcpOffer) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{11}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{13}
+}
+
+// RdmaEndpoint is what a peer needs to connect its RC queue pair to ours.
+type RdmaEndpoint struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Device string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	Qpn    uint32                 `protobuf:"varint,2,opt,name=qpn,proto3" json:"qpn,omitempty"`
+	// First packet sequence number (random, 24 bits).
+	Psn uint32 `protobuf:"varint,3,opt,name=psn,proto3" json:"psn,omitempty"`
+	// 16-byte GID and its index in the sender's table.
+	Gid      []byte `protobuf:"bytes,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	GidIndex int32  `protobuf:"varint,5,opt,name=gid_index,json=gidIndex,proto3" json:"gid_index,omitempty"`
+	// Active MTU in bytes.
+	Mtu           int32 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RdmaEndpoint) Reset() {
+	*x = RdmaEndpoint{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RdmaEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RdmaEndpoint) ProtoMessage() {}
+
+func (x *RdmaEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RdmaEndpoint.ProtoReflect.Descriptor instead.
+func (*RdmaEndpoint) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RdmaEndpoint) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *RdmaEndpoint) GetQpn() uint32 {
+	if x != nil {
+		return x.Qpn
+	}
+	return 0
+}
+
+func (x *RdmaEndpoint) GetPsn() uint32 {
+	if x != nil {
+		return x.Psn
+	}
+	return 0
+}
+
+func (x *RdmaEndpoint) GetGid() []byte {
+	if x != nil {
+		return x.Gid
+	}
+	return nil
+}
+
+func (x *RdmaEndpoint) GetGidIndex() int32 {
+	if x != nil {
+		return x.GidIndex
+	}
+	return 0
+}
+
+func (x *RdmaEndpoint) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+// RdmaBuffer is a registered receive slot: a remote address and its rkey.
+// rkeys are capabilities: they travel only over this control plane and are
+// never logged.
+type RdmaBuffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addr          uint64                 `protobuf:"fixed64,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Rkey          uint32                 `protobuf:"fixed32,2,opt,name=rkey,proto3" json:"rkey,omitempty"`
+	Length        uint32                 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RdmaBuffer) Reset() {
+	*x = RdmaBuffer{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RdmaBuffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RdmaBuffer) ProtoMessage() {}
+
+func (x *RdmaBuffer) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RdmaBuffer.ProtoReflect.Descriptor instead.
+func (*RdmaBuffer) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RdmaBuffer) GetAddr() uint64 {
+	if x != nil {
+		return x.Addr
+	}
+	return 0
+}
+
+func (x *RdmaBuffer) GetRkey() uint32 {
+	if x != nil {
+		return x.Rkey
+	}
+	return 0
+}
+
+func (x *RdmaBuffer) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// RdmaChannel is the destination's RDMA side of a transfer.
+type RdmaChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      *RdmaEndpoint          `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Slots         []*RdmaBuffer          `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RdmaChannel) Reset() {
+	*x = RdmaChannel{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RdmaChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RdmaChannel) ProtoMessage() {}
+
+func (x *RdmaChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RdmaChannel.ProtoReflect.Descriptor instead.
+func (*RdmaChannel) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RdmaChannel) GetEndpoint() *RdmaEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+func (x *RdmaChannel) GetSlots() []*RdmaBuffer {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
 }
 
 type PrepareRequest struct {
@@ -1039,19 +1445,23 @@ type PrepareRequest struct {
 	SourcePath string `protobuf:"bytes,3,opt,name=source_path,json=sourcePath,proto3" json:"source_path,omitempty"`
 	DestPath   string `protobuf:"bytes,4,opt,name=dest_path,json=destPath,proto3" json:"dest_path,omitempty"`
 	// Base name of the source, used when dest_path names a directory.
-	SourceName    string          `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
-	Size          int64           `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
-	ChunkSize     int64           `protobuf:"varint,7,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
-	Overwrite     bool            `protobuf:"varint,8,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
-	Transport     TransportPolicy `protobuf:"varint,9,opt,name=transport,proto3,enum=rxfer.v1.TransportPolicy" json:"transport,omitempty"`
-	Tcp           *TcpOffer       `protobuf:"bytes,10,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SourceName string          `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Size       int64           `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	ChunkSize  int64           `protobuf:"varint,7,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	Overwrite  bool            `protobuf:"varint,8,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
+	Transport  TransportPolicy `protobuf:"varint,9,opt,name=transport,proto3,enum=rxfer.v1.TransportPolicy" json:"transport,omitempty"`
+	Tcp        *TcpOffer       `protobuf:"bytes,10,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// The source's queue pair, when it can use RDMA.
+	Rdma *RdmaEndpoint `protobuf:"bytes,11,opt,name=rdma,proto3" json:"rdma,omitempty"`
+	// Why the source offers no RDMA (empty when it does).
+	RdmaUnavailable string `protobuf:"bytes,12,opt,name=rdma_unavailable,json=rdmaUnavailable,proto3" json:"rdma_unavailable,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1473,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1486,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{12}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PrepareRequest) GetTransferId() string {
@@ -1149,6 +1559,20 @@ func (x *PrepareRequest) GetTcp() *TcpOffer {
 	return nil
 }
 
+func (x *PrepareRequest) GetRdma() *RdmaEndpoint {
+	if x != nil {
+		return x.Rdma
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetRdmaUnavailable() string {
+	if x != nil {
+		return x.RdmaUnavailable
+	}
+	return ""
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -1161,7 +1585,7 @@ type TcpChannel struct {
 
 func (x *TcpChannel) Reset() {
 	*x = TcpChannel{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1597,7 @@ func (x *TcpChannel) String() string {
 func (*TcpChannel) ProtoMessage() {}
 
 func (x *TcpChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1610,7 @@ func (x *TcpChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpChannel.ProtoReflect.Descriptor instead.
 func (*TcpChannel) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{13}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TcpChannel) GetAddress() string {
@@ -1210,13 +1634,15 @@ type PrepareResponse struct {
 	// Resolved final path beneath the destination root.
 	FinalPath      string `protobuf:"bytes,3,opt,name=final_path,json=finalPath,proto3" json:"final_path,omitempty"`
 	FallbackReason string `protobuf:"bytes,4,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set when transport is RDMA.
+	Rdma          *RdmaChannel `protobuf:"bytes,5,opt,name=rdma,proto3" json:"rdma,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1654,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1667,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{14}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PrepareResponse) GetTransport() Transport {
@@ -1272,6 +1698,13 @@ func (x *PrepareResponse) GetFallbackReason() string {
 	return ""
 }
 
+func (x *PrepareResponse) GetRdma() *RdmaChannel {
+	if x != nil {
+		return x.Rdma
+	}
+	return nil
+}
+
 type CommitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
@@ -1283,7 +1716,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1728,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1741,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{15}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitRequest) GetTransferId() string {
@@ -1342,7 +1775,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1787,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1800,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{16}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommitResponse) GetFinalPath() string {
@@ -1394,7 +1827,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1839,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1852,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{17}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AbortRequest) GetTransferId() string {
@@ -1444,7 +1877,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1889,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1902,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{18}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{23}
 }
 
 var File_rxfer_v1_rxfer_proto protoreflect.FileDescriptor
@@ -1482,7 +1915,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12\x1c\n" +
 	"\tavailable\x18\x02 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xfe\x01\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xb7\x02\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -1492,7 +1925,28 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"transports\x18\x04 \x03(\v2\x19.rxfer.v1.TransportStatusR\n" +
 	"transports\x128\n" +
 	"\x18max_concurrent_transfers\x18\x05 \x01(\x05R\x16maxConcurrentTransfers\x12)\n" +
-	"\x10active_transfers\x18\x06 \x01(\x05R\x0factiveTransfers\"\x97\x02\n" +
+	"\x10active_transfers\x18\x06 \x01(\x05R\x0factiveTransfers\x127\n" +
+	"\frdma_devices\x18\a \x03(\v2\x14.rxfer.v1.RdmaDeviceR\vrdmaDevices\"\x95\x02\n" +
+	"\n" +
+	"RdmaDevice\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"link_layer\x18\x04 \x01(\tR\tlinkLayer\x12\x1d\n" +
+	"\n" +
+	"active_mtu\x18\x05 \x01(\x05R\tactiveMtu\x12\x16\n" +
+	"\x06netdev\x18\x06 \x01(\tR\x06netdev\x12\x1c\n" +
+	"\taddresses\x18\a \x03(\tR\taddresses\x12%\n" +
+	"\x04gids\x18\b \x03(\v2\x11.rxfer.v1.RdmaGidR\x04gids\x12\x16\n" +
+	"\x06usable\x18\t \x01(\bR\x06usable\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\"_\n" +
+	"\aRdmaGid\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x97\x02\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -1545,7 +1999,22 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x16CancelTransferResponse\x122\n" +
 	"\btransfer\x18\x01 \x01(\v2\x16.rxfer.v1.TransferInfoR\btransfer\"\n" +
 	"\n" +
-	"\bTcpOffer\"\xe1\x02\n" +
+	"\bTcpOffer\"\x8b\x01\n" +
+	"\fRdmaEndpoint\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x10\n" +
+	"\x03qpn\x18\x02 \x01(\rR\x03qpn\x12\x10\n" +
+	"\x03psn\x18\x03 \x01(\rR\x03psn\x12\x10\n" +
+	"\x03gid\x18\x04 \x01(\fR\x03gid\x12\x1b\n" +
+	"\tgid_index\x18\x05 \x01(\x05R\bgidIndex\x12\x10\n" +
+	"\x03mtu\x18\x06 \x01(\x05R\x03mtu\"L\n" +
+	"\n" +
+	"RdmaBuffer\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\x06R\x04addr\x12\x12\n" +
+	"\x04rkey\x18\x02 \x01(\aR\x04rkey\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\"m\n" +
+	"\vRdmaChannel\x122\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
+	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\"\xb8\x03\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -1562,17 +2031,20 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\toverwrite\x18\b \x01(\bR\toverwrite\x127\n" +
 	"\ttransport\x18\t \x01(\x0e2\x19.rxfer.v1.TransportPolicyR\ttransport\x12$\n" +
 	"\x03tcp\x18\n" +
-	" \x01(\v2\x12.rxfer.v1.TcpOfferR\x03tcp\"<\n" +
+	" \x01(\v2\x12.rxfer.v1.TcpOfferR\x03tcp\x12*\n" +
+	"\x04rdma\x18\v \x01(\v2\x16.rxfer.v1.RdmaEndpointR\x04rdma\x12)\n" +
+	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\"<\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\fR\x05token\"\xb4\x01\n" +
+	"\x05token\x18\x02 \x01(\fR\x05token\"\xdf\x01\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x03 \x01(\tR\tfinalPath\x12'\n" +
-	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\"\\\n" +
+	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\x12)\n" +
+	"\x04rdma\x18\x05 \x01(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"\\\n" +
 	"\rCommitRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x12\n" +
@@ -1632,7 +2104,7 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 }
 
 var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(Transport)(0),                 // 0: rxfer.v1.Transport
 	(TransportPolicy)(0),           // 1: rxfer.v1.TransportPolicy
@@ -1641,58 +2113,69 @@ var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(*GetNodeInfoRequest)(nil),     // 4: rxfer.v1.GetNodeInfoRequest
 	(*TransportStatus)(nil),        // 5: rxfer.v1.TransportStatus
 	(*NodeInfo)(nil),               // 6: rxfer.v1.NodeInfo
-	(*CopyRequest)(nil),            // 7: rxfer.v1.CopyRequest
-	(*TransferResult)(nil),         // 8: rxfer.v1.TransferResult
-	(*TransferInfo)(nil),           // 9: rxfer.v1.TransferInfo
-	(*GetTransferRequest)(nil),     // 10: rxfer.v1.GetTransferRequest
-	(*ListTransfersRequest)(nil),   // 11: rxfer.v1.ListTransfersRequest
-	(*ListTransfersResponse)(nil),  // 12: rxfer.v1.ListTransfersResponse
-	(*CancelTransferRequest)(nil),  // 13: rxfer.v1.CancelTransferRequest
-	(*CancelTransferResponse)(nil), // 14: rxfer.v1.CancelTransferResponse
-	(*TcpOffer)(nil),               // 15: rxfer.v1.TcpOffer
-	(*PrepareRequest)(nil),         // 16: rxfer.v1.PrepareRequest
-	(*TcpChannel)(nil),             // 17: rxfer.v1.TcpChannel
-	(*PrepareResponse)(nil),        // 18: rxfer.v1.PrepareResponse
-	(*CommitRequest)(nil),          // 19: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),         // 20: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),           // 21: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),          // 22: rxfer.v1.AbortResponse
+	(*RdmaDevice)(nil),             // 7: rxfer.v1.RdmaDevice
+	(*RdmaGid)(nil),                // 8: rxfer.v1.RdmaGid
+	(*CopyRequest)(nil),            // 9: rxfer.v1.CopyRequest
+	(*TransferResult)(nil),         // 10: rxfer.v1.TransferResult
+	(*TransferInfo)(nil),           // 11: rxfer.v1.TransferInfo
+	(*GetTransferRequest)(nil),     // 12: rxfer.v1.GetTransferRequest
+	(*ListTransfersRequest)(nil),   // 13: rxfer.v1.ListTransfersRequest
+	(*ListTransfersResponse)(nil),  // 14: rxfer.v1.ListTransfersResponse
+	(*CancelTransferRequest)(nil),  // 15: rxfer.v1.CancelTransferRequest
+	(*CancelTransferResponse)(nil), // 16: rxfer.v1.CancelTransferResponse
+	(*TcpOffer)(nil),               // 17: rxfer.v1.TcpOffer
+	(*RdmaEndpoint)(nil),           // 18: rxfer.v1.RdmaEndpoint
+	(*RdmaBuffer)(nil),             // 19: rxfer.v1.RdmaBuffer
+	(*RdmaChannel)(nil),            // 20: rxfer.v1.RdmaChannel
+	(*PrepareRequest)(nil),         // 21: rxfer.v1.PrepareRequest
+	(*TcpChannel)(nil),             // 22: rxfer.v1.TcpChannel
+	(*PrepareResponse)(nil),        // 23: rxfer.v1.PrepareResponse
+	(*CommitRequest)(nil),          // 24: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),         // 25: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),           // 26: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),          // 27: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
 	0,  // 0: rxfer.v1.TransportStatus.transport:type_name -> rxfer.v1.Transport
 	5,  // 1: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
-	1,  // 2: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	2,  // 3: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
-	3,  // 4: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
-	0,  // 5: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
-	8,  // 6: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
-	9,  // 7: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
-	9,  // 8: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
-	1,  // 9: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	15, // 10: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
-	0,  // 11: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
-	17, // 12: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
-	4,  // 13: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	7,  // 14: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	10, // 15: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	11, // 16: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	13, // 17: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	16, // 18: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	19, // 19: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	21, // 20: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	6,  // 21: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	9,  // 22: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	9,  // 23: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	12, // 24: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	14, // 25: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	18, // 26: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	20, // 27: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	22, // 28: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 2: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
+	8,  // 3: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
+	1,  // 4: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
+	2,  // 5: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
+	3,  // 6: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
+	0,  // 7: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
+	10, // 8: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
+	11, // 9: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
+	11, // 10: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
+	18, // 11: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
+	19, // 12: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
+	1,  // 13: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
+	17, // 14: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
+	18, // 15: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
+	0,  // 16: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
+	22, // 17: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
+	20, // 18: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
+	4,  // 19: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	9,  // 20: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	12, // 21: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	13, // 22: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	15, // 23: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	21, // 24: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	24, // 25: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	26, // 26: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	6,  // 27: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	11, // 28: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	11, // 29: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	14, // 30: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	16, // 31: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	23, // 32: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	25, // 33: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	27, // 34: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	27, // [27:35] is the sub-list for method output_type
+	19, // [19:27] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -1706,7 +2189,7 @@ func file_rxfer_v1_rxfer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
