@@ -8,7 +8,7 @@
 host_target=${1:-test-host}
 missing=
 for c in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod \
-	ib_write_bw:perftest ibv_devices:ibverbs-utils rdma:iproute2 dpkg-deb:dpkg apt-get:apt; do
+	ib_write_bw:perftest ibv_devices:ibverbs-utils rdma:iproute2 dpkg-deb:dpkg; do
 	cmd=${c%%:*}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/sbin/$cmd" ] || [ -x "/usr/sbin/$cmd" ] ||
 		missing="$missing ${c#*:}"
@@ -28,8 +28,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "testbed: missing packages:$missing (make testbed-deps installs them)"
 	exit 0
 fi
-why="not root"
-command -v apt-get >/dev/null 2>&1 || why="no apt-get"
+why=
+[ "$(id -u)" = 0 ] || why="not root"
+command -v apt-get >/dev/null 2>&1 || why="${why:+$why, }no apt-get"
 echo "testbed: cannot run here: missing packages:$missing, and cannot install them ($why)."
 echo "testbed: install them as root (sudo make testbed-deps, or apt-get install$missing),"
 echo "testbed: or run only the host suite with: make $host_target"

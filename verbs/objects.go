@@ -161,7 +161,9 @@ func (pd *ProtectionDomain) handle(op string) (unsafe.Pointer, error) {
 // RegisterMemory registers mem with the given access. mem must be mmap'd
 // memory (a [Buffer], a file mapping, ...), never Go heap memory, and must
 // stay mapped until the region is closed. A read-only mapping can be
-// registered with access 0 (local read only) as the source of WRITEs.
+// registered with access 0 (local read only) as the source of WRITEs; on
+// Linux 6.1 (the testbed's kernel) map such a file MAP_PRIVATE: a read-only
+// MAP_SHARED mapping fails with EFAULT ("bad address").
 //
 // Similar to: ibv_reg_mr
 func (pd *ProtectionDomain) RegisterMemory(mem []byte, access AccessFlags) (*MemoryRegion, error) {

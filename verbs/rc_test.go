@@ -1,6 +1,7 @@
 package verbs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -391,5 +392,75 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	}
 	if n := openFDs(t); n != fds {
 		t.Errorf("file descriptors leaked: %d before, %d after", fds, n)
+	}
+}
+
+func TestWriteFromReadOnlyFileMapping(t *testing.T) {
+	const size = 1 << 20
+	ctx := openDevice(t)
+	gid := roceV2Index(t, ctx)
+	a, b := newSide(t, ctx), newSide(t, ctx)
+	if err := connectPair(ctx, a, b, gid, 5); err != nil {
+		t.Fatal(err)
+	}
+	// The source is a file mapped read-only, registered for local access
+	// only, as the RDMA transport registers a file it sends.
+	want := make([]byte, size)
+	fill(want, 11)
+	path := t.TempDir() + "/source"
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Measured on the testbed's 6.1 kernel: a read-only MAP_SHARED mapping
+	// fails to register with EFAULT (the pin asks for forced write access,
+	// which shared read-only mappings refuse); a MAP_PRIVATE one works. Only
+	// log the shared case: newer kernels may accept it.
+	if shared, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+		mr, err := a.pd.RegisterMemory(shared, 0)
+		t.Logf("registering a read-only MAP_SHARED file mapping: %v", err)
+		if err == nil {
+			mr.Close()
+		}
+		syscall.Munmap(shared)
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Munmap(mem) }) // after the region is closed (cleanups run last-in first-out)
+	src, err := a.pd.RegisterMemory(mem, 0)
+	if err != nil {
+		t.Fatalf("registering a read-only MAP_PRIVATE file mapping with local access: %v", err)
+	}
+	closeAtEnd(t, "file region", src)
+	if _, err := a.pd.RegisterMemory(mem, verbs.AccessLocalWrite); err == nil {
+		t.Errorf("registering a read-only mapping for LOCAL_WRITE succeeded")
+	}
+	dst, err := b.pd.AllocMemoryRegion(size, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtEnd(t, "destination region", dst)
+	if err := a.qp.PostSend(verbs.SendWR{WRID: 0, Opcode: verbs.OpWrite, Local: src.SGE(0, size),
+		RemoteAddr: dst.Addr(), RKey: dst.RKey(), Signaled: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Busy-poll mode this time.
+	wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wcs := make([]verbs.WorkCompletion, 1)
+	if _, err := a.cq.BusyWait(wctx, wcs); err != nil {
+		t.Fatal(err)
+	}
+	if err := wcs[0].Err(); err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(want, dst.Bytes()); i >= 0 {
+		t.Fatalf("data differs at byte %d", i)
 	}
 }
