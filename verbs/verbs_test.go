@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rxfer/rxfer/verbs"
 )
@@ -275,5 +276,59 @@ func TestCloseIsIdempotentAndOrdered(t *testing.T) {
 	}
 	if _, err := pd.AllocMemoryRegion(4096, 0); !errors.Is(err, verbs.ErrClosed) {
 		t.Errorf("using a closed PD = %v; want ErrClosed", err)
+	}
+}
+
+func TestBufferIsPageAligned(t *testing.T) {
+	b, err := verbs.NewBuffer(10000)
+	if errors.Is(err, verbs.ErrNotSupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := b.Bytes()
+	if len(mem) != 10000 || cap(mem)%os.Getpagesize() != 0 {
+		t.Errorf("len %d cap %d; want 10000 and whole pages", len(mem), cap(mem))
+	}
+	if addr := uintptr(unsafe.Pointer(&mem[0])); addr%uintptr(os.Getpagesize()) != 0 {
+		t.Errorf("buffer at %#x is not page-aligned", addr)
+	}
+	mem[9999] = 1 // writable
+	for range 2 {
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestErrorsNameTheStatusAndRequest(t *testing.T) {
+	wc := verbs.WorkCompletion{WRID: 42, QPN: 0x11, Status: verbs.WCRemAccessErr, VendorErr: 0x81}
+	err := wc.Err()
+	if !errors.Is(err, verbs.WCRemAccessErr) || errors.Is(err, verbs.WCWRFlushErr) {
+		t.Errorf("errors.Is on %v does not match its status only", err)
+	}
+	const want = "verbs: work request 42 on QP 0x11: REM_ACCESS_ERR (remote access error), vendor error 0x81"
+	if err.Error() != want {
+		t.Errorf("got %q; want %q", err, want)
+	}
+	if (&verbs.WorkCompletion{Status: verbs.WCSuccess}).Err() != nil {
+		t.Errorf("a successful completion is an error")
+	}
+	for s, name := range map[verbs.WCStatus]string{verbs.WCSuccess: "SUCCESS", verbs.WCWRFlushErr: "WR_FLUSH_ERR",
+		verbs.WCRetryExcErr: "RETRY_EXC_ERR", verbs.WCTMRndvIncomplete: "TM_RNDV_INCOMPLETE", 99: "WCStatus(99)"} {
+		if s.String() != name {
+			t.Errorf("%d.String() = %q; want %q", int(s), s, name)
+		}
+	}
+	e := &verbs.Error{Op: "ibv_reg_mr", Device: "rxe0", Err: verbs.ErrClosed}
+	if !errors.Is(e, verbs.ErrClosed) || e.Error() != "verbs: rxe0: ibv_reg_mr: verbs object already closed" {
+		t.Errorf("Error: %q", e)
+	}
+	if got := (verbs.AccessLocalWrite | verbs.AccessRemoteWrite).String(); got != "LOCAL_WRITE|REMOTE_WRITE" {
+		t.Errorf("AccessFlags.String() = %q", got)
+	}
+	if verbs.MTU4096.Bytes() != 4096 || verbs.MTU(9).Bytes() != 0 {
+		t.Errorf("MTU.Bytes is wrong")
 	}
 }

@@ -48,6 +48,16 @@ if [ -f "$guest/ok" ]; then
 	exit 0
 fi
 
+# One builder at a time per cache (two engineers, or make -j, may race).
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$cache/.lock"
+	flock 9
+	if [ -f "$guest/ok" ]; then
+		echo "$guest"
+		exit 0
+	fi
+fi
+
 for tool in cpio depmod modprobe dpkg-deb gzip; do
 	command -v "$tool" >/dev/null || { log "missing $tool (make testbed-deps)"; exit 1; }
 done

@@ -243,7 +243,8 @@ func runVMs(ctx context.Context, cfg config, command string, interactive bool) i
 		fmt.Fprintln(os.Stderr, "rxfer-testbed:", err)
 		return 1
 	}
-	runDir, err := os.MkdirTemp(cfg.cache, "run-")
+	pruneRunDirs(cfg.cache)
+	runDir, err := os.MkdirTemp(cfg.cache, fmt.Sprintf("run-%d-", os.Getpid()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rxfer-testbed:", err)
 		return 1
@@ -335,6 +336,21 @@ func runVMs(ctx context.Context, cfg config, command string, interactive bool) i
 		}
 	}
 	return rc
+}
+
+// pruneRunDirs removes run directories left by runners that were killed
+// (their pid no longer exists); a SIGKILL leaves no chance to clean up.
+func pruneRunDirs(cache string) {
+	dirs, _ := filepath.Glob(filepath.Join(cache, "run-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.Split(filepath.Base(d), "-")[1])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func waitForFile(ctx context.Context, path string, limit time.Duration) error {
