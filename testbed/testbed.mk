@@ -11,6 +11,10 @@
 #   testbed-2vm      run the two-VM suite (self-check across the link, then TESTBED_2VM_RUN tests)
 #   testbed-shell    interactive shell in a guest with rxe0 up (quit: Ctrl-A X)
 #   testbed-clean    remove the cached guests and binaries
+#
+# The top-level Makefile provides test-host (named in testbed-check's message).
+# To fail before the host suite on a host that cannot run the testbed:
+#   test: testbed-check test-host testbed
 
 # Packages whose test binaries run in the VMs (built with `go test -c`).
 TESTBED_PKGS ?= ./verbs/
