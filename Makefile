@@ -23,7 +23,7 @@ build-nocgo:
 demo: build
 	@scripts/demo.sh $(BIN)
 
-test: test-host testbed
+test: testbed-check test-host testbed
 
 # Installs what the host suite needs when run as root and it is missing.
 deps-host:
