@@ -1,0 +1,62 @@
+// Package rdma is rxfer's RDMA transport: device and GID selection, one
+// reliable-connected (RC) queue pair per transfer, registered staging slots on
+// the receiver and a pipelined RDMA WRITE sender. It mirrors the contract of
+// the TCP transport in package fallback ([fallback.Chunk], [fallback.Sink],
+// the done callback of [Sender.Send]) so the engine can switch between them.
+// It has no cgo of its own: every verbs call goes through package verbs.
+//
+// # Setting up
+//
+// The sender calls [NewSender] (device, PD, CQ, QP in INIT, receives posted)
+// and sends its [EndpointInfo] over the authenticated control plane. The
+// receiver calls [NewReceiver] with it: that registers the slots, connects
+// its QP (RTR, RTS) and returns its own EndpointInfo and the slots as
+// [RemoteBuffer]s, which go back over the control plane to [Sender.Connect].
+// The path MTU is the smaller of both active MTUs; PSNs are random (24 bits
+// from crypto/rand). An endpoint pair that cannot talk (different GID address
+// families, an invalid MTU) fails with an error wrapping [ErrMismatch]; a node
+// without a usable device fails with [ErrUnavailable].
+//
+// # Data protocol (version 1)
+//
+// The receiver registers N slots of S bytes, each its own memory region with
+// LOCAL_WRITE|REMOTE_WRITE (one rkey per slot, so a WRITE can never spill
+// into a neighbouring slot), and keeps a receive posted per slot. For each
+// chunk the sender, holding a free slot:
+//
+//  1. puts the chunk's bytes in a registered source buffer (pread into one of
+//     depth staging buffers, see below),
+//  2. posts an unsignaled RDMA WRITE of the bytes into the slot, and
+//  3. posts a signaled SEND of a 32-byte chunk message
+//     {slot, chunk index, offset, length, crc32c}.
+//
+// RC executes a QP's requests in order, so when the SEND's receive completes
+// at the receiver the WRITE before it has been placed. The receiver calls
+// Sink.Admit, computes the CRC32C of the bytes in the slot, pwrites them to
+// Sink.File at the offset, calls Sink.Landed, reposts the receive and answers
+// with a SEND of a 32-byte ack {slot, chunk index, status} (0 ok, 1 CRC
+// mismatch, 2 receiver I/O error, 3 rejected). The ack is the credit: the
+// sender reuses a slot (and its staging buffer) only after the ack arrived
+// and its own SEND completed, so at most N×S bytes are registered for
+// receiving and depth×S for sending, whatever the file size. Message layouts
+// are in wire.go.
+//
+// Why WRITE + SEND rather than WRITE_WITH_IMM: the receiver needs the index,
+// offset, length and CRC of the chunk, which do not fit the 32 bits of an
+// immediate; putting them elsewhere would need a second WRITE into a header
+// area anyway. WRITE + SEND costs one more work request per chunk but no extra
+// round trip, consumes one receive per chunk exactly as WRITE_WITH_IMM would,
+// and keeps every per-chunk fact in one message that is checked as a whole.
+//
+// Completions are taken with [verbs.CompletionQueue.Wait] (the completion
+// channel: no core spins while a transfer is idle). A failed completion
+// names its ibv_wc_status ([verbs.CompletionError]); the sender then moves its
+// QP to the error state, answers every chunk in flight and every chunk still
+// coming with an error wrapping [ErrBroken], and Send returns. Closing a
+// receiver deregisters its slots first, so a sender still writing gets
+// REM_ACCESS_ERR at once instead of waiting for retries to run out.
+//
+// Security: rkeys are capabilities; [RemoteBuffer] prints without its rkey and
+// the package never logs one. Slots are registered for exactly one receiver's
+// lifetime, with the least access, in a PD of their own.
+package rdma

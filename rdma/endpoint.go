@@ -1,0 +1,216 @@
+package rdma
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/rxfer/rxfer/verbs"
+)
+
+// EndpointInfo is what a peer needs to connect its QP to ours; it is sent over
+// the (authenticated) control plane.
+type EndpointInfo struct {
+	Device   string
+	QPN, PSN uint32 // PSN random (crypto/rand), 24 bits
+	GID      [16]byte
+	GIDIndex int
+	MTU      int // active MTU in bytes
+}
+
+// RemoteBuffer is one registered receive slot the sender may WRITE into. Its
+// RKey is a capability: never log it.
+type RemoteBuffer struct {
+	Addr uint64
+	RKey uint32
+	Len  uint32
+}
+
+// String prints a buffer without its rkey.
+func (b RemoteBuffer) String() string { return fmt.Sprintf("{addr %#x len %d rkey <redacted>}", b.Addr, b.Len) }
+
+// GoString keeps %#v from printing the rkey too.
+func (b RemoteBuffer) GoString() string { return "rdma.RemoteBuffer" + b.String() }
+
+// Addr returns the IP address the endpoint's GID maps to.
+func (e EndpointInfo) Addr() netip.Addr { return netip.AddrFrom16(e.GID).Unmap() }
+
+// mtuFromBytes converts a byte MTU to the verbs enum.
+func mtuFromBytes(n int) (verbs.MTU, bool) {
+	for m := verbs.MTU256; m <= verbs.MTU4096; m++ {
+		if m.Bytes() == n {
+			return m, true
+		}
+	}
+	return 0, false
+}
+
+// randomPSN returns a random 24-bit packet sequence number.
+func randomPSN() (uint32, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b[:]) & 0xffffff, nil
+}
+
+// endpoint is one side of the RC connection: the device, a PD of its own, one
+// CQ for sends and receives, the QP and the control-message buffers.
+type endpoint struct {
+	sel  *selection
+	pd   *verbs.ProtectionDomain
+	cq   *verbs.CompletionQueue
+	qp   *verbs.QueuePair
+	ctrl *verbs.MemoryRegion // nSend send buffers, then nRecv receive buffers, msgLen each
+	info EndpointInfo
+
+	access       verbs.AccessFlags // what the peer may do through our QP
+	nSend, nRecv int
+	sendNext     int // next control send buffer (a ring as long as the send queue)
+}
+
+// openEndpoint selects the device, allocates PD, CQ, QP (moved to INIT with
+// access) and the control buffers, and posts the receives.
+func openEndpoint(opt Options, peer netip.Addr, sendWR, recvWR int, access verbs.AccessFlags) (_ *endpoint, err error) {
+	sel, err := selectDevice(opt, peer)
+	if err != nil {
+		return nil, err
+	}
+	e := &endpoint{sel: sel, nSend: sendWR, nRecv: recvWR, access: access}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	ctx := sel.ctx
+	if e.pd, err = ctx.AllocPD(); err != nil {
+		return nil, err
+	}
+	if e.cq, err = ctx.CreateCQ(sendWR + recvWR); err != nil {
+		return nil, err
+	}
+	if e.qp, err = e.pd.CreateQP(verbs.QPConfig{SendCQ: e.cq, RecvCQ: e.cq, MaxSendWR: sendWR, MaxRecvWR: recvWR}); err != nil {
+		return nil, err
+	}
+	if err = e.qp.Init(sel.port, access); err != nil {
+		return nil, err
+	}
+	if e.ctrl, err = e.pd.AllocMemoryRegion((sendWR+recvWR)*msgLen, verbs.AccessLocalWrite); err != nil {
+		return nil, err
+	}
+	for i := range recvWR {
+		if err = e.postRecv(i); err != nil {
+			return nil, err
+		}
+	}
+	psn, err := randomPSN()
+	if err != nil {
+		return nil, err
+	}
+	e.info = EndpointInfo{
+		Device: ctx.Name(), QPN: e.qp.QPN(), PSN: psn, GID: sel.gid.GID, GIDIndex: sel.gid.Index, MTU: sel.mtu.Bytes(),
+	}
+	return e, nil
+}
+
+// WRIDs carry the kind of work request in the top byte.
+const (
+	wrRecv  = 1 << 56
+	wrSend  = 2 << 56
+	wrWrite = 3 << 56
+	wrKind  = 0xff << 56
+)
+
+func (e *endpoint) recvBuf(i int) []byte {
+	off := (e.nSend + i) * msgLen
+	return e.ctrl.Bytes()[off : off+msgLen]
+}
+
+func (e *endpoint) postRecv(i int) error {
+	return e.qp.PostRecv(verbs.RecvWR{WRID: wrRecv | uint64(i), Local: e.ctrl.SGE((e.nSend+i)*msgLen, msgLen)})
+}
+
+// sendMsg posts a signaled SEND of one control message, filled by put.
+// Buffers are reused round-robin: the send queue holds at most nSend work
+// requests, so by the time a buffer comes round again its SEND completed.
+func (e *endpoint) sendMsg(wrid uint64, put func([]byte)) verbs.SendWR {
+	i := e.sendNext
+	e.sendNext = (e.sendNext + 1) % e.nSend
+	put(e.ctrl.Bytes()[i*msgLen : (i+1)*msgLen])
+	return verbs.SendWR{WRID: wrid, Opcode: verbs.OpSend, Local: e.ctrl.SGE(i*msgLen, msgLen), Signaled: true}
+}
+
+// connect takes the QP from INIT through RTR to RTS, addressed to remote.
+func (e *endpoint) connect(remote EndpointInfo) error {
+	cfg, peer, err := e.connectConfig(remote)
+	if err != nil {
+		return err
+	}
+	if err := e.qp.ReadyToReceive(cfg, peer); err != nil {
+		return err
+	}
+	return e.qp.ReadyToSend(cfg)
+}
+
+// connectConfig checks that remote can talk to us and returns the connection
+// parameters, with every default of verbs.ConnectConfig spelled out (verbs
+// applies them only in QueuePair.Connect, which also does RESET→INIT).
+func (e *endpoint) connectConfig(remote EndpointInfo) (verbs.ConnectConfig, verbs.PeerInfo, error) {
+	local, peerAddr := e.info.Addr(), remote.Addr()
+	rmtu, ok := mtuFromBytes(remote.MTU)
+	switch {
+	case !ok:
+		return verbs.ConnectConfig{}, verbs.PeerInfo{}, fmt.Errorf("%w: peer MTU %d is not a RoCE MTU (256..4096)", ErrMismatch, remote.MTU)
+	case remote.QPN == 0 || remote.QPN > 0xffffff || remote.PSN > 0xffffff:
+		return verbs.ConnectConfig{}, verbs.PeerInfo{}, fmt.Errorf("%w: peer QPN %#x / PSN %#x out of range", ErrMismatch, remote.QPN, remote.PSN)
+	case verbs.GID(remote.GID).IsZero():
+		return verbs.ConnectConfig{}, verbs.PeerInfo{}, fmt.Errorf("%w: peer sent no GID", ErrMismatch)
+	case local.Is4() != peerAddr.Is4():
+		return verbs.ConnectConfig{}, verbs.PeerInfo{}, fmt.Errorf("%w: GID family: local %s GID %v (index %d), peer %s GID %v (index %d)",
+			ErrMismatch, family(local), local, e.info.GIDIndex, family(peerAddr), peerAddr, remote.GIDIndex)
+	case local.IsLinkLocalUnicast() != peerAddr.IsLinkLocalUnicast():
+		return verbs.ConnectConfig{}, verbs.PeerInfo{}, fmt.Errorf("%w: GID scope: local %v, peer %v (one link-local, one global)", ErrMismatch, local, peerAddr)
+	}
+	mtu := min(e.sel.mtu, rmtu)
+	cfg := verbs.ConnectConfig{
+		Port: e.sel.port, GIDIndex: e.info.GIDIndex, PSN: e.info.PSN, Access: e.access, MTU: mtu,
+		HopLimit: 64, Timeout: 14, RetryCount: 7, RNRRetry: 7, MinRNRTimer: 12, MaxRdAtomic: 1,
+	}
+	peer := verbs.PeerInfo{QPN: remote.QPN, PSN: remote.PSN, GID: verbs.GID(remote.GID), GIDIndex: remote.GIDIndex, MTU: rmtu}
+	return cfg, peer, nil
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// close destroys everything child first: QP, MRs, CQ, PD, device.
+func (e *endpoint) close(mrs ...*verbs.MemoryRegion) error {
+	var errs []error
+	if e.qp != nil {
+		errs = append(errs, e.qp.Close())
+	}
+	for _, mr := range mrs {
+		if mr != nil {
+			errs = append(errs, mr.Close())
+		}
+	}
+	if e.ctrl != nil {
+		errs = append(errs, e.ctrl.Close())
+	}
+	if e.cq != nil {
+		errs = append(errs, e.cq.Close())
+	}
+	if e.pd != nil {
+		errs = append(errs, e.pd.Close())
+	}
+	if e.sel != nil {
+		errs = append(errs, e.sel.ctx.Close())
+	}
+	return errors.Join(errs...)
+}

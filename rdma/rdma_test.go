@@ -1,0 +1,522 @@
+package rdma
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/verbs"
+)
+
+// Tests that need a device run in the testbed VM (make testbed
+// TESTBED_PKGS=./rdma/), where the runner sets RXFER_TESTBED=1: there a
+// missing device FAILS them. Elsewhere they skip saying so.
+
+func inTestbed() bool { return os.Getenv("RXFER_TESTBED") == "1" }
+
+// requireDevice skips (or, in the testbed, fails) a test that needs RDMA.
+func requireDevice(t *testing.T) {
+	t.Helper()
+	if err := Check(Options{}); err != nil {
+		if inTestbed() {
+			t.Fatalf("testbed: RDMA must be usable: %v", err)
+		}
+		t.Skipf("no usable RDMA device here (%v); RDMA tests run in the testbed VM: make testbed", err)
+	}
+}
+
+// vmIP is the testbed VM's address (the RoCE v2 GID's), or invalid.
+func vmIP() netip.Addr {
+	a, _ := netip.ParseAddr(os.Getenv("RXFER_VM_IP"))
+	return a
+}
+
+func TestHostReportsUnavailable(t *testing.T) {
+	if Check(Options{}) == nil {
+		t.Skip("this node has a usable RDMA device")
+	}
+	if inTestbed() {
+		t.Fatal("testbed: no usable RDMA device")
+	}
+	_, err := Inventory()
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no RDMA device") {
+		t.Errorf("Inventory: %v; want ErrUnavailable saying there is no RDMA device", err)
+	}
+	err = Check(Options{})
+	if !errors.Is(err, ErrUnavailable) || len(err.Error()) <= len(ErrUnavailable.Error())+2 {
+		t.Errorf("Check: %v; want ErrUnavailable with a reason", err)
+	}
+	if _, _, err := NewSender(Options{}, netip.Addr{}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("NewSender: %v; want ErrUnavailable", err)
+	}
+	if _, _, _, err := NewReceiver(Options{}, EndpointInfo{}, 8, 1<<20, nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("NewReceiver: %v; want ErrUnavailable", err)
+	}
+	t.Logf("reason: %v", err)
+}
+
+func TestInventory(t *testing.T) {
+	requireDevice(t)
+	inv, err := Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", inv)
+	if !inTestbed() {
+		return // the rest describes the testbed's rxe0
+	}
+	var st *DeviceStatus
+	for i := range inv {
+		if inv[i].Name == "rxe0" && inv[i].Port == 1 {
+			st = &inv[i]
+		}
+	}
+	if st == nil {
+		t.Fatalf("no rxe0 port 1 in %+v", inv)
+	}
+	ip := vmIP()
+	if !st.Usable || st.Reason != "" || st.State != "PORT_ACTIVE" || st.LinkLayer != "Ethernet" || st.Netdev != "eth0" || st.ActiveMTU != 4096 {
+		t.Errorf("rxe0: %+v; want usable, PORT_ACTIVE, Ethernet, eth0, MTU 4096", st)
+	}
+	var gidOK, addrOK bool
+	for _, g := range st.GIDs {
+		if g.Index == 1 && g.Addr == ip && g.Type == verbs.GIDTypeRoCEv2.String() {
+			gidOK = true
+		}
+	}
+	for _, p := range st.Addrs {
+		if p.Addr() == ip {
+			addrOK = true
+		}
+	}
+	if !gidOK || !addrOK {
+		t.Errorf("rxe0: GIDs %+v, addrs %v; want RoCE v2 GID index 1 = %v and that address on eth0", st.GIDs, st.Addrs, ip)
+	}
+	if err := Check(Options{Device: "rxe0", GIDIndex: 1}); err != nil {
+		t.Errorf("Check(rxe0, GID 1): %v", err)
+	}
+	if err := Check(Options{Device: "nosuch0"}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Check(nosuch0): %v; want ErrUnavailable", err)
+	}
+	if err := Check(Options{Device: "rxe0", Port: 2}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Check(rxe0 port 2): %v; want ErrUnavailable", err)
+	}
+}
+
+// resourceCounts returns the `rdma resource show` counts of a device.
+func resourceCounts(t *testing.T, dev string) map[string]int {
+	t.Helper()
+	out, err := exec.Command("rdma", "resource", "show", dev).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rdma resource show %s: %v: %s", dev, err, out)
+	}
+	// "0: rxe0: pd 1 cq 2 qp 2 cm_id 0 mr 1 ctx 1 srq 0"
+	f := strings.Fields(string(out))
+	counts := map[string]int{}
+	for i := 2; i+1 < len(f); i += 2 {
+		if n, err := strconv.Atoi(f[i+1]); err == nil {
+			counts[f[i]] = n
+		}
+	}
+	if len(counts) == 0 {
+		t.Fatalf("cannot parse rdma resource show: %q", out)
+	}
+	return counts
+}
+
+// checkResources fails the test if rxe0's qp, mr, pd and cq counts are not
+// back at their current values when the test ends.
+func checkResources(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("rdma"); err != nil && !inTestbed() {
+		return
+	}
+	before := resourceCounts(t, "rxe0")
+	t.Cleanup(func() {
+		after := resourceCounts(t, "rxe0")
+		for _, k := range []string{"qp", "mr", "pd", "cq"} {
+			if after[k] != before[k] {
+				t.Errorf("rdma resource %s: %d after the test, %d before", k, after[k], before[k])
+			}
+		}
+	})
+}
+
+// testSink lands chunks in a file and records every call.
+type testSink struct {
+	f      *os.File
+	mu     sync.Mutex
+	landed map[uint32][]error
+	admit  func(fallback.Chunk) error
+	onLand func(fallback.Chunk, error)
+}
+
+func newTestSink(t *testing.T, dir string) *testSink {
+	f, err := os.OpenFile(filepath.Join(dir, "dest"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &testSink{f: f, landed: map[uint32][]error{}}
+}
+
+func (s *testSink) File() *os.File { return s.f }
+func (s *testSink) Admit(c fallback.Chunk) error {
+	if s.admit != nil {
+		return s.admit(c)
+	}
+	return nil
+}
+func (s *testSink) Landed(c fallback.Chunk, err error) {
+	s.mu.Lock()
+	s.landed[c.Index] = append(s.landed[c.Index], err)
+	s.mu.Unlock()
+	if s.onLand != nil {
+		s.onLand(c, err)
+	}
+}
+
+// sourceFile writes size pseudo-random bytes to a file and splits it into
+// chunks with their CRCs.
+func sourceFile(t *testing.T, dir string, size, chunk int, seed uint64) (*os.File, []byte, []fallback.Chunk) {
+	t.Helper()
+	data := make([]byte, size)
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
+	rand.NewChaCha8(key).Read(data)
+	name := filepath.Join(dir, "src")
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var chunks []fallback.Chunk
+	for off := 0; off < size; off += chunk {
+		n := min(chunk, size-off)
+		chunks = append(chunks, fallback.Chunk{Index: uint32(len(chunks)), Offset: int64(off), Length: uint32(n), CRC: fallback.Checksum(data[off : off+n])})
+	}
+	return f, data, chunks
+}
+
+// pair is a connected sender and receiver on the same device.
+type pair struct {
+	s    *Sender
+	r    *Receiver
+	sink *testSink
+}
+
+func newPair(t *testing.T, slots, slotSize int) *pair {
+	t.Helper()
+	s, sinfo, err := NewSender(Options{}, vmIP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("closing the sender: %v", err)
+		}
+	})
+	sink := newTestSink(t, t.TempDir())
+	r, rinfo, bufs, err := NewReceiver(Options{}, sinfo, slots, slotSize, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("closing the receiver: %v", err)
+		}
+	})
+	if err := s.Connect(rinfo, bufs); err != nil {
+		t.Fatal(err)
+	}
+	return &pair{s: s, r: r, sink: sink}
+}
+
+// sendResult is what runSend observed.
+type sendResult struct {
+	err     error
+	verdict map[uint32][]error // done's errors per chunk, in order
+	taken   int
+	elapsed time.Duration
+}
+
+// runSend feeds chunks to Send; resend decides whether a failed chunk goes
+// back on the channel. The channel closes once every chunk has a final
+// verdict.
+func runSend(t *testing.T, s *Sender, src *os.File, chunks []fallback.Chunk, depth int, resend func(fallback.Chunk, error) bool) sendResult {
+	t.Helper()
+	ch := make(chan fallback.Chunk, len(chunks)+1)
+	res := sendResult{verdict: map[uint32][]error{}}
+	var mu sync.Mutex
+	remaining := len(chunks)
+	for _, c := range chunks {
+		ch <- c
+	}
+	if remaining == 0 {
+		close(ch)
+	}
+	done := func(c fallback.Chunk, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.taken++
+		res.verdict[c.Index] = append(res.verdict[c.Index], err)
+		if err != nil && resend != nil && resend(c, err) {
+			ch <- c
+			return
+		}
+		if remaining--; remaining == 0 {
+			close(ch)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	res.err = s.Send(ctx, src, ch, done, depth)
+	res.elapsed = time.Since(start)
+	return res
+}
+
+func TestTransfer(t *testing.T) {
+	requireDevice(t)
+	const chunk = 1 << 20
+	for _, size := range []int{0, 1, 4096, 1<<20 + 1, 64 << 20} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			checkResources(t)
+			p := newPair(t, 8, chunk)
+			src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, uint64(size))
+			res := runSend(t, p.s, src, chunks, 0, nil)
+			if res.err != nil {
+				t.Fatalf("Send: %v", res.err)
+			}
+			for _, c := range chunks {
+				if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
+					t.Errorf("chunk %d: done got %v; want one nil", c.Index, v)
+				}
+				if l := p.sink.landed[c.Index]; len(l) != 1 || l[0] != nil {
+					t.Errorf("chunk %d: Landed got %v; want one nil", c.Index, l)
+				}
+			}
+			if res.taken != len(chunks) {
+				t.Errorf("done called %d times for %d chunks", res.taken, len(chunks))
+			}
+			p.r.Close() // no Sink call after this
+			got, err := os.ReadFile(p.sink.f.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := firstDiff(got, data); i >= 0 {
+				t.Fatalf("destination differs from source at byte %d (%d vs %d bytes)", i, len(got), len(data))
+			}
+			if size >= 64<<20 {
+				t.Logf("moved and verified %d MiB in %d x 1 MiB chunks: %v, %.1f MB/s", size>>20, len(chunks),
+					res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6)
+			}
+		})
+	}
+}
+
+// TestSourceModes measures the two ways of giving WRITEs their bytes:
+// pread into registered staging buffers, or a registered read-only mapping
+// of the whole source file.
+func TestSourceModes(t *testing.T) {
+	requireDevice(t)
+	const size, chunk = 64 << 20, 1 << 20
+	src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, 7)
+	for _, mode := range []struct {
+		name string
+		m    sourceMode
+	}{{"staging", sourceStaging}, {"mmap", sourceMmap}, {"staging", sourceStaging}, {"mmap", sourceMmap}} {
+		t.Run(mode.name, func(t *testing.T) {
+			checkResources(t)
+			p := newPair(t, 8, chunk)
+			p.s.sourceMode = mode.m
+			res := runSend(t, p.s, src, chunks, 0, nil)
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			p.r.Close()
+			got, _ := os.ReadFile(p.sink.f.Name())
+			if i := firstDiff(got, data); i >= 0 {
+				t.Fatalf("destination differs at byte %d", i)
+			}
+			t.Logf("source %s: %d MiB in %v, %.1f MB/s", mode.name, size>>20, res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6)
+		})
+	}
+}
+
+func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	const chunk = 1 << 20
+	p := newPair(t, 4, chunk)
+	src, data, chunks := sourceFile(t, t.TempDir(), 5*chunk+100, chunk, 3)
+	var once sync.Once
+	p.s.corrupt = func(c fallback.Chunk) (bad bool) {
+		if c.Index == 2 {
+			once.Do(func() { bad = true })
+		}
+		return bad
+	}
+	res := runSend(t, p.s, src, chunks, 0, func(c fallback.Chunk, err error) bool {
+		return errors.Is(err, fallback.ErrChecksum) && len(p.sink.landed[c.Index]) < 3
+	})
+	if res.err != nil {
+		t.Fatalf("Send: %v", res.err)
+	}
+	v := res.verdict[2]
+	if len(v) != 2 || !errors.Is(v[0], fallback.ErrChecksum) || v[1] != nil {
+		t.Errorf("chunk 2: done got %v; want ErrChecksum, then nil", v)
+	}
+	p.sink.mu.Lock()
+	l := p.sink.landed[2]
+	p.sink.mu.Unlock()
+	if len(l) != 2 || !errors.Is(l[0], fallback.ErrChecksum) || l[1] != nil {
+		t.Errorf("chunk 2: Landed got %v; want ErrChecksum, then nil", l)
+	}
+	for _, c := range chunks {
+		if c.Index != 2 && (len(res.verdict[c.Index]) != 1 || res.verdict[c.Index][0] != nil) {
+			t.Errorf("chunk %d: done got %v", c.Index, res.verdict[c.Index])
+		}
+	}
+	p.r.Close()
+	got, _ := os.ReadFile(p.sink.f.Name())
+	if i := firstDiff(got, data); i >= 0 {
+		t.Fatalf("destination differs at byte %d", i)
+	}
+}
+
+func TestRejectedAndOversizedChunks(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	p := newPair(t, 2, 4096)
+	p.sink.admit = func(c fallback.Chunk) error {
+		if c.Index == 1 {
+			return errors.New("out of bounds")
+		}
+		return nil
+	}
+	src, _, chunks := sourceFile(t, t.TempDir(), 3*4096, 4096, 5)
+	chunks = append(chunks, fallback.Chunk{Index: 3, Offset: 0, Length: 8192})
+	res := runSend(t, p.s, src, chunks, 0, nil)
+	if res.err != nil {
+		t.Fatalf("Send: %v", res.err)
+	}
+	if v := res.verdict[1]; len(v) != 1 || !errors.Is(v[0], ErrRejected) {
+		t.Errorf("chunk 1: done got %v; want ErrRejected", v)
+	}
+	if v := res.verdict[3]; len(v) != 1 || v[0] == nil || !strings.Contains(v[0].Error(), "exceeds") {
+		t.Errorf("oversized chunk: done got %v; want a length error", v)
+	}
+	if v := res.verdict[2]; len(v) != 1 || v[0] != nil {
+		t.Errorf("chunk 2: done got %v; want nil", v)
+	}
+}
+
+func TestReceiverClosedMidTransfer(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	const chunk = 1 << 20
+	p := newPair(t, 8, chunk)
+	src, _, chunks := sourceFile(t, t.TempDir(), 64<<20, chunk, 9)
+	landed := make(chan struct{}, len(chunks))
+	p.sink.onLand = func(fallback.Chunk, error) { landed <- struct{}{} }
+	closed := make(chan time.Time, 1)
+	go func() {
+		for range 4 {
+			<-landed
+		}
+		p.r.Close()
+		closed <- time.Now()
+	}()
+	res := runSend(t, p.s, src, chunks, 0, nil)
+	end := time.Now()
+	t.Logf("Send: %v", res.err)
+	var ce *verbs.CompletionError
+	if !errors.As(res.err, &ce) || !errors.Is(res.err, ErrBroken) ||
+		(ce.Status != verbs.WCRemAccessErr && ce.Status != verbs.WCRetryExcErr && ce.Status != verbs.WCRemOpErr) {
+		t.Fatalf("Send: %v; want ErrBroken with REM_ACCESS_ERR or RETRY_EXC_ERR", res.err)
+	}
+	if !strings.Contains(res.err.Error(), ce.Status.String()) {
+		t.Errorf("error %q does not name %v", res.err, ce.Status)
+	}
+	if d := end.Sub(<-closed); d > 10*time.Second {
+		t.Errorf("Send returned %v after the receiver closed", d)
+	}
+	if res.taken != len(chunks) {
+		t.Errorf("done called %d times; want once for each of %d chunks", res.taken, len(chunks))
+	}
+	ok, broken := 0, 0
+	for _, c := range chunks {
+		v := res.verdict[c.Index]
+		switch {
+		case len(v) != 1:
+			t.Errorf("chunk %d: done got %v", c.Index, v)
+		case v[0] == nil:
+			ok++
+		case errors.Is(v[0], ErrBroken):
+			broken++
+		default:
+			t.Errorf("chunk %d: %v", c.Index, v[0])
+		}
+	}
+	t.Logf("%d chunks verified, %d answered with the error", ok, broken)
+	// The broken sender refuses more work with the same error.
+	if err := runSend(t, p.s, src, chunks[:1], 0, nil).err; !errors.Is(err, ErrBroken) {
+		t.Errorf("Send after the failure: %v; want ErrBroken", err)
+	}
+}
+
+func TestCloseWithoutConnect(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	s, info, err := NewSender(Options{}, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.PSN > 0xffffff || info.QPN == 0 || info.MTU != 4096 && inTestbed() {
+		t.Errorf("endpoint %+v", info)
+	}
+	s2, info2, err := NewSender(Options{}, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info2.PSN == info.PSN {
+		t.Errorf("two senders got the same PSN %#x", info.PSN)
+	}
+	if err := s.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	s2.Close()
+	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, 2, 4096, newTestSink(t, t.TempDir()))
+	if !errors.Is(err, ErrMismatch) {
+		t.Errorf("NewReceiver with a peer MTU of 1500: %v, %v; want ErrMismatch", r, err)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}

@@ -1,0 +1,513 @@
+package rdma
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/verbs"
+)
+
+// Send queue limits of a Sender.
+const (
+	// DefaultDepth is the number of chunks in flight when Send's depth is 0
+	// (bounded by the number of slots).
+	DefaultDepth = 16
+	// MaxDepth bounds Send's depth: each chunk in flight takes two send work
+	// requests (WRITE + SEND), a receive for its ack and a staging buffer.
+	MaxDepth = 64
+)
+
+// Sender is the writing side of one RDMA connection. Its methods must not be
+// called concurrently.
+type Sender struct {
+	ep        *endpoint
+	slots     []RemoteBuffer
+	connected bool
+	broken    error // the QP failed; every later Send fails with it
+
+	staging    *verbs.MemoryRegion // depth buffers of bufSize bytes, local access only
+	bufSize    int
+	sourceMode sourceMode
+
+	// corrupt is a test hook: when it returns true for a chunk, the CRC in its
+	// control message has a bit flipped, as if the bytes were corrupted.
+	corrupt func(fallback.Chunk) bool
+}
+
+// sourceMode is where WRITEs take their bytes from.
+type sourceMode int
+
+const (
+	// sourceStaging preads each chunk into a registered staging buffer.
+	sourceStaging sourceMode = iota
+	// sourceMmap registers a read-only mapping of the whole source file.
+	sourceMmap
+)
+
+// NewSender picks the device and GID (for the peer's IP address peer; an
+// invalid netip.Addr{} accepts any usable RoCE v2 GID, IPv4 first), creates a
+// PD, a CQ and an RC QP in INIT, posts the receives for acks, and returns the
+// information the receiver needs.
+func NewSender(opt Options, peer netip.Addr) (*Sender, EndpointInfo, error) {
+	ep, err := openEndpoint(opt, peer, 2*MaxDepth+8, MaxDepth+8, verbs.AccessLocalWrite)
+	if err != nil {
+		return nil, EndpointInfo{}, err
+	}
+	return &Sender{ep: ep}, ep.info, nil
+}
+
+// Connect moves the QP to RTR and RTS, connected to the receiver's endpoint
+// (the path MTU is the smaller of both active MTUs), and remembers the
+// receiver's slots. It returns an error wrapping ErrMismatch if the endpoints
+// cannot talk to each other.
+func (s *Sender) Connect(remote EndpointInfo, slots []RemoteBuffer) error {
+	if s.connected {
+		return errors.New("rdma: sender already connected")
+	}
+	if len(slots) == 0 {
+		return fmt.Errorf("%w: the receiver offered no slots", ErrMismatch)
+	}
+	for i, b := range slots {
+		if b.Len == 0 || b.Addr+uint64(b.Len) < b.Addr {
+			return fmt.Errorf("%w: slot %d: bad buffer %v", ErrMismatch, i, b)
+		}
+	}
+	if err := s.ep.connect(remote); err != nil {
+		return fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
+	}
+	s.slots = slices.Clone(slots)
+	s.connected = true
+	return nil
+}
+
+// Send has the contract of fallback.Send: it WRITEs the chunks taken from
+// chunks (bytes read from src at Chunk.Offset) into the receiver's slots, each
+// followed by a control message, and calls done exactly once per chunk taken,
+// with nil when the receiver verified the chunk, or an error: wrapping
+// fallback.ErrChecksum on a CRC mismatch (the chunk may be re-sent),
+// ErrReceiverIO, ErrRejected, or ErrBroken together with the
+// verbs.CompletionError naming the ibv_wc_status when the QP failed. done is
+// called from a goroutine of Send, in order, never concurrently with itself; it
+// may put the chunk back on chunks.
+//
+// Send keeps pulling from chunks until it is closed or ctx ends, even after
+// the QP failed (the remaining chunks are answered at once), and returns nil
+// when every chunk was answered by the receiver; otherwise the QP's error or
+// the context's. After a failure the QP is in the error state and the Sender
+// can only be closed. depth is the number of chunks in flight (0 =
+// DefaultDepth; at most MaxDepth and the number of slots). Every
+// Chunk.Length must fit the slots.
+func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.Chunk, done func(fallback.Chunk, error), depth int) error {
+	dq := newDoneQueue(done)
+	defer dq.close()
+	if err := s.sendPrecheck(depth); err != nil {
+		return drainWith(ctx, chunks, dq, err)
+	}
+	if depth == 0 {
+		depth = DefaultDepth
+	}
+	depth = min(depth, MaxDepth, len(s.slots))
+	src0, err := s.prepareSource(src, depth)
+	if err != nil {
+		return drainWith(ctx, chunks, dq, err)
+	}
+	defer src0.close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	completions := make(chan wcBatch)
+	var pollers sync.WaitGroup
+	pollers.Go(func() { pollCQ(ctx, s.ep.cq, completions) })
+	defer pollers.Wait()
+	defer cancel()
+
+	st := &sendState{
+		s: s, src: src0, dq: dq,
+		flights: make([]flight, len(s.slots)),
+	}
+	for i := range s.slots {
+		st.freeSlots = append(st.freeSlots, len(s.slots)-1-i)
+	}
+	for i := range depth {
+		st.freeBufs = append(st.freeBufs, depth-1-i)
+	}
+	open := true
+	for open || st.inflight > 0 {
+		var in <-chan fallback.Chunk
+		if open && len(st.freeBufs) > 0 && len(st.freeSlots) > 0 {
+			in = chunks
+		}
+		var err error
+		select {
+		case c, ok := <-in:
+			if !ok {
+				open = false
+				continue
+			}
+			err = st.post(c)
+		case b := <-completions:
+			err = b.err
+			for _, wc := range b.wcs {
+				if err != nil {
+					break
+				}
+				err = st.complete(wc)
+			}
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		}
+		if err != nil {
+			err = s.fail(st, err)
+			if ctx.Err() != nil || !open {
+				return err
+			}
+			return drainWith(ctx, chunks, dq, err)
+		}
+	}
+	return nil
+}
+
+func (s *Sender) sendPrecheck(depth int) error {
+	switch {
+	case s.broken != nil:
+		return s.broken
+	case !s.connected:
+		return errors.New("rdma: Send before Connect")
+	case depth < 0:
+		return fmt.Errorf("rdma: invalid depth %d", depth)
+	}
+	return nil
+}
+
+// fail breaks the QP, answers the chunks in flight and returns the error
+// Send returns.
+func (s *Sender) fail(st *sendState, err error) error {
+	var ce *verbs.CompletionError
+	if errors.As(err, &ce) || errors.Is(err, errBadMessage) {
+		err = fmt.Errorf("%w: %w", ErrBroken, err)
+	}
+	s.broken = err
+	s.ep.qp.SetError() // outstanding work requests flush; nothing will touch the staging buffers
+	for i := range st.flights {
+		if f := &st.flights[i]; f.used {
+			f.used = false
+			st.dq.push(f.c, fmt.Errorf("chunk %d: %w", f.c.Index, err))
+		}
+	}
+	st.inflight = 0
+	return fmt.Errorf("rdma: send: %w", err)
+}
+
+// drainWith answers every chunk still coming with err until chunks is closed
+// or ctx ends, and returns err.
+func drainWith(ctx context.Context, chunks <-chan fallback.Chunk, dq *doneQueue, err error) error {
+	for {
+		select {
+		case c, ok := <-chunks:
+			if !ok {
+				return err
+			}
+			dq.push(c, fmt.Errorf("chunk %d: %w", c.Index, err))
+		case <-ctx.Done():
+			return errors.Join(err, context.Cause(ctx))
+		}
+	}
+}
+
+// flight is a chunk between its WRITE and the receiver's ack, in its slot.
+type flight struct {
+	c           fallback.Chunk
+	buf         int
+	used        bool
+	sent, acked bool // SEND completed locally (the WRITE did too); ack received
+	verdict     error
+}
+
+type sendState struct {
+	s         *Sender
+	src       *source
+	dq        *doneQueue
+	flights   []flight // by slot
+	freeSlots []int
+	freeBufs  []int
+	inflight  int
+}
+
+// post WRITEs c into a free slot and announces it.
+func (st *sendState) post(c fallback.Chunk) error {
+	s := st.s
+	slot := st.freeSlots[len(st.freeSlots)-1]
+	rb := s.slots[slot]
+	if c.Length > rb.Len {
+		st.dq.push(c, fmt.Errorf("rdma: chunk %d: length %d exceeds the receiver's slot (%d bytes)", c.Index, c.Length, rb.Len))
+		return nil
+	}
+	buf := st.freeBufs[len(st.freeBufs)-1]
+	sge, err := st.src.sge(buf, c)
+	if err != nil {
+		st.dq.push(c, fmt.Errorf("rdma: chunk %d: reading the source: %w", c.Index, err))
+		return nil
+	}
+	msg := chunkMsg{Slot: uint32(slot), Chunk: c}
+	if s.corrupt != nil && s.corrupt(c) {
+		msg.Chunk.CRC ^= 1
+	}
+	wrs := make([]verbs.SendWR, 0, 2)
+	if c.Length > 0 {
+		wrs = append(wrs, verbs.SendWR{WRID: wrWrite | uint64(slot), Opcode: verbs.OpWrite, Local: sge,
+			RemoteAddr: rb.Addr, RKey: rb.RKey})
+	}
+	wrs = append(wrs, s.ep.sendMsg(wrSend|uint64(slot), func(b []byte) { putChunkMsg(b, msg) }))
+	st.freeSlots = st.freeSlots[:len(st.freeSlots)-1]
+	st.freeBufs = st.freeBufs[:len(st.freeBufs)-1]
+	st.flights[slot] = flight{c: c, buf: buf, used: true}
+	st.inflight++
+	if err := s.ep.qp.PostSend(wrs...); err != nil {
+		return fmt.Errorf("%w: posting chunk %d: %w", ErrBroken, c.Index, err)
+	}
+	return nil
+}
+
+// complete handles one work completion.
+func (st *sendState) complete(wc verbs.WorkCompletion) error {
+	if err := wc.Err(); err != nil {
+		return err
+	}
+	id := int(wc.WRID &^ wrKind)
+	switch wc.WRID & wrKind {
+	case wrSend:
+		if id >= len(st.flights) || !st.flights[id].used {
+			return fmt.Errorf("%w: completion for idle slot %d", errBadMessage, id)
+		}
+		st.flights[id].sent = true
+		st.finish(id)
+	case wrRecv:
+		m, err := parseAckMsg(st.s.ep.recvBuf(id)[:min(int(wc.ByteLen), msgLen)])
+		if err == nil && int(wc.ByteLen) != msgLen {
+			err = fmt.Errorf("%w: %d-byte message", errBadMessage, wc.ByteLen)
+		}
+		if err != nil {
+			return err
+		}
+		if err := st.s.ep.postRecv(id); err != nil {
+			return fmt.Errorf("%w: reposting a receive: %w", ErrBroken, err)
+		}
+		slot := int(m.Slot)
+		if slot >= len(st.flights) || !st.flights[slot].used || st.flights[slot].acked || st.flights[slot].c.Index != m.Index {
+			return fmt.Errorf("%w: unexpected ack for chunk %d in slot %d", errBadMessage, m.Index, m.Slot)
+		}
+		f := &st.flights[slot]
+		f.acked, f.verdict = true, ackError(f.c, m.Status)
+		st.finish(slot)
+	default:
+		return fmt.Errorf("%w: unexpected completion %#x", errBadMessage, wc.WRID)
+	}
+	return nil
+}
+
+// finish frees a slot once both its SEND completed and its ack arrived.
+func (st *sendState) finish(slot int) {
+	f := &st.flights[slot]
+	if !f.sent || !f.acked {
+		return
+	}
+	f.used = false
+	st.freeSlots = append(st.freeSlots, slot)
+	st.freeBufs = append(st.freeBufs, f.buf)
+	st.inflight--
+	st.dq.push(f.c, f.verdict)
+}
+
+// Close destroys the QP, deregisters the memory, deallocates the PD and
+// closes the device. It must not be called while Send runs.
+func (s *Sender) Close() error {
+	if s.ep == nil {
+		return nil
+	}
+	err := s.ep.close(s.staging)
+	s.ep, s.staging = nil, nil
+	if s.broken == nil {
+		s.broken = errors.New("rdma: sender closed")
+	}
+	return err
+}
+
+// source provides the local SGE of a chunk's bytes.
+type source struct {
+	s    *Sender
+	file *os.File
+	mr   *verbs.MemoryRegion // sourceMmap: the registered mapping
+	mem  []byte
+}
+
+func (s *Sender) prepareSource(f *os.File, depth int) (*source, error) {
+	src := &source{s: s, file: f}
+	if s.sourceMode == sourceMmap {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if fi.Size() == 0 {
+			return src, nil
+		}
+		// MAP_PRIVATE: on 6.1 a read-only MAP_SHARED file mapping fails to
+		// register (EFAULT); nothing ever writes the private one, so it shows
+		// the page cache.
+		src.mem, err = syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_PRIVATE)
+		if err != nil {
+			return nil, fmt.Errorf("rdma: mapping the source: %w", err)
+		}
+		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil {
+			syscall.Munmap(src.mem)
+			return nil, err
+		}
+		return src, nil
+	}
+	var size int
+	for _, b := range s.slots {
+		size = max(size, int(b.Len))
+	}
+	size = (size + 4095) &^ 4095
+	if s.staging == nil || s.bufSize != size || s.staging.Len() < depth*size {
+		if s.staging != nil {
+			s.staging.Close()
+			s.staging = nil
+		}
+		mr, err := s.ep.pd.AllocMemoryRegion(depth*size, 0) // source of WRITEs: local read only
+		if err != nil {
+			return nil, err
+		}
+		s.staging, s.bufSize = mr, size
+	}
+	return src, nil
+}
+
+// sge returns where chunk c's bytes are, reading them into staging buffer
+// buf if need be.
+func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
+	if src.s.sourceMode == sourceMmap {
+		if c.Offset+int64(c.Length) > int64(len(src.mem)) {
+			return verbs.SGE{}, fmt.Errorf("range [%d, %d) beyond the end of the source (%d bytes): %w", c.Offset, c.Offset+int64(c.Length), len(src.mem), io.ErrUnexpectedEOF)
+		}
+		if c.Length == 0 {
+			return verbs.SGE{}, nil
+		}
+		return src.mr.SGE(int(c.Offset), int(c.Length)), nil
+	}
+	st := src.s.staging
+	off := buf * src.s.bufSize
+	b := st.Bytes()[off : off+int(c.Length)]
+	n, err := src.file.ReadAt(b, c.Offset)
+	if n < len(b) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return verbs.SGE{}, err
+	}
+	return st.SGE(off, int(c.Length)), nil
+}
+
+func (src *source) close() {
+	if src.mr != nil {
+		src.mr.Close()
+		syscall.Munmap(src.mem)
+	}
+}
+
+// wcBatch is what pollCQ hands the Send loop.
+type wcBatch struct {
+	wcs []verbs.WorkCompletion
+	err error
+}
+
+// pollCQ waits for completions (sleeping on the completion channel) and
+// passes them on until ctx ends or the CQ fails.
+func pollCQ(ctx context.Context, cq *verbs.CompletionQueue, out chan<- wcBatch) {
+	wcs := make([]verbs.WorkCompletion, 64)
+	for {
+		n, err := cq.Wait(ctx, wcs)
+		if ctx.Err() != nil {
+			return
+		}
+		b := wcBatch{wcs: append([]verbs.WorkCompletion(nil), wcs[:n]...), err: err}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// doneQueue calls done in order from one goroutine, so that the Send loop
+// never blocks on a callback (which may put a chunk back on the channel Send
+// reads).
+type doneQueue struct {
+	done func(fallback.Chunk, error)
+	mu   sync.Mutex
+	q    []doneItem
+	wake chan struct{}
+	end  bool
+	wg   sync.WaitGroup
+}
+
+type doneItem struct {
+	c   fallback.Chunk
+	err error
+}
+
+func newDoneQueue(done func(fallback.Chunk, error)) *doneQueue {
+	d := &doneQueue{done: done, wake: make(chan struct{}, 1)}
+	d.wg.Go(d.run)
+	return d
+}
+
+func (d *doneQueue) push(c fallback.Chunk, err error) {
+	d.mu.Lock()
+	d.q = append(d.q, doneItem{c, err})
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *doneQueue) run() {
+	for {
+		d.mu.Lock()
+		q, end := d.q, d.end
+		d.q = nil
+		d.mu.Unlock()
+		for _, it := range q {
+			d.done(it.c, it.err)
+		}
+		if len(q) == 0 {
+			if end {
+				return
+			}
+			<-d.wake
+		}
+	}
+}
+
+// close waits until every pushed chunk was answered.
+func (d *doneQueue) close() {
+	d.mu.Lock()
+	d.end = true
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	d.wg.Wait()
+}

@@ -1,0 +1,134 @@
+package rdma
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/verbs"
+)
+
+func TestWireRoundTrip(t *testing.T) {
+	b := make([]byte, msgLen)
+	cm := chunkMsg{Slot: 7, Chunk: fallback.Chunk{Index: 3, Offset: 1 << 40, Length: 1 << 20, CRC: 0xdeadbeef}}
+	putChunkMsg(b, cm)
+	if got, err := parseChunkMsg(b); err != nil || got != cm {
+		t.Errorf("chunk message: %+v, %v; want %+v", got, err, cm)
+	}
+	if _, err := parseAckMsg(b); !errors.Is(err, errBadMessage) {
+		t.Errorf("a chunk message parsed as an ack: %v", err)
+	}
+	am := ackMsg{Slot: 5, Index: 9, Status: statusChecksum}
+	putAckMsg(b, am)
+	if got, err := parseAckMsg(b); err != nil || got != am {
+		t.Errorf("ack: %+v, %v; want %+v", got, err, am)
+	}
+	if _, err := parseChunkMsg(b[:msgLen-1]); !errors.Is(err, errBadMessage) {
+		t.Errorf("short message: %v", err)
+	}
+	putChunkMsg(b, chunkMsg{Chunk: fallback.Chunk{Offset: -1}})
+	if _, err := parseChunkMsg(b); !errors.Is(err, errBadMessage) {
+		t.Errorf("negative offset: %v", err)
+	}
+}
+
+func FuzzParseMessages(f *testing.F) {
+	b := make([]byte, msgLen)
+	putChunkMsg(b, chunkMsg{Slot: 1, Chunk: fallback.Chunk{Index: 2, Offset: 3, Length: 4, CRC: 5}})
+	f.Add(append([]byte(nil), b...))
+	putAckMsg(b, ackMsg{Slot: 1, Index: 2, Status: 1})
+	f.Add(append([]byte(nil), b...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if m, err := parseChunkMsg(b); err == nil {
+			if m.Chunk.Offset < 0 || m.Chunk.Offset+int64(m.Chunk.Length) < m.Chunk.Offset {
+				t.Fatalf("accepted a bad range: %+v", m)
+			}
+			out := make([]byte, msgLen)
+			putChunkMsg(out, m)
+			if m2, _ := parseChunkMsg(out); m2 != m {
+				t.Fatalf("round trip: %+v vs %+v", m, m2)
+			}
+		}
+		if m, err := parseAckMsg(b); err == nil && m.Status > statusRejected {
+			t.Fatalf("accepted status %d", m.Status)
+		}
+	})
+}
+
+func gid(s string, index int) gidEntry {
+	a := netip.MustParseAddr(s)
+	return gidEntry{GIDEntry: verbs.GIDEntry{Index: index, GID: a.As16(), Type: verbs.GIDTypeRoCEv2}, addr: a.Unmap()}
+}
+
+func TestChooseGID(t *testing.T) {
+	gids := []gidEntry{
+		gid("fe80::5054:ff:fe77:1", 0),
+		gid("::ffff:10.77.0.1", 1),
+		gid("::ffff:192.168.1.5", 2),
+		gid("2001:db8::5", 3),
+	}
+	gids[1].addr, gids[2].addr = netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("192.168.1.5")
+	addrs := []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("192.168.1.5/24"), netip.MustParsePrefix("2001:db8::5/64")}
+	tests := []struct {
+		peer string
+		want int
+	}{
+		{"", 1}, // any: IPv4 first
+		{"10.77.0.2", 1},
+		{"192.168.1.9", 2},
+		{"10.77.0.1", 1}, // loopback onto ourselves
+		{"172.16.0.1", 1},
+		{"2001:db8::9", 3},
+		{"fe80::1", 3}, // global preferred over link-local without a matching subnet
+	}
+	for _, tt := range tests {
+		var peer netip.Addr
+		if tt.peer != "" {
+			peer = netip.MustParseAddr(tt.peer)
+		}
+		g, ok := chooseGID(gids, addrs, peer)
+		if !ok || g.Index != tt.want {
+			t.Errorf("peer %q: index %d (%v); want %d", tt.peer, g.Index, ok, tt.want)
+		}
+	}
+	if _, ok := chooseGID(gids[1:3], addrs, netip.MustParseAddr("2001:db8::9")); ok {
+		t.Error("an IPv6 peer got an IPv4 GID")
+	}
+}
+
+func TestConnectConfigMismatch(t *testing.T) {
+	e := &endpoint{sel: &selection{port: 1, mtu: verbs.MTU4096}, access: verbs.AccessLocalWrite,
+		info: EndpointInfo{QPN: 0x11, PSN: 0x123456, GID: netip.MustParseAddr("::ffff:10.77.0.1").As16(), GIDIndex: 1, MTU: 4096}}
+	good := EndpointInfo{QPN: 0x12, PSN: 0x654321, GID: netip.MustParseAddr("::ffff:10.77.0.2").As16(), GIDIndex: 1, MTU: 1024}
+	cfg, peer, err := e.connectConfig(good)
+	if err != nil || cfg.MTU != verbs.MTU1024 || peer.MTU != verbs.MTU1024 || peer.QPN != 0x12 || cfg.PSN != 0x123456 || cfg.GIDIndex != 1 || cfg.Timeout == 0 || cfg.RetryCount == 0 {
+		t.Errorf("connectConfig: %+v, %+v, %v", cfg, peer, err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(*EndpointInfo)
+		want string
+	}{
+		"v6":  {func(i *EndpointInfo) { i.GID = netip.MustParseAddr("2001:db8::1").As16() }, "GID family"},
+		"mtu": {func(i *EndpointInfo) { i.MTU = 1500 }, "MTU"},
+		"qpn": {func(i *EndpointInfo) { i.QPN = 0 }, "QPN"},
+		"gid": {func(i *EndpointInfo) { i.GID = [16]byte{} }, "GID"},
+	} {
+		info := good
+		tc.mod(&info)
+		_, _, err := e.connectConfig(info)
+		if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want ErrMismatch naming %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestRemoteBufferHidesRKey(t *testing.T) {
+	b := RemoteBuffer{Addr: 0x1000, RKey: 0xabcdef, Len: 4096}
+	for _, s := range []string{b.String(), b.GoString()} {
+		if strings.Contains(strings.ToLower(s), "abcdef") || strings.Contains(s, "11259375") {
+			t.Errorf("%q shows the rkey", s)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package rdma
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/rxfer/rxfer/fallback"
+)
+
+// Control messages travel as SENDs of exactly msgLen bytes (see doc.go).
+const (
+	msgLen = 32
+
+	msgChunk = 1 // sender → receiver: a chunk's bytes are in a slot
+	msgAck   = 2 // receiver → sender: the slot is free again, with a verdict
+
+	wireVersion = 1
+)
+
+var (
+	chunkMagic = [4]byte{'R', 'X', 'R', 'C'}
+	ackMagic   = [4]byte{'R', 'X', 'R', 'A'}
+)
+
+// Verdicts in an ack.
+const (
+	statusOK       = 0 // landed and verified
+	statusChecksum = 1 // CRC32C mismatch in the staging slot
+	statusIO       = 2 // the destination file could not be written
+	statusRejected = 3 // Sink.Admit refused the chunk, or the message was malformed
+)
+
+// errBadMessage means a control message could not be parsed.
+var errBadMessage = errors.New("rdma: malformed control message")
+
+// Errors a sender's done callback may see, besides fallback.ErrChecksum.
+var (
+	// ErrReceiverIO means the receiver could not write the chunk to its file.
+	// It is fallback's sentinel, so the engine handles both transports alike.
+	ErrReceiverIO = fallback.ErrReceiverIO
+	// ErrRejected means the receiver refused the chunk (Sink.Admit, or a
+	// malformed control message). It is fallback's sentinel too.
+	ErrRejected = fallback.ErrRejected
+	// ErrBroken means the queue pair failed (a completion error, a protocol
+	// violation) while the chunk was in flight or before it could be sent.
+	ErrBroken = errors.New("rdma: connection broken")
+)
+
+// chunkMsg announces a chunk written into a slot.
+type chunkMsg struct {
+	Slot  uint32
+	Chunk fallback.Chunk
+}
+
+// ackMsg frees a slot.
+type ackMsg struct {
+	Slot   uint32
+	Index  uint32
+	Status uint8
+}
+
+// Layout (little-endian, the byte order of every RDMA host rxfer runs on —
+// fixed, not native):
+//
+//	chunk: magic "RXRC" | type u8 = 1 | version u8 = 1 | reserved u16 | slot u32 |
+//	       index u32 | offset i64 | length u32 | crc32c u32                    32 bytes
+//	ack:   magic "RXRA" | type u8 = 2 | version u8 = 1 | status u8 | reserved u8 |
+//	       slot u32 | index u32 | reserved (16)                                32 bytes
+
+func putChunkMsg(b []byte, m chunkMsg) {
+	clear(b[:msgLen])
+	copy(b, chunkMagic[:])
+	b[4], b[5] = msgChunk, wireVersion
+	le := binary.LittleEndian
+	le.PutUint32(b[8:], m.Slot)
+	le.PutUint32(b[12:], m.Chunk.Index)
+	le.PutUint64(b[16:], uint64(m.Chunk.Offset))
+	le.PutUint32(b[24:], m.Chunk.Length)
+	le.PutUint32(b[28:], m.Chunk.CRC)
+}
+
+func parseChunkMsg(b []byte) (chunkMsg, error) {
+	if len(b) != msgLen || [4]byte(b[:4]) != chunkMagic || b[4] != msgChunk || b[5] != wireVersion {
+		return chunkMsg{}, fmt.Errorf("%w: not a version %d chunk message (%d bytes)", errBadMessage, wireVersion, len(b))
+	}
+	le := binary.LittleEndian
+	m := chunkMsg{Slot: le.Uint32(b[8:]), Chunk: fallback.Chunk{
+		Index: le.Uint32(b[12:]), Offset: int64(le.Uint64(b[16:])), Length: le.Uint32(b[24:]), CRC: le.Uint32(b[28:]),
+	}}
+	if c := m.Chunk; c.Offset < 0 || c.Offset+int64(c.Length) < c.Offset {
+		return m, fmt.Errorf("%w: chunk %d: bad range offset %d length %d", errBadMessage, c.Index, c.Offset, c.Length)
+	}
+	return m, nil
+}
+
+func putAckMsg(b []byte, m ackMsg) {
+	clear(b[:msgLen])
+	copy(b, ackMagic[:])
+	b[4], b[5], b[6] = msgAck, wireVersion, m.Status
+	binary.LittleEndian.PutUint32(b[8:], m.Slot)
+	binary.LittleEndian.PutUint32(b[12:], m.Index)
+}
+
+func parseAckMsg(b []byte) (ackMsg, error) {
+	if len(b) != msgLen || [4]byte(b[:4]) != ackMagic || b[4] != msgAck || b[5] != wireVersion {
+		return ackMsg{}, fmt.Errorf("%w: not a version %d ack (%d bytes)", errBadMessage, wireVersion, len(b))
+	}
+	m := ackMsg{Slot: binary.LittleEndian.Uint32(b[8:]), Index: binary.LittleEndian.Uint32(b[12:]), Status: b[6]}
+	if m.Status > statusRejected {
+		return m, fmt.Errorf("%w: unknown ack status %d", errBadMessage, m.Status)
+	}
+	return m, nil
+}
+
+// ackError is the done() verdict for an ack status.
+func ackError(c fallback.Chunk, status uint8) error {
+	switch status {
+	case statusOK:
+		return nil
+	case statusChecksum:
+		return fmt.Errorf("rdma: chunk %d: %w (receiver's staging slot does not match crc32c %08x)", c.Index, fallback.ErrChecksum, c.CRC)
+	case statusIO:
+		return fmt.Errorf("chunk %d: %w", c.Index, ErrReceiverIO)
+	default:
+		return fmt.Errorf("chunk %d: %w", c.Index, ErrRejected)
+	}
+}
