@@ -29,7 +29,9 @@ type RemoteBuffer struct {
 }
 
 // String prints a buffer without its rkey.
-func (b RemoteBuffer) String() string { return fmt.Sprintf("{addr %#x len %d rkey <redacted>}", b.Addr, b.Len) }
+func (b RemoteBuffer) String() string {
+	return fmt.Sprintf("{addr %#x len %d rkey <redacted>}", b.Addr, b.Len)
+}
 
 // GoString keeps %#v from printing the rkey too.
 func (b RemoteBuffer) GoString() string { return "rdma.RemoteBuffer" + b.String() }

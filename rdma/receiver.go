@@ -22,8 +22,8 @@ type Receiver struct {
 	slots []*verbs.MemoryRegion
 	sink  fallback.Sink
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	err     error         // why draining stopped, if not Close; read after drained
 	drained chan struct{} // closed when drain returned
 
