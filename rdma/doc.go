@@ -31,7 +31,10 @@
 //     {slot, chunk index, offset, length, crc32c}.
 //
 // RC executes a QP's requests in order, so when the SEND's receive completes
-// at the receiver the WRITE before it has been placed. The receiver calls
+// at the receiver the WRITE before it has been placed. The receiver's
+// completion goroutine copies the message out, reposts the receive and hands
+// the chunk to one of a few verification workers (up to GOMAXPROCS, at most
+// 8: CRC32C and pwrite of different slots proceed in parallel), which calls
 // Sink.Admit, computes the CRC32C of the bytes in the slot, pwrites them to
 // Sink.File at the offset, calls Sink.Landed, reposts the receive and answers
 // with a SEND of a 32-byte ack {slot, chunk index, status} (0 ok, 1 CRC
@@ -47,6 +50,16 @@
 // area anyway. WRITE + SEND costs one more work request per chunk but no extra
 // round trip, consumes one receive per chunk exactly as WRITE_WITH_IMM would,
 // and keeps every per-chunk fact in one message that is checked as a whole.
+//
+// The sender's source bytes are pread into depth registered staging
+// buffers (registered once per Sender). Registering a read-only MAP_PRIVATE
+// mapping of the whole file instead avoids that copy but pins the whole file
+// at the start of every Send; in the testbed the two measured the same
+// (TestSourceModes), so the bounded staging buffers are the default.
+//
+// The CRC32C is computed on the bytes in the slot, which the sender could in
+// principle still overwrite before they are written to the file: it guards
+// against corruption, not against the authenticated peer itself.
 //
 // Completions are taken with [verbs.CompletionQueue.Wait] (the completion
 // channel: no core spins while a transfer is idle). A failed completion

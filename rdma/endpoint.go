@@ -70,7 +70,6 @@ type endpoint struct {
 
 	access       verbs.AccessFlags // what the peer may do through our QP
 	nSend, nRecv int
-	sendNext     int // next control send buffer (a ring as long as the send queue)
 }
 
 // openEndpoint selects the device, allocates PD, CQ, QP (moved to INIT with
@@ -134,12 +133,9 @@ func (e *endpoint) postRecv(i int) error {
 	return e.qp.PostRecv(verbs.RecvWR{WRID: wrRecv | uint64(i), Local: e.ctrl.SGE((e.nSend+i)*msgLen, msgLen)})
 }
 
-// sendMsg posts a signaled SEND of one control message, filled by put.
-// Buffers are reused round-robin: the send queue holds at most nSend work
-// requests, so by the time a buffer comes round again its SEND completed.
-func (e *endpoint) sendMsg(wrid uint64, put func([]byte)) verbs.SendWR {
-	i := e.sendNext
-	e.sendNext = (e.sendNext + 1) % e.nSend
+// sendMsg returns a signaled SEND of control message buffer i (< nSend),
+// filled by put. The caller owns buffer i until the SEND completes.
+func (e *endpoint) sendMsg(i int, wrid uint64, put func([]byte)) verbs.SendWR {
 	put(e.ctrl.Bytes()[i*msgLen : (i+1)*msgLen])
 	return verbs.SendWR{WRID: wrid, Opcode: verbs.OpSend, Local: e.ctrl.SGE(i*msgLen, msgLen), Signaled: true}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/rxfer/rxfer/fallback"
@@ -71,13 +72,52 @@ func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fal
 	return r, ep.info, bufs, nil
 }
 
-// drain handles completions until ctx ends or the QP fails.
-func (r *Receiver) drain(ctx context.Context) error {
+// landing is a chunk message taken off the receive queue.
+type landing struct {
+	m   chunkMsg
+	err error // the message was malformed
+}
+
+// drain handles completions until ctx ends or the QP fails: it takes each
+// chunk message off the receive queue, reposts the receive, and hands the
+// chunk to a verification worker; SEND completions free ack buffers.
+func (r *Receiver) drain(closing context.Context) (err error) {
+	ctx, cancel := context.WithCancelCause(closing)
+	acks := newAckBuffers(r.ep.nSend)
+	jobs := make(chan landing, len(r.slots))
+	var workers sync.WaitGroup
+	nw := min(len(r.slots), max(1, runtime.GOMAXPROCS(0)), maxWorkers)
+	if verifyWorkers > 0 {
+		nw = verifyWorkers
+	}
+	for range nw {
+		workers.Go(func() {
+			for l := range jobs {
+				if ctx.Err() != nil {
+					continue // closing: not admitted, so no Landed owed
+				}
+				if err := r.answer(ctx, acks, l); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	defer func() {
+		// Workers drop the chunks they have not admitted yet, finish the one
+		// they are on, and are gone before Close deregisters the slots.
+		cancel(nil)
+		close(jobs)
+		workers.Wait()
+		if closing.Err() != nil {
+			err = nil
+		}
+	}()
+
 	wcs := make([]verbs.WorkCompletion, 64)
 	for {
 		n, err := r.ep.cq.Wait(ctx, wcs)
 		if ctx.Err() != nil {
-			return nil
+			return context.Cause(ctx)
 		}
 		if err != nil {
 			return err
@@ -86,37 +126,75 @@ func (r *Receiver) drain(ctx context.Context) error {
 			if err := wc.Err(); err != nil {
 				return err // the QP is in the error state: nothing more will land
 			}
-			if wc.WRID&wrKind != wrRecv {
-				continue // an ack went out
+			i := int(wc.WRID &^ wrKind)
+			if wc.WRID&wrKind == wrSend {
+				acks.free(i)
+				continue
 			}
-			if err := r.land(wc); err != nil {
+			m, err := parseChunkMsg(r.ep.recvBuf(i)[:min(int(wc.ByteLen), msgLen)])
+			if err == nil && int(wc.ByteLen) != msgLen {
+				err = fmt.Errorf("%w: %d-byte message", errBadMessage, wc.ByteLen)
+			}
+			// The message is copied out: repost before the ack lets the
+			// sender send again.
+			if err := r.ep.postRecv(i); err != nil {
 				return err
 			}
-			if ctx.Err() != nil {
-				return nil
+			select {
+			case jobs <- landing{m, err}:
+			case <-ctx.Done():
+				return context.Cause(ctx)
 			}
 		}
 	}
 }
 
-// land handles one control message: the chunk in its slot is admitted,
-// verified, written and acknowledged.
-func (r *Receiver) land(wc verbs.WorkCompletion) error {
-	i := int(wc.WRID &^ wrKind)
-	m, err := parseChunkMsg(r.ep.recvBuf(i)[:min(int(wc.ByteLen), msgLen)])
-	if err == nil && int(wc.ByteLen) != msgLen {
-		err = fmt.Errorf("%w: %d-byte message", errBadMessage, wc.ByteLen)
+// maxWorkers bounds the goroutines that verify and write chunks.
+const maxWorkers = 8
+
+// verifyWorkers, when positive, overrides the number of workers (for
+// measurements in tests).
+var verifyWorkers = 0
+
+// answer verifies and writes one chunk and acknowledges it.
+func (r *Receiver) answer(ctx context.Context, acks ackBuffers, l landing) error {
+	status := r.verdict(l.m, l.err)
+	i, ok := acks.get(ctx)
+	if !ok {
+		return context.Cause(ctx)
 	}
-	// Repost before acking: the ack lets the sender send again.
-	if err := r.ep.postRecv(i); err != nil {
-		return err
-	}
-	status := r.verdict(m, err)
-	ack := r.ep.sendMsg(wrSend|uint64(m.Slot), func(b []byte) {
+	m := l.m
+	ack := r.ep.sendMsg(i, wrSend|uint64(i), func(b []byte) {
 		putAckMsg(b, ackMsg{Slot: m.Slot, Index: m.Chunk.Index, Status: status})
 	})
 	return r.ep.qp.PostSend(ack)
 }
+
+// ackBuffers hands out control send buffers; each is free again once its
+// SEND completed.
+type ackBuffers chan int
+
+func newAckBuffers(n int) ackBuffers {
+	a := make(ackBuffers, n)
+	for i := range n {
+		a <- i
+	}
+	return a
+}
+
+// get returns a free buffer, waiting while every buffer's SEND is
+// outstanding.
+func (a ackBuffers) get(ctx context.Context) (int, bool) {
+	select {
+	case i := <-a:
+		return i, true
+	case <-ctx.Done():
+		return 0, false
+	}
+}
+
+// free returns a buffer; it never blocks, as there are only cap(a) buffers.
+func (a ackBuffers) free(i int) { a <- i }
 
 // verdict admits, verifies and writes one chunk; Landed is called for every
 // admitted chunk.

@@ -265,7 +265,9 @@ func (st *sendState) post(c fallback.Chunk) error {
 		wrs = append(wrs, verbs.SendWR{WRID: wrWrite | uint64(slot), Opcode: verbs.OpWrite, Local: sge,
 			RemoteAddr: rb.Addr, RKey: rb.RKey})
 	}
-	wrs = append(wrs, s.ep.sendMsg(wrSend|uint64(slot), func(b []byte) { putChunkMsg(b, msg) }))
+	// The message buffer is the staging buffer's: both are free again
+	// once the SEND completed.
+	wrs = append(wrs, s.ep.sendMsg(buf, wrSend|uint64(slot), func(b []byte) { putChunkMsg(b, msg) }))
 	st.freeSlots = st.freeSlots[:len(st.freeSlots)-1]
 	st.freeBufs = st.freeBufs[:len(st.freeBufs)-1]
 	st.flights[slot] = flight{c: c, buf: buf, used: true}
@@ -278,10 +280,10 @@ func (st *sendState) post(c fallback.Chunk) error {
 
 // complete handles one work completion.
 func (st *sendState) complete(wc verbs.WorkCompletion) error {
-	if err := wc.Err(); err != nil {
-		return err
-	}
 	id := int(wc.WRID &^ wrKind)
+	if err := wc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", st.describe(wc.WRID), err)
+	}
 	switch wc.WRID & wrKind {
 	case wrSend:
 		if id >= len(st.flights) || !st.flights[id].used {
@@ -311,6 +313,16 @@ func (st *sendState) complete(wc verbs.WorkCompletion) error {
 		return fmt.Errorf("%w: unexpected completion %#x", errBadMessage, wc.WRID)
 	}
 	return nil
+}
+
+// describe names the work request wrid for an error message.
+func (st *sendState) describe(wrid uint64) string {
+	id := int(wrid &^ wrKind)
+	what := map[uint64]string{wrWrite: "WRITE", wrSend: "SEND", wrRecv: "receive"}[wrid&wrKind]
+	if wrid&wrKind == wrRecv || id >= len(st.flights) || !st.flights[id].used {
+		return what
+	}
+	return fmt.Sprintf("%s of chunk %d (slot %d)", what, st.flights[id].c.Index, id)
 }
 
 // finish frees a slot once both its SEND completed and its ack arrived.
