@@ -173,6 +173,13 @@ func newTestSink(t *testing.T, dir string) *testSink {
 }
 
 func (s *testSink) File() *os.File { return s.f }
+
+// landedFor returns the errors Landed got for chunk i so far.
+func (s *testSink) landedFor(i uint32) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.landed[i])
+}
 func (s *testSink) Admit(c fallback.Chunk) error {
 	if s.admit != nil {
 		return s.admit(c)
@@ -325,7 +332,7 @@ func TestTransfer(t *testing.T) {
 				if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
 					t.Errorf("chunk %d: done got %v; want one nil", c.Index, v)
 				}
-				if l := p.sink.landed[c.Index]; len(l) != 1 || l[0] != nil {
+				if l := p.sink.landedFor(c.Index); len(l) != 1 || l[0] != nil {
 					t.Errorf("chunk %d: Landed got %v; want one nil", c.Index, l)
 				}
 			}
@@ -414,7 +421,7 @@ func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 		return bad
 	}
 	res := runSend(t, p.s, src, chunks, 0, func(c fallback.Chunk, err error) bool {
-		return errors.Is(err, fallback.ErrChecksum) && len(p.sink.landed[c.Index]) < 3
+		return errors.Is(err, fallback.ErrChecksum) && len(p.sink.landedFor(c.Index)) < 3
 	})
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
@@ -423,9 +430,7 @@ func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 	if len(v) != 2 || !errors.Is(v[0], fallback.ErrChecksum) || v[1] != nil {
 		t.Errorf("chunk 2: done got %v; want ErrChecksum, then nil", v)
 	}
-	p.sink.mu.Lock()
-	l := p.sink.landed[2]
-	p.sink.mu.Unlock()
+	l := p.sink.landedFor(2)
 	if len(l) != 2 || !errors.Is(l[0], fallback.ErrChecksum) || l[1] != nil {
 		t.Errorf("chunk 2: Landed got %v; want ErrChecksum, then nil", l)
 	}
