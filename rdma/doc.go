@@ -33,8 +33,8 @@
 // RC executes a QP's requests in order, so when the SEND's receive completes
 // at the receiver the WRITE before it has been placed. The receiver's
 // completion goroutine copies the message out, reposts the receive and hands
-// the chunk to one of a few verification workers (up to GOMAXPROCS, at most
-// 8: CRC32C and pwrite of different slots proceed in parallel), which calls
+// the chunk to one of a few verification workers (GOMAXPROCS/2, 1 to 8:
+// CRC32C and pwrite of different slots proceed in parallel), which calls
 // Sink.Admit, computes the CRC32C of the bytes in the slot, pwrites them to
 // Sink.File at the offset, calls Sink.Landed, reposts the receive and answers
 // with a SEND of a 32-byte ack {slot, chunk index, status} (0 ok, 1 CRC
