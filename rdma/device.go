@@ -247,14 +247,16 @@ func Check(opt Options) error {
 
 // selection is an opened device with the port and GID chosen for a peer.
 type selection struct {
-	ctx  *verbs.Context
-	port uint8
-	gid  gidEntry
-	mtu  verbs.MTU
+	ctx   *verbs.Context
+	port  uint8
+	gid   gidEntry
+	mtu   verbs.MTU
+	score int // how well the GID fits the peer (see chooseGID)
 }
 
-// selectDevice opens opt.Device (or the first usable device) and picks the
-// GID to reach peer. The caller closes sel.ctx.
+// selectDevice opens opt.Device, or the usable device whose GID fits peer
+// best (the first of equals), and picks the GID to reach peer. The caller
+// closes sel.ctx.
 func selectDevice(opt Options, peer netip.Addr) (*selection, error) {
 	names := []string{opt.Device}
 	if opt.Device == "" {
@@ -267,15 +269,26 @@ func selectDevice(opt Options, peer netip.Addr) (*selection, error) {
 			names = append(names, d.Name)
 		}
 	}
+	var best *selection
 	var reasons []error
 	for _, name := range names {
 		sel, err := selectOn(name, opt, peer)
-		if err == nil {
-			return sel, nil
+		switch {
+		case err != nil:
+			reasons = append(reasons, err)
+		case best == nil || sel.score > best.score:
+			if best != nil {
+				best.ctx.Close()
+			}
+			best = sel
+		default:
+			sel.ctx.Close()
 		}
-		reasons = append(reasons, err)
 	}
-	if len(reasons) == 1 {
+	switch {
+	case best != nil:
+		return best, nil
+	case len(reasons) == 1:
 		return nil, reasons[0]
 	}
 	return nil, fmt.Errorf("%w: no usable device: %w", ErrUnavailable, errors.Join(reasons...))
@@ -309,19 +322,21 @@ func selectOn(name string, opt Options, peer netip.Addr) (*selection, error) {
 		sel.gid = gids[i]
 		return sel, nil
 	}
-	g, ok := chooseGID(gids, st.Addrs, peer)
-	if !ok {
+	g, score := chooseGID(gids, st.Addrs, peer)
+	if score < 0 {
 		ctx.Close()
 		return nil, unavailable("%s port %d: no RoCE v2 GID of the address family of %v (have %v)", ctx.Name(), sel.port, peer, st.GIDs)
 	}
-	sel.gid = g
+	sel.gid, sel.score = g, score
 	return sel, nil
 }
 
 // chooseGID picks the GID to reach peer: one whose address is on a subnet of
 // the netdev that contains peer, else one of peer's address family (global
-// before link-local). Without a peer it prefers IPv4, then global IPv6.
-func chooseGID(gids []gidEntry, addrs []netip.Prefix, peer netip.Addr) (gidEntry, bool) {
+// before link-local). Without a peer it prefers IPv4, then global IPv6. The
+// score says how good the choice is (higher is better); it is -1 if no GID
+// fits.
+func chooseGID(gids []gidEntry, addrs []netip.Prefix, peer netip.Addr) (gidEntry, int) {
 	peer = peer.Unmap()
 	best, bestScore := gidEntry{}, -1
 	for _, g := range gids {
@@ -355,5 +370,5 @@ func chooseGID(gids []gidEntry, addrs []netip.Prefix, peer netip.Addr) (gidEntry
 			best, bestScore = g, score
 		}
 	}
-	return best, bestScore >= 0
+	return best, bestScore
 }

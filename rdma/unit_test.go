@@ -88,12 +88,12 @@ func TestChooseGID(t *testing.T) {
 		if tt.peer != "" {
 			peer = netip.MustParseAddr(tt.peer)
 		}
-		g, ok := chooseGID(gids, addrs, peer)
-		if !ok || g.Index != tt.want {
-			t.Errorf("peer %q: index %d (%v); want %d", tt.peer, g.Index, ok, tt.want)
+		g, score := chooseGID(gids, addrs, peer)
+		if score < 0 || g.Index != tt.want {
+			t.Errorf("peer %q: index %d (score %d); want %d", tt.peer, g.Index, score, tt.want)
 		}
 	}
-	if _, ok := chooseGID(gids[1:3], addrs, netip.MustParseAddr("2001:db8::9")); ok {
+	if _, score := chooseGID(gids[1:3], addrs, netip.MustParseAddr("2001:db8::9")); score >= 0 {
 		t.Error("an IPv6 peer got an IPv4 GID")
 	}
 }
