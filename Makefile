@@ -58,4 +58,7 @@ proto:
 clean: testbed-clean
 	rm -rf bin
 
+# The RDMA suite: these packages' test binaries run in the rdma_rxe VMs.
+TESTBED_PKGS := ./verbs/ ./rdma/ ./transfer/
+
 include testbed/testbed.mk

@@ -121,6 +121,7 @@ const (
 	wrRecv  = 1 << 56
 	wrSend  = 2 << 56
 	wrWrite = 3 << 56
+	wrProbe = 4 << 56 // a zero-length WRITE that checks the receiver is still there
 	wrKind  = 0xff << 56
 )
 

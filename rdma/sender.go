@@ -10,10 +10,34 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/verbs"
 )
+
+// probeAfter is how long Send waits without a completion, with chunks in
+// flight, before it probes the receiver with a zero-length WRITE.
+var probeAfter = 2 * time.Second
+
+// silenceLimit is how long Send waits for any completion, with chunks in
+// flight and probes unanswered, before it declares the connection broken.
+var silenceLimit = 20 * time.Second
+
+// Break moves the queue pair to the error state, as a failing link would:
+// work requests in flight complete with WR_FLUSH_ERR and Send fails. It is
+// safe to call while Send runs (used by tests and by failover drills).
+func (s *Sender) Break() error {
+	if s.ep == nil {
+		return errors.New("rdma: sender closed")
+	}
+	return s.ep.qp.SetError()
+}
+
+// SetCorruptHook installs a test hook: when f returns true for a chunk, the
+// CRC32C in its control message has a bit flipped, as if its bytes had been
+// corrupted on the wire. Production code never sets it.
+func (s *Sender) SetCorruptHook(f func(fallback.Chunk) bool) { s.corrupt = f }
 
 // Send queue limits of a Sender.
 const (
@@ -139,6 +163,14 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 	for i := range depth {
 		st.freeBufs = append(st.freeBufs, depth-1-i)
 	}
+	// A receiver that vanished between landing a chunk and acknowledging it
+	// leaves nothing in flight to fail: after probeAfter without a
+	// completion, a zero-length WRITE asks the fabric whether the peer's QP
+	// is still there (it fails with RETRY_EXC_ERR or REM_ACCESS_ERR if not).
+	probe := time.NewTimer(probeAfter)
+	defer probe.Stop()
+	probing := false
+	lastCompletion := time.Now()
 	open := true
 	for open || st.inflight > 0 {
 		var in <-chan fallback.Chunk
@@ -147,6 +179,15 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 		}
 		var err error
 		select {
+		case <-probe.C:
+			if st.inflight > 0 && time.Since(lastCompletion) > silenceLimit {
+				err = fmt.Errorf("%w: no completion from the receiver for %v with %d chunks in flight", ErrBroken, silenceLimit, st.inflight)
+			} else if st.inflight > 0 && !probing {
+				rb := s.slots[0]
+				err = s.ep.qp.PostSend(verbs.SendWR{WRID: wrProbe, Opcode: verbs.OpWrite, RemoteAddr: rb.Addr, RKey: rb.RKey, Signaled: true})
+				probing = err == nil
+			}
+			probe.Reset(probeAfter)
 		case c, ok := <-in:
 			if !ok {
 				open = false
@@ -154,13 +195,19 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 			}
 			err = st.post(c)
 		case b := <-completions:
+			lastCompletion = time.Now()
 			err = b.err
 			for _, wc := range b.wcs {
 				if err != nil {
 					break
 				}
+				if wc.WRID&wrKind == wrProbe && wc.Err() == nil {
+					probing = false // the receiver is alive, only slow
+					continue
+				}
 				err = st.complete(wc)
 			}
+			probe.Reset(probeAfter)
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		}
@@ -318,8 +365,8 @@ func (st *sendState) complete(wc verbs.WorkCompletion) error {
 // describe names the work request wrid for an error message.
 func (st *sendState) describe(wrid uint64) string {
 	id := int(wrid &^ wrKind)
-	what := map[uint64]string{wrWrite: "WRITE", wrSend: "SEND", wrRecv: "receive"}[wrid&wrKind]
-	if wrid&wrKind == wrRecv || id >= len(st.flights) || !st.flights[id].used {
+	what := map[uint64]string{wrWrite: "WRITE", wrSend: "SEND", wrRecv: "receive", wrProbe: "liveness probe (zero-length WRITE)"}[wrid&wrKind]
+	if wrid&wrKind == wrRecv || wrid&wrKind == wrProbe || id >= len(st.flights) || !st.flights[id].used {
 		return what
 	}
 	return fmt.Sprintf("%s of chunk %d (slot %d)", what, st.flights[id].c.Index, id)

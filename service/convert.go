@@ -1,7 +1,10 @@
 package service
 
 import (
+	"fmt"
+
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/transfer"
 )
 
@@ -24,6 +27,76 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 	}
 	if r := i.Result; r != nil {
 		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds()}
+	}
+	return out
+}
+
+func endpointToProto(e *rdma.EndpointInfo) *pb.RdmaEndpoint {
+	if e == nil {
+		return nil
+	}
+	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU)}
+}
+
+// endpointFromProto validates and converts a peer's queue-pair description.
+func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
+	if e == nil {
+		return nil, nil
+	}
+	if len(e.Gid) != 16 {
+		return nil, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
+	}
+	out := &rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu)}
+	copy(out.GID[:], e.Gid)
+	return out, nil
+}
+
+func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
+	if c == nil {
+		return nil
+	}
+	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint)}
+	for _, b := range c.Slots {
+		out.Slots = append(out.Slots, &pb.RdmaBuffer{Addr: b.Addr, Rkey: b.RKey, Length: b.Len})
+	}
+	return out
+}
+
+func channelFromProto(c *pb.RdmaChannel) (*transfer.RDMAChannel, error) {
+	if c == nil {
+		return nil, nil
+	}
+	ep, err := endpointFromProto(c.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if ep == nil || len(c.Slots) == 0 {
+		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
+	}
+	out := &transfer.RDMAChannel{Endpoint: *ep}
+	for _, b := range c.Slots {
+		out.Slots = append(out.Slots, rdma.RemoteBuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
+	}
+	return out, nil
+}
+
+// DevicesToProto converts the RDMA inventory for the API.
+func DevicesToProto(devs []rdma.DeviceStatus) []*pb.RdmaDevice {
+	var out []*pb.RdmaDevice
+	for _, d := range devs {
+		pd := &pb.RdmaDevice{Name: d.Name, Port: uint32(d.Port), State: d.State, LinkLayer: d.LinkLayer,
+			ActiveMtu: int32(d.ActiveMTU), Netdev: d.Netdev, Usable: d.Usable, Reason: d.Reason}
+		for _, a := range d.Addrs {
+			pd.Addresses = append(pd.Addresses, a.String())
+		}
+		for _, g := range d.GIDs {
+			addr := ""
+			if g.Addr.IsValid() {
+				addr = g.Addr.String()
+			}
+			pd.Gids = append(pd.Gids, &pb.RdmaGid{Index: int32(g.Index), Type: g.Type, Gid: g.GID, Address: addr})
+		}
+		out = append(out, pd)
 	}
 	return out
 }

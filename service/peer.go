@@ -25,18 +25,26 @@ type peerServer struct {
 }
 
 func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.PrepareResponse, error) {
+	offer, err := endpointFromProto(req.Rdma)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
 		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
-		Policy: policyFromProto(req.Transport),
+		Policy: policyFromProto(req.Transport), RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &pb.PrepareResponse{
+	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		Tcp: &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token},
-	}, nil
+		Rdma: channelToProto(resp.RDMA),
+	}
+	if resp.TCP.Addr != "" {
+		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token}
+	}
+	return out, nil
 }
 
 // reachableDataAddr replaces an unspecified host in the data address
@@ -107,13 +115,18 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
+		Rdma: endpointToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
 	}
+	ch, err := channelFromProto(resp.Rdma)
+	if err != nil {
+		return transfer.PrepareResponse{}, err
+	}
 	return transfer.PrepareResponse{
 		Transport: transfer.Transport(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()},
+		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()}, RDMA: ch,
 	}, nil
 }
 

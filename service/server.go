@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/transfer"
 )
 
@@ -117,11 +118,13 @@ func (s *transferServer) GetNodeInfo(ctx context.Context, _ *pb.GetNodeInfoReque
 	if cfg.Data == nil {
 		tcp.Reason = "no TCP data listener"
 	}
+	devs, _ := rdma.Inventory() // the error is in cfg.RDMAUnavailable
 	return &pb.NodeInfo{
 		NodeId: cfg.ID, Version: Version, ExportRoot: cfg.Root.Dir(),
 		Transports: []*pb.TransportStatus{tcp,
-			{Transport: pb.Transport_TRANSPORT_RDMA, Available: false, Reason: cfg.RDMAUnavailable}},
+			{Transport: pb.Transport_TRANSPORT_RDMA, Available: cfg.RDMAUnavailable == "", Reason: cfg.RDMAUnavailable}},
 		MaxConcurrentTransfers: int32(cfg.MaxConcurrent), ActiveTransfers: int32(s.node.Active()),
+		RdmaDevices: DevicesToProto(devs),
 	}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // pair is a source and a destination node in one process, joined by a real
@@ -39,8 +40,9 @@ func newPair(t *testing.T, hooks Hooks) *pair {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { data.Close(); p.srcRoot.Close(); p.dstRoot.Close() })
-	p.src = NewNode(Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks})
-	p.dst = NewNode(Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log})
+	auto := RDMAConfig{Options: rdma.Options{GIDIndex: -1}, Chunk: 64 << 10}
+	p.src = NewNode(Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks, RDMA: auto})
+	p.dst = NewNode(Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log, RDMA: auto})
 	return p
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // Defaults for a Node's Config.
@@ -29,11 +30,30 @@ const (
 	maxChunkAttempts     = 3   // sends of one chunk before a checksum failure is final
 )
 
+// RDMAConfig configures the RDMA transport of a node.
+type RDMAConfig struct {
+	Options  rdma.Options
+	Disabled bool  // never use RDMA
+	Slots    int   // registered receive slots per incoming transfer
+	Chunk    int64 // chunk (and slot) size when a transfer may use RDMA
+	Depth    int   // WRITEs in flight per transfer; 0 = rdma's default
+}
+
+// RDMA defaults.
+const (
+	DefaultRDMASlots = 16
+	DefaultRDMAChunk = 1 << 20
+)
+
 // Hooks are test hooks; all nil in production.
 type Hooks struct {
 	// CorruptChunk makes the sender corrupt chunk index on the wire on the
 	// given attempt (1-based), so the receiver's verification is exercised.
 	CorruptChunk func(index uint32, attempt int) bool
+	// BreakRDMA is asked after each chunk verified over RDMA, with the
+	// number verified so far; true breaks the RDMA connection (the queue
+	// pair goes to the error state, as on a link failure).
+	BreakRDMA func(verified int) bool
 }
 
 // Config configures a Node.
@@ -50,7 +70,10 @@ type Config struct {
 	SendMode      fallback.SendMode
 	// IdleTimeout aborts an incoming transfer that makes no progress for this long.
 	IdleTimeout time.Duration
-	// RDMAUnavailable says why this node cannot use RDMA.
+	// RDMA configures the RDMA transport.
+	RDMA RDMAConfig
+	// RDMAUnavailable says why this node cannot use RDMA ("" = it can).
+	// NewNode fills it in from the device check.
 	RDMAUnavailable string
 	Logger          *slog.Logger
 	Hooks           Hooks
@@ -86,7 +109,17 @@ func NewNode(cfg Config) *Node {
 	cfg.ChunkSize = cmp.Or(cfg.ChunkSize, DefaultChunkSize)
 	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
-	cfg.RDMAUnavailable = cmp.Or(cfg.RDMAUnavailable, "this build of rxfer has no RDMA transport")
+	cfg.RDMA.Slots = cmp.Or(cfg.RDMA.Slots, DefaultRDMASlots)
+	cfg.RDMA.Chunk = cmp.Or(cfg.RDMA.Chunk, DefaultRDMAChunk)
+	switch {
+	case cfg.RDMAUnavailable != "":
+	case cfg.RDMA.Disabled:
+		cfg.RDMAUnavailable = "RDMA is disabled on this node"
+	default:
+		if err := rdma.Check(cfg.RDMA.Options); err != nil {
+			cfg.RDMAUnavailable = err.Error()
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // incoming is the receiving half of a transfer; it is the fallback.Sink the
@@ -21,7 +23,9 @@ type incoming struct {
 	crcs    []uint32 // verified CRC32C of each landed chunk
 	landed  []bool
 	nLanded int
-	release func() // unregisters the data-channel token
+	release func()         // unregisters the TCP data-channel token (nil: no TCP)
+	rdma    *rdma.Receiver // the RDMA side (nil: no RDMA)
+	closed  sync.Once      // closeChannels ran
 	idle    *time.Timer
 	movingT time.Time
 }
@@ -39,9 +43,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		return PrepareResponse{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
 	case req.Size/req.ChunkSize > 1<<24:
 		return PrepareResponse{}, fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
-	case req.Policy == PolicyRDMA:
-		return PrepareResponse{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, n.cfg.RDMAUnavailable)
-	case n.cfg.Data == nil:
+	case req.Policy != PolicyRDMA && n.cfg.Data == nil:
 		return PrepareResponse{}, fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
@@ -50,9 +52,6 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
 		ChunkSize: req.ChunkSize, Started: time.Now(),
 	}}
-	if req.Policy == PolicyAuto {
-		rec.info.FallbackReason = n.cfg.RDMAUnavailable
-	}
 	if err := n.admit(rec); err != nil {
 		return PrepareResponse{}, err
 	}
@@ -61,15 +60,34 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	tok, err := fallback.NewToken()
-	if err != nil {
+	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(),
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
+	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.FinalPath}
+	var rdmaReason string
+	if req.Policy != PolicyTCP {
+		rdmaReason = n.openRDMA(req, in, &resp)
+	}
+	fail := func(err error) (PrepareResponse, error) {
+		in.closeChannels()
 		dest.Remove()
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(),
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
-	in.release = n.cfg.Data.Expect(tok, in)
+	if req.Policy == PolicyRDMA && in.rdma == nil {
+		return fail(fmt.Errorf("%w: %s", ErrTransportUnavailable, rdmaReason))
+	}
+	if req.Policy != PolicyRDMA { // TCP carries the transfer, or takes over if RDMA breaks
+		tok, err := fallback.NewToken()
+		if err != nil {
+			return fail(err)
+		}
+		in.release = n.cfg.Data.Expect(tok, in)
+		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]}
+	}
+	if in.rdma == nil && req.Policy == PolicyAuto {
+		resp.FallbackReason = rdmaReason
+	}
+	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
 	in.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
 		n.abortIncoming(rec, StateFailed, fmt.Errorf("%w: no data or commit from %s for %v", ErrTimeout, req.SourceNode, n.cfg.IdleTimeout))
 	})
@@ -83,15 +101,46 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	rec.mu.Unlock()
 	if cancelled {
 		in.idle.Stop()
-		in.release()
+		in.closeChannels()
 		dest.Remove()
 		return PrepareResponse{}, fmt.Errorf("%w while preparing", ErrCanceled)
 	}
-	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.FinalPath, "size", req.Size)
-	return PrepareResponse{
-		Transport: TransportTCP, TCP: TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]},
-		FinalPath: dest.FinalPath, FallbackReason: rec.info.FallbackReason,
-	}, nil
+	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.FinalPath, "size", req.Size, "transport", resp.Transport)
+	return resp, nil
+}
+
+// openRDMA sets up the RDMA side of an incoming transfer when both ends can
+// use it, or returns why not.
+func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse) (reason string) {
+	switch {
+	case req.RDMA == nil:
+		return fmt.Sprintf("source %s cannot use RDMA: %s", req.SourceNode, req.RDMAUnavailable)
+	case n.cfg.RDMAUnavailable != "":
+		return fmt.Sprintf("destination %s cannot use RDMA: %s", n.cfg.ID, n.cfg.RDMAUnavailable)
+	}
+	r, info, slots, err := rdma.NewReceiver(n.cfg.RDMA.Options, *req.RDMA, n.cfg.RDMA.Slots, int(req.ChunkSize), in)
+	if err != nil {
+		return fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
+	}
+	in.rdma = r
+	resp.Transport = TransportRDMA
+	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots}
+	return ""
+}
+
+// closeChannels stops both data channels: afterwards no chunk lands, the
+// RDMA slots are deregistered (their rkeys are dead) and the token refused.
+func (in *incoming) closeChannels() {
+	in.closed.Do(func() {
+		if in.rdma != nil {
+			if err := in.rdma.Close(); err != nil {
+				in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
+			}
+		}
+		if in.release != nil {
+			in.release()
+		}
+	})
 }
 
 // File implements fallback.Sink.
@@ -153,7 +202,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	if err == nil {
 		in.idle.Stop()
-		in.release()
+		in.closeChannels()
 		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
 		} else if err = in.dest.Commit(); err == nil {
@@ -202,7 +251,7 @@ func (n *Node) abortIncoming(rec *record, st State, cause error) {
 		return
 	}
 	in.idle.Stop()
-	in.release()
+	in.closeChannels()
 	in.dest.Remove()
 	lvl := slog.LevelWarn
 	if errors.Is(cause, ErrCanceled) {

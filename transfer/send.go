@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path"
 	"runtime/debug"
@@ -14,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // PushRequest asks a node to send one of its files to a peer.
@@ -34,22 +37,39 @@ const progressEvery = 100 * time.Millisecond
 // it (or the transfer failed or was cancelled). progress, if not nil, is
 // called with snapshots, never concurrently. Cancelling ctx cancels the transfer.
 func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress func(Info)) (Info, error) {
-	chunkSize := cmp.Or(req.ChunkSize, n.cfg.ChunkSize)
 	streams := cmp.Or(req.Streams, n.cfg.Streams)
-	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize {
-		return Info{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, chunkSize, MinChunkSize, MaxChunkSize)
+	if req.ChunkSize != 0 && (req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize) {
+		return Info{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
 	if streams < 1 || streams > 64 {
 		return Info{}, fmt.Errorf("%w: %d streams (want 1-64)", ErrInvalid, streams)
-	}
-	if req.Policy == PolicyRDMA {
-		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, n.cfg.RDMAUnavailable)
 	}
 	src, st, err := n.cfg.Root.OpenSource(req.SourcePath)
 	if err != nil {
 		return Info{}, err
 	}
 	defer src.Close()
+	// Offer RDMA unless TCP was asked for: the queue pair exists before
+	// Prepare so the destination can connect to it at once.
+	var sender *rdma.Sender
+	var offer *rdma.EndpointInfo
+	rdmaReason := n.cfg.RDMAUnavailable
+	if req.Policy != PolicyTCP && rdmaReason == "" {
+		s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
+		if err != nil {
+			rdmaReason = err.Error()
+		} else {
+			sender, offer = s, &info
+			defer s.Close()
+		}
+	}
+	if req.Policy == PolicyRDMA && offer == nil {
+		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, rdmaReason)
+	}
+	chunkSize := cmp.Or(req.ChunkSize, n.cfg.ChunkSize)
+	if offer != nil && req.ChunkSize == 0 {
+		chunkSize = n.cfg.RDMA.Chunk
+	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -61,8 +81,8 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	if err := n.admit(rec); err != nil {
 		return Info{}, err
 	}
-	p := &push{node: n, rec: rec, peer: peer, src: src, progress: progress,
-		plan: ChunkPlan{Size: st.Size(), ChunkSize: chunkSize}}
+	p := &push{node: n, rec: rec, peer: peer, src: src, progress: progress, policy: req.Policy,
+		plan: ChunkPlan{Size: st.Size(), ChunkSize: chunkSize}, rdma: sender, offer: offer, rdmaReason: rdmaReason}
 	p.emit()
 	err = p.run(ctx, req)
 	if err == nil {
@@ -99,6 +119,11 @@ type push struct {
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
+	policy   Policy
+
+	rdma       *rdma.Sender       // nil: no RDMA offered
+	offer      *rdma.EndpointInfo // the queue pair offered in Prepare
+	rdmaReason string             // why no RDMA was offered
 
 	emitMu   sync.Mutex
 	lastEmit time.Time
@@ -136,6 +161,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: path.Base(req.SourcePath),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
+		RDMA: p.offer, RDMAUnavailable: p.rdmaReason,
 	})
 	if err != nil {
 		return err
@@ -206,6 +232,12 @@ type scheduler struct {
 	nAcked   int
 	next     int // first chunk never queued
 	retries  []fallback.Chunk
+}
+
+func (s *scheduler) verified() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nAcked
 }
 
 func (s *scheduler) attemptsOf(i uint32) int {
@@ -367,11 +399,73 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	defer unix.Munmap(data)
 	unix.Madvise(data, unix.MADV_SEQUENTIAL)
 	p.sched.data = data
+	if resp.Transport == TransportRDMA {
+		err := p.moveRDMA(ctx, resp)
+		var broken *transportBroken
+		if err == nil || !errors.As(err, &broken) || p.policy != PolicyAuto || resp.TCP.Addr == "" {
+			return err
+		}
+		p.rec.mu.Lock()
+		p.rec.info.Transport = TransportTCP
+		p.rec.info.FallbackReason = fmt.Sprintf("RDMA failed after %d of %d bytes (%v); continuing over TCP",
+			p.rec.info.BytesDone, p.plan.Size, err)
+		p.rec.mu.Unlock()
+		p.node.log.Warn("RDMA failed; continuing over TCP", "transfer", p.rec.info.ID, "err", err)
+		p.emit()
+	}
 	tcp, err := p.tcpSend(resp.TCP)
 	if err != nil {
 		return err
 	}
 	return p.attempt(ctx, tcp)
+}
+
+// moveRDMA connects the offered queue pair to the destination's and sends
+// over it. A failure to connect counts as a broken transport.
+func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
+	if resp.RDMA == nil || p.rdma == nil {
+		return fmt.Errorf("%w: destination chose RDMA without an RDMA channel", ErrInvalid)
+	}
+	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
+		p.rdma.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
+	}
+	if err := p.rdma.Connect(resp.RDMA.Endpoint, resp.RDMA.Slots); err != nil {
+		return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
+	}
+	return p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
+			inner := done
+			done = func(c fallback.Chunk, err error) {
+				inner(c, err)
+				if err == nil && brk(int(p.sched.verified())) {
+					p.rdma.Break()
+				}
+			}
+		}
+		return p.rdma.Send(ctx, p.src, queue, done, p.node.cfg.RDMA.Depth)
+	})
+}
+
+// peerAddr is the IP address in a node's host:port, to pick the local GID
+// that reaches it. The zero Addr (unknown, or loopback: the peer is on this
+// host and any local GID reaches it) lets the RDMA layer choose.
+func peerAddr(node string) netip.Addr {
+	host, _, err := net.SplitHostPort(node)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.LookupIP(host)
+		if lerr != nil || len(ips) == 0 {
+			return netip.Addr{}
+		}
+		a, _ = netip.AddrFromSlice(ips[0])
+	}
+	if a = a.Unmap(); a.IsLoopback() {
+		return netip.Addr{}
+	}
+	return a
 }
 
 // dataChannelErr classifies a data-channel failure: a broken or refused

@@ -3,6 +3,8 @@ package transfer
 import (
 	"context"
 	"time"
+
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // State is a transfer's place in its life:
@@ -105,6 +107,17 @@ type PrepareRequest struct {
 	ChunkSize  int64
 	Overwrite  bool
 	Policy     Policy
+	// RDMA is the source's queue pair, nil when it cannot use RDMA
+	// (RDMAUnavailable says why).
+	RDMA            *rdma.EndpointInfo
+	RDMAUnavailable string
+}
+
+// RDMAChannel is the destination's RDMA side: its queue pair and the
+// registered slots the source may write into.
+type RDMAChannel struct {
+	Endpoint rdma.EndpointInfo
+	Slots    []rdma.RemoteBuffer
 }
 
 // TCPChannel is where and how to open the TCP data connections.
@@ -116,7 +129,8 @@ type TCPChannel struct {
 // PrepareResponse is the destination's answer to Prepare.
 type PrepareResponse struct {
 	Transport      Transport
-	TCP            TCPChannel
+	TCP            TCPChannel // empty Addr: no TCP (policy RDMA)
+	RDMA           *RDMAChannel
 	FinalPath      string
 	FallbackReason string
 }

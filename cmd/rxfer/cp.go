@@ -22,6 +22,7 @@ import (
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/service"
 	"github.com/rxfer/rxfer/transfer"
 )
@@ -152,7 +153,8 @@ func newLocalNode(dir, dataHost string) (*localNode, error) {
 		return nil, err
 	}
 	l := &localNode{root: root}
-	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog}
+	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog,
+		RDMA: transfer.RDMAConfig{Options: rdma.Options{GIDIndex: -1}}}
 	if dataHost != "" {
 		if l.data, err = fallback.Listen(net.JoinHostPort(dataHost, "0"), quietLog); err != nil {
 			root.Close()

@@ -4,6 +4,7 @@
 //	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
 //	rxfer status HOST:PORT
 //	rxfer cancel HOST:PORT ID
+//	rxfer devices [--json]
 //	rxfer version
 package main
 
@@ -50,6 +51,7 @@ func run(args []string) int {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": cmdServe, "cp": cmdCp, "status": cmdStatus, "cancel": cmdCancel, "version": cmdVersion,
+		"devices": cmdDevices,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/service"
 	"github.com/rxfer/rxfer/transfer"
 )
@@ -28,6 +29,11 @@ func cmdServe(args []string) error {
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
 	streams := fs.Int("streams", fallback.DefaultStreams, "parallel TCP data streams for files this node sends")
 	mode := fs.String("send-mode", fallback.DefaultMode.String(), "TCP sender: sendfile or readwrite")
+	rdmaDevice := fs.String("rdma-device", "", "verbs device to use (default: the one whose RoCE v2 GID reaches the peer)")
+	gidIndex := fs.Int("gid-index", -1, "GID index to use (default: chosen per peer)")
+	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
+	rdmaSlots := fs.Int("rdma-slots", transfer.DefaultRDMASlots, "registered receive slots per incoming RDMA transfer")
+	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -61,7 +67,12 @@ func cmdServe(args []string) error {
 	node := transfer.NewNode(transfer.Config{
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
+		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
+			Disabled: *noRDMA, Slots: *rdmaSlots, Chunk: *rdmaChunk},
 	})
+	if r := node.Config().RDMAUnavailable; r != "" {
+		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
+	}
 	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Logger: log})
 	if token == "" {
 		log.Warn("control plane has no bearer token and no TLS: anyone who can reach it can read and write the export root; use --token-file beyond trusted networks")
