@@ -29,14 +29,14 @@ type testSink struct {
 
 func (s *testSink) File() *os.File { return s.f }
 
-func (s *testSink) Admit(c Chunk) error {
+func (s *testSink) Admit(c Chunk) (int64, error) {
 	if c.Offset+int64(c.Length) > s.size {
-		return fmt.Errorf("chunk %d beyond end of file", c.Index)
+		return 0, fmt.Errorf("chunk %d beyond end of file", c.Index)
 	}
 	if s.admit != nil {
-		return s.admit(c)
+		return c.Offset, s.admit(c)
 	}
-	return nil
+	return c.Offset, nil
 }
 
 func (s *testSink) Landed(c Chunk, err error) {

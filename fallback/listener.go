@@ -17,13 +17,14 @@ import (
 // For every chunk that Admit accepts, Landed is called exactly once, so a Sink can
 // account for every chunk it let in.
 type Sink interface {
-	// File is the destination (partial) file; chunk bytes are written at Chunk.Offset.
+	// File is the destination file; chunk bytes are written where Admit says.
 	// It must be opened O_RDWR (the receiver reads each chunk back to verify it).
 	File() *os.File
-	// Admit validates a chunk header before its bytes are read (bounds, index). A
-	// non-nil error rejects it: the sender is told (ErrRejected) and the connection
-	// is closed.
-	Admit(c Chunk) error
+	// Admit validates a chunk header before its bytes are read (bounds, index) and
+	// returns the offset in File where the chunk's bytes go (Chunk.Offset is the
+	// source's offset; a destination window may start elsewhere). A non-nil error
+	// rejects it: the sender is told (ErrRejected) and the connection is closed.
+	Admit(c Chunk) (fileOffset int64, err error)
 	// Landed is called once the chunk's bytes are in File and were read back and
 	// checked: err is nil, or wraps ErrChecksum on a CRC mismatch, ErrReceiverIO when
 	// the file could not be written or read, or ErrStreamBroken when the connection
@@ -245,6 +246,7 @@ const verifyDepth = 2
 // landing is a chunk handed from the receive loop to the verifier of its connection.
 type landing struct {
 	c      Chunk
+	off    int64 // where in the file the chunk's bytes went
 	status byte  // ackOK: still to be verified; otherwise the verdict
 	err    error // the error for Landed when status is not ackOK
 }
@@ -284,15 +286,16 @@ func receive(c *net.TCPConn, s Sink, f *os.File, pipe *splicePipe, q chan<- land
 		if err != nil {
 			return err
 		}
-		if err := s.Admit(ch); err != nil {
+		off, err := s.Admit(ch)
+		if err != nil {
 			// Not admitted, so Landed is not called; only the sender is told.
 			q <- landing{c: ch, status: ackRejected}
 			return fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrRejected, err)
 		}
-		err = spliceToFile(c, f, ch.Offset, int64(ch.Length), pipe)
+		err = spliceToFile(c, f, off, int64(ch.Length), pipe)
 		switch {
 		case err == nil:
-			q <- landing{c: ch}
+			q <- landing{c: ch, off: off}
 		case errors.Is(err, ErrReceiverIO):
 			// The rest of the chunk is still in the socket: the stream cannot go on.
 			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
@@ -313,7 +316,7 @@ func verify(c *net.TCPConn, s Sink, q <-chan landing) error {
 	ack := make([]byte, 0, ackLen)
 	for l := range q {
 		if l.status == ackOK {
-			if sum, err := fileCRC(s.File(), l.c.Offset, int64(l.c.Length)); err != nil {
+			if sum, err := fileCRC(s.File(), l.off, int64(l.c.Length)); err != nil {
 				l.status, l.err = ackIO, fmt.Errorf("chunk %d: %w: reading back: %w", l.c.Index, ErrReceiverIO, err)
 			} else if sum != l.c.CRC {
 				l.status, l.err = ackChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, ErrChecksum, sum, l.c.CRC)

@@ -180,11 +180,11 @@ func (s *testSink) landedFor(i uint32) []error {
 	defer s.mu.Unlock()
 	return slices.Clone(s.landed[i])
 }
-func (s *testSink) Admit(c fallback.Chunk) error {
+func (s *testSink) Admit(c fallback.Chunk) (int64, error) {
 	if s.admit != nil {
-		return s.admit(c)
+		return c.Offset, s.admit(c)
 	}
-	return nil
+	return c.Offset, nil
 }
 func (s *testSink) Landed(c fallback.Chunk, err error) {
 	s.mu.Lock()

@@ -205,7 +205,8 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 	if err != nil || int(m.Slot) >= len(r.slots) || int(c.Length) > r.slots[m.Slot].Len() {
 		return statusRejected
 	}
-	if err := r.sink.Admit(c); err != nil {
+	off, err := r.sink.Admit(c)
+	if err != nil {
 		return statusRejected
 	}
 	b := r.slots[m.Slot].Bytes()[:c.Length]
@@ -213,7 +214,7 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
 		return statusChecksum
 	}
-	if _, err := r.sink.File().WriteAt(b, c.Offset); err != nil {
+	if _, err := r.sink.File().WriteAt(b, off); err != nil {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, ErrReceiverIO, err))
 		return statusIO
 	}

@@ -33,3 +33,11 @@ var (
 	// ErrTimeout: the peer stopped making progress.
 	ErrTimeout = errors.New("transfer timed out")
 )
+
+// Region errors.
+var (
+	// ErrOutOfRange: an offset and length do not fit the region.
+	ErrOutOfRange = errors.New("out of range")
+	// ErrBusy: a region is in use by a transfer.
+	ErrBusy = errors.New("in use")
+)

@@ -65,6 +65,8 @@ type Config struct {
 	// DataAddr is the data address given to peers; default Data.Addr().
 	DataAddr      string
 	MaxConcurrent int
+	// MaxRegistered caps the bytes of all regions (DefaultMaxRegistered).
+	MaxRegistered int64
 	ChunkSize     int64
 	Streams       int
 	SendMode      fallback.SendMode
@@ -88,6 +90,7 @@ type Node struct {
 	mu        sync.Mutex
 	transfers map[key]*record
 	active    int
+	regions   map[string]*region
 }
 
 type key struct {
@@ -106,6 +109,7 @@ type record struct {
 // NewNode returns a Node with defaults filled in.
 func NewNode(cfg Config) *Node {
 	cfg.MaxConcurrent = cmp.Or(cfg.MaxConcurrent, DefaultMaxConcurrent)
+	cfg.MaxRegistered = cmp.Or(cfg.MaxRegistered, DefaultMaxRegistered)
 	cfg.ChunkSize = cmp.Or(cfg.ChunkSize, DefaultChunkSize)
 	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
@@ -126,7 +130,7 @@ func NewNode(cfg Config) *Node {
 	if cfg.Data != nil && cfg.DataAddr == "" {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record)}
+	return &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
 }
 
 // Config returns the node's effective configuration.

@@ -18,7 +18,8 @@ import (
 type incoming struct {
 	rec     *record
 	node    *Node
-	dest    *Destination
+	dest    target
+	srcBase int64 // the source's offset of byte 0 (chunks carry source offsets)
 	plan    ChunkPlan
 	crcs    []uint32 // verified CRC32C of each landed chunk
 	landed  []bool
@@ -28,6 +29,16 @@ type incoming struct {
 	closed  sync.Once      // closeChannels ran
 	idle    *time.Timer
 	movingT time.Time
+}
+
+// target is where an incoming transfer's bytes go: a partial file renamed
+// into place on commit (*Destination), or a window of a region.
+type target interface {
+	File() *os.File
+	Base() int64 // offset in File of the transfer's first byte
+	Path() string
+	Commit() error
+	Remove()
 }
 
 // Prepare is the destination's half of setting up a transfer: validate the
@@ -55,14 +66,21 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if err := n.admit(rec); err != nil {
 		return PrepareResponse{}, err
 	}
-	dest, err := n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
+	var dest target
+	var err error
+	if ref := req.DestRegion; ref != nil {
+		f, off, _, release, rerr := n.acquireRegion(*ref, req.Size)
+		dest, err = &regionTarget{file: f, off: off, ref: RegionRef{ref.Name, off, req.Size}, release: release}, rerr
+	} else {
+		dest, err = n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
+	}
 	if err != nil {
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(),
+	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset,
 		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
-	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.FinalPath}
+	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.Path()}
 	var rdmaReason string
 	if req.Policy != PolicyTCP {
 		rdmaReason = n.openRDMA(req, in, &resp)
@@ -94,7 +112,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	rec.mu.Lock()
 	cancelled := rec.info.State.Terminal()
 	rec.in = in
-	rec.info.DestPath = dest.FinalPath
+	rec.info.DestPath = dest.Path()
 	if !cancelled {
 		rec.info.State = StateMoving
 	}
@@ -105,7 +123,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		dest.Remove()
 		return PrepareResponse{}, fmt.Errorf("%w while preparing", ErrCanceled)
 	}
-	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.FinalPath, "size", req.Size, "transport", resp.Transport)
+	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.Path(), "size", req.Size, "transport", resp.Transport)
 	return resp, nil
 }
 
@@ -146,15 +164,17 @@ func (in *incoming) closeChannels() {
 // File implements fallback.Sink.
 func (in *incoming) File() *os.File { return in.dest.File() }
 
-// Admit implements fallback.Sink: a chunk must match the agreed plan exactly.
-func (in *incoming) Admit(c fallback.Chunk) error {
+// Admit implements fallback.Sink: a chunk must match the agreed plan
+// exactly; its bytes go to the same place relative to the destination's base.
+func (in *incoming) Admit(c fallback.Chunk) (int64, error) {
 	if int(c.Index) >= in.plan.Count() {
-		return fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
+		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
 	}
-	if off, n := in.plan.Span(int(c.Index)); c.Offset != off || int64(c.Length) != n {
-		return fmt.Errorf("%w: chunk %d at %d+%d, want %d+%d", ErrInvalid, c.Index, c.Offset, c.Length, off, n)
+	off, n := in.plan.Span(int(c.Index))
+	if c.Offset != in.srcBase+off || int64(c.Length) != n {
+		return 0, fmt.Errorf("%w: chunk %d at %d+%d, want %d+%d", ErrInvalid, c.Index, c.Offset, c.Length, in.srcBase+off, n)
 	}
-	return nil
+	return in.dest.Base() + off, nil
 }
 
 // Landed implements fallback.Sink: record a verified chunk.
@@ -207,11 +227,11 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
 		} else if err = in.dest.Commit(); err == nil {
 			rec.mu.Lock()
-			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.FinalPath, Duration: time.Since(rec.info.Started)}
+			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
 			n.finish(rec, StateCommitted, nil)
-			n.log.Info("committed", "transfer", req.ID, "path", in.dest.FinalPath, "crc32c", fmt.Sprintf("%08x", got))
-			return CommitResponse{FinalPath: in.dest.FinalPath, CRC32C: got}, nil
+			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
+			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got}, nil
 		}
 	}
 	n.abortIncoming(rec, StateFailed, err)

@@ -176,6 +176,12 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 // File is the partial file, open for reading and writing.
 func (d *Destination) File() *os.File { return d.file }
 
+// Base is where the transfer's first byte goes in File: the file's start.
+func (d *Destination) Base() int64 { return 0 }
+
+// Path is the final path, as users see it.
+func (d *Destination) Path() string { return d.FinalPath }
+
 // Commit makes the file durable and visible: fsync the file, rename it to
 // its final name (refusing to replace a file that appeared meanwhile unless
 // overwriting), fsync the directory.

@@ -28,6 +28,10 @@ type PushRequest struct {
 	Policy     Policy
 	ChunkSize  int64 // 0 = node default
 	Streams    int   // 0 = node default
+	// SourceRegion, when set, sends a window of a region instead of SourcePath;
+	// DestRegion writes into a window of a region on the peer instead of DestPath.
+	SourceRegion *RegionRef
+	DestRegion   *RegionRef
 }
 
 // progressEvery bounds how often Push reports progress while moving.
@@ -44,11 +48,27 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	if streams < 1 || streams > 64 {
 		return Info{}, fmt.Errorf("%w: %d streams (want 1-64)", ErrInvalid, streams)
 	}
-	src, st, err := n.cfg.Root.OpenSource(req.SourcePath)
-	if err != nil {
-		return Info{}, err
+	var src *os.File
+	var srcBase, size int64
+	if ref := req.SourceRegion; ref != nil {
+		f, off, length, release, err := n.acquireRegion(*ref, -1)
+		if err != nil {
+			return Info{}, err
+		}
+		defer release()
+		src, srcBase, size = f, off, length
+		req.SourcePath = RegionRef{ref.Name, off, length}.String()
+	} else {
+		f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
+		if err != nil {
+			return Info{}, err
+		}
+		defer f.Close()
+		src, size = f, st.Size()
 	}
-	defer src.Close()
+	if req.DestRegion != nil {
+		req.DestPath = req.DestRegion.String()
+	}
 	// Offer RDMA unless TCP was asked for: the queue pair exists before
 	// Prepare so the destination can connect to it at once.
 	var sender *rdma.Sender
@@ -75,16 +95,16 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	defer cancel(nil)
 	rec := &record{cancel: cancel, info: Info{
 		ID: NewID(), State: StatePending, Direction: Outgoing, SourcePath: req.SourcePath,
-		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: st.Size(),
+		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: size,
 		ChunkSize: chunkSize, Streams: streams, Started: time.Now(),
 	}}
 	if err := n.admit(rec); err != nil {
 		return Info{}, err
 	}
-	p := &push{node: n, rec: rec, peer: peer, src: src, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: st.Size(), ChunkSize: chunkSize}, rdma: sender, offer: offer, rdmaReason: rdmaReason}
+	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, progress: progress, policy: req.Policy,
+		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: sender, offer: offer, rdmaReason: rdmaReason}
 	p.emit()
-	err = p.run(ctx, req)
+	err := p.run(ctx, req)
 	if err == nil {
 		n.finish(rec, StateCommitted, nil)
 	} else {
@@ -116,6 +136,7 @@ type push struct {
 	rec      *record
 	peer     Peer
 	src      *os.File
+	srcBase  int64 // offset in src of the transfer's first byte
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
@@ -159,9 +180,9 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	rec.setState(StatePreparing)
 	p.emit()
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
-		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: path.Base(req.SourcePath),
+		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
-		RDMA: p.offer, RDMAUnavailable: p.rdmaReason,
+		RDMA: p.offer, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 	})
 	if err != nil {
 		return err
@@ -194,6 +215,14 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	return nil
 }
 
+// sourceName is the name a destination directory gives the file.
+func sourceName(req PushRequest) string {
+	if req.SourceRegion != nil {
+		return req.SourceRegion.Name
+	}
+	return path.Base(req.SourcePath)
+}
+
 // transportSend moves the chunks it takes from queue and reports each one's
 // verdict through done (the contract of fallback.Send).
 type transportSend func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error
@@ -221,7 +250,8 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 // twice from disk.
 type scheduler struct {
 	plan     ChunkPlan
-	data     []byte   // read-only mapping of the source
+	data     []byte   // read-only mapping of the source, from base
+	base     int64    // offset in the source of data[0]; chunks carry source offsets
 	crcs     []uint32 // CRC32C of each chunk, filled as chunks are first queued
 	allAcked chan struct{}
 	retry    chan struct{} // a chunk was added to retries
@@ -352,7 +382,7 @@ func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-c
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)
 			s.crcs[i] = ChecksumBytes(s.data[off : off+n])
-			c = fallback.Chunk{Index: uint32(i), Offset: off, Length: uint32(n), CRC: s.crcs[i]}
+			c = fallback.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
 			s.mu.Lock()
 			have = true
 		}
@@ -392,13 +422,13 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	if count == 0 {
 		return nil
 	}
-	data, err := unix.Mmap(int(p.src.Fd()), 0, int(p.plan.Size), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := unix.Mmap(int(p.src.Fd()), 0, int(p.srcBase+p.plan.Size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("mapping source: %w", err)
 	}
 	defer unix.Munmap(data)
 	unix.Madvise(data, unix.MADV_SEQUENTIAL)
-	p.sched.data = data
+	p.sched.data, p.sched.base = data[p.srcBase:], p.srcBase
 	if resp.Transport == TransportRDMA {
 		err := p.moveRDMA(ctx, resp)
 		var broken *transportBroken

@@ -107,6 +107,10 @@ type PrepareRequest struct {
 	ChunkSize  int64
 	Overwrite  bool
 	Policy     Policy
+	// DestRegion, when set, makes a window of a region the destination
+	// instead of a file; SourceOffset is the source's offset of byte 0.
+	DestRegion   *RegionRef
+	SourceOffset int64
 	// RDMA is the source's queue pair, nil when it cannot use RDMA
 	// (RDMAUnavailable says why).
 	RDMA            *rdma.EndpointInfo

@@ -54,11 +54,11 @@ type sink struct {
 }
 
 func (s *sink) File() *os.File { return s.f }
-func (s *sink) Admit(c fallback.Chunk) error {
+func (s *sink) Admit(c fallback.Chunk) (int64, error) {
 	if c.Offset+int64(c.Length) > s.size {
-		return fmt.Errorf("chunk %d ends past %d", c.Index, s.size)
+		return 0, fmt.Errorf("chunk %d ends past %d", c.Index, s.size)
 	}
-	return nil
+	return c.Offset, nil
 }
 func (s *sink) Landed(c fallback.Chunk, err error) {
 	if err != nil {
