@@ -100,3 +100,24 @@ func DevicesToProto(devs []rdma.DeviceStatus) []*pb.RdmaDevice {
 	}
 	return out
 }
+
+func regionRefFromProto(r *pb.RegionRef) (*transfer.RegionRef, error) {
+	if r == nil {
+		return nil, nil
+	}
+	if r.Name == "" || r.Offset < 0 || r.Length < 0 {
+		return nil, fmt.Errorf("%w: region window %q offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, r.Name, r.Offset, r.Length)
+	}
+	return &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}, nil
+}
+
+func regionRefToProto(r *transfer.RegionRef) *pb.RegionRef {
+	if r == nil {
+		return nil
+	}
+	return &pb.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
+}
+
+func regionToProto(r transfer.RegionInfo) *pb.RegionInfo {
+	return &pb.RegionInfo{Name: r.Name, Size: r.Size, Backing: r.Backing, CreatedUnixMs: r.Created.UnixMilli(), InUse: int32(r.InUse)}
+}

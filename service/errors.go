@@ -31,6 +31,9 @@ var codeOf = []struct {
 	{transfer.ErrIncomplete, codes.FailedPrecondition},
 	{transfer.ErrCanceled, codes.Canceled},
 	{transfer.ErrTimeout, codes.DeadlineExceeded},
+	{transfer.ErrOutOfRange, codes.OutOfRange},
+	{transfer.ErrBusy, codes.FailedPrecondition},
+	{transfer.ErrRegionLimit, codes.ResourceExhausted},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

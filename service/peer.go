@@ -29,10 +29,15 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	destRegion, err := regionRefFromProto(req.DestRegion)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
 		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policyFromProto(req.Transport), RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
+		DestRegion: destRegion, SourceOffset: req.SourceOffset,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
@@ -116,6 +121,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
+		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)

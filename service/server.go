@@ -129,11 +129,19 @@ func (s *transferServer) GetNodeInfo(ctx context.Context, _ *pb.GetNodeInfoReque
 }
 
 func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingServer[pb.TransferInfo]) error {
+	srcRegion, err := regionRefFromProto(req.SourceRegion)
+	if err != nil {
+		return ToStatus(err)
+	}
+	destRegion, err := regionRefFromProto(req.DestRegion)
+	if err != nil {
+		return ToStatus(err)
+	}
 	switch {
-	case req.SourcePath == "":
-		return status.Error(codes.InvalidArgument, "source_path is empty: name a file beneath this node's export root")
-	case req.DestPath == "":
-		return status.Error(codes.InvalidArgument, "dest_path is empty: name a file or directory beneath the destination's export root")
+	case (req.SourcePath == "") == (srcRegion == nil):
+		return status.Error(codes.InvalidArgument, "name exactly one source: source_path (a file beneath this node's export root) or source_region")
+	case (req.DestPath == "") == (destRegion == nil):
+		return status.Error(codes.InvalidArgument, "name exactly one destination: dest_path (a file or directory beneath the destination's export root) or dest_region")
 	case req.ChunkSize < 0 || req.Streams < 0:
 		return status.Error(codes.InvalidArgument, "chunk_size and streams must not be negative (0 chooses the default)")
 	}
@@ -154,6 +162,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
 		Policy: policyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
+		SourceRegion: srcRegion, DestRegion: destRegion,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {
 			sendErr = stream.Send(InfoToProto(i))
@@ -187,4 +196,27 @@ func (s *transferServer) CancelTransfer(ctx context.Context, req *pb.CancelTrans
 		return nil, ToStatus(err)
 	}
 	return &pb.CancelTransferResponse{Transfer: InfoToProto(info)}, nil
+}
+
+func (s *transferServer) RegisterRegion(ctx context.Context, req *pb.RegisterRegionRequest) (*pb.RegionInfo, error) {
+	info, err := s.node.RegisterRegion(req.Name, req.Size, req.File)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return regionToProto(info), nil
+}
+
+func (s *transferServer) DeregisterRegion(ctx context.Context, req *pb.DeregisterRegionRequest) (*pb.DeregisterRegionResponse, error) {
+	if err := s.node.DeregisterRegion(req.Name); err != nil {
+		return nil, ToStatus(err)
+	}
+	return &pb.DeregisterRegionResponse{}, nil
+}
+
+func (s *transferServer) ListRegions(ctx context.Context, _ *pb.ListRegionsRequest) (*pb.ListRegionsResponse, error) {
+	var out pb.ListRegionsResponse
+	for _, r := range s.node.Regions() {
+		out.Regions = append(out.Regions, regionToProto(r))
+	}
+	return &out, nil
 }

@@ -40,4 +40,6 @@ var (
 	ErrOutOfRange = errors.New("out of range")
 	// ErrBusy: a region is in use by a transfer.
 	ErrBusy = errors.New("in use")
+	// ErrRegionLimit: registering a region would exceed the node's cap.
+	ErrRegionLimit = errors.New("region memory limit reached")
 )

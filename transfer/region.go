@@ -102,7 +102,7 @@ func (n *Node) RegisterRegion(name string, size int64, path string) (RegionInfo,
 	if total+size > n.cfg.MaxRegistered {
 		closeFile()
 		return RegionInfo{}, fmt.Errorf("%w: %d bytes of regions plus %d exceed the node's limit of %d (--max-registered)",
-			ErrTooMany, total, size, n.cfg.MaxRegistered)
+			ErrRegionLimit, total, size, n.cfg.MaxRegistered)
 	}
 	if f == nil {
 		fd, err := unix.MemfdCreate("rxfer-region-"+name, unix.MFD_CLOEXEC)

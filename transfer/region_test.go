@@ -100,7 +100,7 @@ func TestRegionErrors(t *testing.T) {
 		{"unknown destination region", push(PushRequest{SourcePath: "f", DestRegion: &RegionRef{Name: "nope"}}), ErrNotFound},
 		{"unknown source region", push(PushRequest{SourceRegion: &RegionRef{Name: "nope"}, DestPath: "x"}), ErrNotFound},
 		{"duplicate name", second(p.dst.RegisterRegion("dst", 10, "")), ErrExists},
-		{"over the node's cap", second(p.dst.RegisterRegion("big", 3<<20, "")), ErrTooMany},
+		{"over the node's cap", second(p.dst.RegisterRegion("big", 3<<20, "")), ErrRegionLimit},
 		{"bad name", second(p.dst.RegisterRegion("a/b", 10, "")), ErrInvalid},
 		{"zero size", second(p.dst.RegisterRegion("z", 0, "")), ErrInvalid},
 		{"file outside the root", second(p.dst.RegisterRegion("esc", 0, "/../x")), ErrPathEscape},

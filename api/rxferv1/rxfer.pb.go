@@ -251,6 +251,369 @@ func (Direction) EnumDescriptor() ([]byte, []int) {
 	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
 }
 
+// RegionRef names a window of a region. length 0 means to the region's end
+// (or, for a destination, the size of the data).
+type RegionRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionRef) Reset() {
+	*x = RegionRef{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionRef) ProtoMessage() {}
+
+func (x *RegionRef) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionRef.ProtoReflect.Descriptor instead.
+func (*RegionRef) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RegionRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegionRef) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *RegionRef) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type RegisterRegionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-64 letters, digits, '.', '_' or '-'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Bytes of anonymous memory; with file, 0 means the whole file.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// A regular file beneath the export root to back the region.
+	File          string `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterRegionRequest) Reset() {
+	*x = RegisterRegionRequest{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterRegionRequest) ProtoMessage() {}
+
+func (x *RegisterRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterRegionRequest.ProtoReflect.Descriptor instead.
+func (*RegisterRegionRequest) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegisterRegionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegisterRegionRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RegisterRegionRequest) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+type RegionInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// "anonymous" or the backing file's path.
+	Backing       string `protobuf:"bytes,3,opt,name=backing,proto3" json:"backing,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,4,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	// Transfers using the region now.
+	InUse         int32 `protobuf:"varint,5,opt,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionInfo) Reset() {
+	*x = RegionInfo{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionInfo) ProtoMessage() {}
+
+func (x *RegionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionInfo.ProtoReflect.Descriptor instead.
+func (*RegionInfo) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RegionInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegionInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RegionInfo) GetBacking() string {
+	if x != nil {
+		return x.Backing
+	}
+	return ""
+}
+
+func (x *RegionInfo) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *RegionInfo) GetInUse() int32 {
+	if x != nil {
+		return x.InUse
+	}
+	return 0
+}
+
+type DeregisterRegionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterRegionRequest) Reset() {
+	*x = DeregisterRegionRequest{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterRegionRequest) ProtoMessage() {}
+
+func (x *DeregisterRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterRegionRequest.ProtoReflect.Descriptor instead.
+func (*DeregisterRegionRequest) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeregisterRegionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeregisterRegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterRegionResponse) Reset() {
+	*x = DeregisterRegionResponse{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterRegionResponse) ProtoMessage() {}
+
+func (x *DeregisterRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterRegionResponse.ProtoReflect.Descriptor instead.
+func (*DeregisterRegionResponse) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{4}
+}
+
+type ListRegionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegionsRequest) Reset() {
+	*x = ListRegionsRequest{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegionsRequest) ProtoMessage() {}
+
+func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
+func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
+}
+
+type ListRegionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Regions       []*RegionInfo          `protobuf:"bytes,1,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegionsResponse) Reset() {
+	*x = ListRegionsResponse{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegionsResponse) ProtoMessage() {}
+
+func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
+func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListRegionsResponse) GetRegions() []*RegionInfo {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
 type GetNodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -259,7 +622,7 @@ type GetNodeInfoRequest struct {
 
 func (x *GetNodeInfoRequest) Reset() {
 	*x = GetNodeInfoRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[0]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +634,7 @@ func (x *GetNodeInfoRequest) String() string {
 func (*GetNodeInfoRequest) ProtoMessage() {}
 
 func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[0]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +647,7 @@ func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{0}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{7}
 }
 
 // TransportStatus says whether a transport can be used on a node and why not.
@@ -302,7 +665,7 @@ type TransportStatus struct {
 
 func (x *TransportStatus) Reset() {
 	*x = TransportStatus{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[1]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +677,7 @@ func (x *TransportStatus) String() string {
 func (*TransportStatus) ProtoMessage() {}
 
 func (x *TransportStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[1]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +690,7 @@ func (x *TransportStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransportStatus.ProtoReflect.Descriptor instead.
 func (*TransportStatus) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{1}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TransportStatus) GetTransport() Transport {
@@ -374,7 +737,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[2]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +749,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[2]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +762,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{2}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -475,7 +838,7 @@ type RdmaDevice struct {
 
 func (x *RdmaDevice) Reset() {
 	*x = RdmaDevice{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +850,7 @@ func (x *RdmaDevice) String() string {
 func (*RdmaDevice) ProtoMessage() {}
 
 func (x *RdmaDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[3]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +863,7 @@ func (x *RdmaDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RdmaDevice.ProtoReflect.Descriptor instead.
 func (*RdmaDevice) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RdmaDevice) GetName() string {
@@ -588,7 +951,7 @@ type RdmaGid struct {
 
 func (x *RdmaGid) Reset() {
 	*x = RdmaGid{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +963,7 @@ func (x *RdmaGid) String() string {
 func (*RdmaGid) ProtoMessage() {}
 
 func (x *RdmaGid) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[4]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +976,7 @@ func (x *RdmaGid) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RdmaGid.ProtoReflect.Descriptor instead.
 func (*RdmaGid) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{4}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RdmaGid) GetIndex() int32 {
@@ -662,14 +1025,18 @@ type CopyRequest struct {
 	Streams int32 `protobuf:"varint,7,opt,name=streams,proto3" json:"streams,omitempty"`
 	// Bearer token to present to the destination node's Peer service, if it
 	// requires one (a CLI acting as the destination hands out a one-time token).
-	DestToken     string `protobuf:"bytes,8,opt,name=dest_token,json=destToken,proto3" json:"dest_token,omitempty"`
+	DestToken string `protobuf:"bytes,8,opt,name=dest_token,json=destToken,proto3" json:"dest_token,omitempty"`
+	// Copy from a window of a region on this node instead of source_path.
+	SourceRegion *RegionRef `protobuf:"bytes,9,opt,name=source_region,json=sourceRegion,proto3" json:"source_region,omitempty"`
+	// Copy into a window of a region on the destination instead of dest_path.
+	DestRegion    *RegionRef `protobuf:"bytes,10,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyRequest) Reset() {
 	*x = CopyRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +1048,7 @@ func (x *CopyRequest) String() string {
 func (*CopyRequest) ProtoMessage() {}
 
 func (x *CopyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[5]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +1061,7 @@ func (x *CopyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyRequest.ProtoReflect.Descriptor instead.
 func (*CopyRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CopyRequest) GetSourcePath() string {
@@ -753,6 +1120,20 @@ func (x *CopyRequest) GetDestToken() string {
 	return ""
 }
 
+func (x *CopyRequest) GetSourceRegion() *RegionRef {
+	if x != nil {
+		return x.SourceRegion
+	}
+	return nil
+}
+
+func (x *CopyRequest) GetDestRegion() *RegionRef {
+	if x != nil {
+		return x.DestRegion
+	}
+	return nil
+}
+
 type TransferResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// CRC32C (Castagnoli) of the whole file, as verified by the receiver.
@@ -767,7 +1148,7 @@ type TransferResult struct {
 
 func (x *TransferResult) Reset() {
 	*x = TransferResult{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1160,7 @@ func (x *TransferResult) String() string {
 func (*TransferResult) ProtoMessage() {}
 
 func (x *TransferResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[6]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1173,7 @@ func (x *TransferResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResult.ProtoReflect.Descriptor instead.
 func (*TransferResult) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{6}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferResult) GetCrc32C() uint32 {
@@ -845,7 +1226,7 @@ type TransferInfo struct {
 
 func (x *TransferInfo) Reset() {
 	*x = TransferInfo{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1238,7 @@ func (x *TransferInfo) String() string {
 func (*TransferInfo) ProtoMessage() {}
 
 func (x *TransferInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[7]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1251,7 @@ func (x *TransferInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferInfo.ProtoReflect.Descriptor instead.
 func (*TransferInfo) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{7}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferInfo) GetTransferId() string {
@@ -994,7 +1375,7 @@ type GetTransferRequest struct {
 
 func (x *GetTransferRequest) Reset() {
 	*x = GetTransferRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1387,7 @@ func (x *GetTransferRequest) String() string {
 func (*GetTransferRequest) ProtoMessage() {}
 
 func (x *GetTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[8]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1400,7 @@ func (x *GetTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransferRequest.ProtoReflect.Descriptor instead.
 func (*GetTransferRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{8}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetTransferRequest) GetTransferId() string {
@@ -1037,7 +1418,7 @@ type ListTransfersRequest struct {
 
 func (x *ListTransfersRequest) Reset() {
 	*x = ListTransfersRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1430,7 @@ func (x *ListTransfersRequest) String() string {
 func (*ListTransfersRequest) ProtoMessage() {}
 
 func (x *ListTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[9]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1443,7 @@ func (x *ListTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransfersRequest.ProtoReflect.Descriptor instead.
 func (*ListTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{9}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{16}
 }
 
 type ListTransfersResponse struct {
@@ -1074,7 +1455,7 @@ type ListTransfersResponse struct {
 
 func (x *ListTransfersResponse) Reset() {
 	*x = ListTransfersResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1467,7 @@ func (x *ListTransfersResponse) String() string {
 func (*ListTransfersResponse) ProtoMessage() {}
 
 func (x *ListTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[10]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1480,7 @@ func (x *ListTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransfersResponse.ProtoReflect.Descriptor instead.
 func (*ListTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{10}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTransfersResponse) GetTransfers() []*TransferInfo {
@@ -1118,7 +1499,7 @@ type CancelTransferRequest struct {
 
 func (x *CancelTransferRequest) Reset() {
 	*x = CancelTransferRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1511,7 @@ func (x *CancelTransferRequest) String() string {
 func (*CancelTransferRequest) ProtoMessage() {}
 
 func (x *CancelTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[11]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1524,7 @@ func (x *CancelTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTransferRequest.ProtoReflect.Descriptor instead.
 func (*CancelTransferRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{11}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelTransferRequest) GetTransferId() string {
@@ -1162,7 +1543,7 @@ type CancelTransferResponse struct {
 
 func (x *CancelTransferResponse) Reset() {
 	*x = CancelTransferResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1555,7 @@ func (x *CancelTransferResponse) String() string {
 func (*CancelTransferResponse) ProtoMessage() {}
 
 func (x *CancelTransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[12]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1568,7 @@ func (x *CancelTransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTransferResponse.ProtoReflect.Descriptor instead.
 func (*CancelTransferResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{12}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelTransferResponse) GetTransfer() *TransferInfo {
@@ -1205,7 +1586,7 @@ type TcpOffer struct {
 
 func (x *TcpOffer) Reset() {
 	*x = TcpOffer{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1598,7 @@ func (x *TcpOffer) String() string {
 func (*TcpOffer) ProtoMessage() {}
 
 func (x *TcpOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[13]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1611,7 @@ func (x *TcpOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpOffer.ProtoReflect.Descriptor instead.
 func (*TcpOffer) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{13}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{20}
 }
 
 // RdmaEndpoint is what a peer needs to connect its RC queue pair to ours.
@@ -1251,7 +1632,7 @@ type RdmaEndpoint struct {
 
 func (x *RdmaEndpoint) Reset() {
 	*x = RdmaEndpoint{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1644,7 @@ func (x *RdmaEndpoint) String() string {
 func (*RdmaEndpoint) ProtoMessage() {}
 
 func (x *RdmaEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[14]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1657,7 @@ func (x *RdmaEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RdmaEndpoint.ProtoReflect.Descriptor instead.
 func (*RdmaEndpoint) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{14}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RdmaEndpoint) GetDevice() string {
@@ -1335,7 +1716,7 @@ type RdmaBuffer struct {
 
 func (x *RdmaBuffer) Reset() {
 	*x = RdmaBuffer{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1728,7 @@ func (x *RdmaBuffer) String() string {
 func (*RdmaBuffer) ProtoMessage() {}
 
 func (x *RdmaBuffer) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[15]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1741,7 @@ func (x *RdmaBuffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RdmaBuffer.ProtoReflect.Descriptor instead.
 func (*RdmaBuffer) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{15}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RdmaBuffer) GetAddr() uint64 {
@@ -1395,7 +1776,7 @@ type RdmaChannel struct {
 
 func (x *RdmaChannel) Reset() {
 	*x = RdmaChannel{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1788,7 @@ func (x *RdmaChannel) String() string {
 func (*RdmaChannel) ProtoMessage() {}
 
 func (x *RdmaChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[16]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1801,7 @@ func (x *RdmaChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RdmaChannel.ProtoReflect.Descriptor instead.
 func (*RdmaChannel) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{16}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RdmaChannel) GetEndpoint() *RdmaEndpoint {
@@ -1455,13 +1836,17 @@ type PrepareRequest struct {
 	Rdma *RdmaEndpoint `protobuf:"bytes,11,opt,name=rdma,proto3" json:"rdma,omitempty"`
 	// Why the source offers no RDMA (empty when it does).
 	RdmaUnavailable string `protobuf:"bytes,12,opt,name=rdma_unavailable,json=rdmaUnavailable,proto3" json:"rdma_unavailable,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Write into a window of a region instead of dest_path.
+	DestRegion *RegionRef `protobuf:"bytes,13,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	// The source's offset of the first byte (chunk headers carry source offsets).
+	SourceOffset  int64 `protobuf:"varint,14,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1858,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[17]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1871,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{17}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PrepareRequest) GetTransferId() string {
@@ -1573,6 +1958,20 @@ func (x *PrepareRequest) GetRdmaUnavailable() string {
 	return ""
 }
 
+func (x *PrepareRequest) GetDestRegion() *RegionRef {
+	if x != nil {
+		return x.DestRegion
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetSourceOffset() int64 {
+	if x != nil {
+		return x.SourceOffset
+	}
+	return 0
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -1585,7 +1984,7 @@ type TcpChannel struct {
 
 func (x *TcpChannel) Reset() {
 	*x = TcpChannel{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1996,7 @@ func (x *TcpChannel) String() string {
 func (*TcpChannel) ProtoMessage() {}
 
 func (x *TcpChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[18]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +2009,7 @@ func (x *TcpChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpChannel.ProtoReflect.Descriptor instead.
 func (*TcpChannel) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{18}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TcpChannel) GetAddress() string {
@@ -1642,7 +2041,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +2053,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[19]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +2066,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{19}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PrepareResponse) GetTransport() Transport {
@@ -1716,7 +2115,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +2127,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[20]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +2140,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{20}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CommitRequest) GetTransferId() string {
@@ -1775,7 +2174,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +2186,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[21]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +2199,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{21}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommitResponse) GetFinalPath() string {
@@ -1827,7 +2226,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2238,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[22]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2251,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{22}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AbortRequest) GetTransferId() string {
@@ -1877,7 +2276,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2288,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[23]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,14 +2301,35 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{23}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
 }
 
 var File_rxfer_v1_rxfer_proto protoreflect.FileDescriptor
 
 const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\n" +
-	"\x14rxfer/v1/rxfer.proto\x12\brxfer.v1\"\x14\n" +
+	"\x14rxfer/v1/rxfer.proto\x12\brxfer.v1\"O\n" +
+	"\tRegionRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"S\n" +
+	"\x15RegisterRegionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04file\x18\x03 \x01(\tR\x04file\"\x8d\x01\n" +
+	"\n" +
+	"RegionInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
+	"\abacking\x18\x03 \x01(\tR\abacking\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x04 \x01(\x03R\rcreatedUnixMs\x12\x15\n" +
+	"\x06in_use\x18\x05 \x01(\x05R\x05inUse\"-\n" +
+	"\x17DeregisterRegionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
+	"\x18DeregisterRegionResponse\"\x14\n" +
+	"\x12ListRegionsRequest\"E\n" +
+	"\x13ListRegionsResponse\x12.\n" +
+	"\aregions\x18\x01 \x03(\v2\x14.rxfer.v1.RegionInfoR\aregions\"\x14\n" +
 	"\x12GetNodeInfoRequest\"\x94\x01\n" +
 	"\x0fTransportStatus\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12\x1c\n" +
@@ -1946,7 +2366,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x97\x02\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x87\x03\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -1958,7 +2378,11 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"chunk_size\x18\x06 \x01(\x03R\tchunkSize\x12\x18\n" +
 	"\astreams\x18\a \x01(\x05R\astreams\x12\x1d\n" +
 	"\n" +
-	"dest_token\x18\b \x01(\tR\tdestToken\"a\n" +
+	"dest_token\x18\b \x01(\tR\tdestToken\x128\n" +
+	"\rsource_region\x18\t \x01(\v2\x13.rxfer.v1.RegionRefR\fsourceRegion\x124\n" +
+	"\vdest_region\x18\n" +
+	" \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
+	"destRegion\"a\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2014,7 +2438,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x06length\x18\x03 \x01(\rR\x06length\"m\n" +
 	"\vRdmaChannel\x122\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
-	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\"\xb8\x03\n" +
+	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\"\x93\x04\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2033,7 +2457,10 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x03tcp\x18\n" +
 	" \x01(\v2\x12.rxfer.v1.TcpOfferR\x03tcp\x12*\n" +
 	"\x04rdma\x18\v \x01(\v2\x16.rxfer.v1.RdmaEndpointR\x04rdma\x12)\n" +
-	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\"<\n" +
+	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\x124\n" +
+	"\vdest_region\x18\r \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
+	"destRegion\x12#\n" +
+	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\"<\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
@@ -2079,13 +2506,16 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DIRECTION_OUTGOING\x10\x01\x12\x16\n" +
-	"\x12DIRECTION_INCOMING\x10\x022\xf0\x02\n" +
+	"\x12DIRECTION_INCOMING\x10\x022\xe0\x04\n" +
 	"\bTransfer\x12?\n" +
 	"\vGetNodeInfo\x12\x1c.rxfer.v1.GetNodeInfoRequest\x1a\x12.rxfer.v1.NodeInfo\x127\n" +
 	"\x04Copy\x12\x15.rxfer.v1.CopyRequest\x1a\x16.rxfer.v1.TransferInfo0\x01\x12C\n" +
 	"\vGetTransfer\x12\x1c.rxfer.v1.GetTransferRequest\x1a\x16.rxfer.v1.TransferInfo\x12P\n" +
 	"\rListTransfers\x12\x1e.rxfer.v1.ListTransfersRequest\x1a\x1f.rxfer.v1.ListTransfersResponse\x12S\n" +
-	"\x0eCancelTransfer\x12\x1f.rxfer.v1.CancelTransferRequest\x1a .rxfer.v1.CancelTransferResponse2\xbd\x01\n" +
+	"\x0eCancelTransfer\x12\x1f.rxfer.v1.CancelTransferRequest\x1a .rxfer.v1.CancelTransferResponse\x12G\n" +
+	"\x0eRegisterRegion\x12\x1f.rxfer.v1.RegisterRegionRequest\x1a\x14.rxfer.v1.RegionInfo\x12Y\n" +
+	"\x10DeregisterRegion\x12!.rxfer.v1.DeregisterRegionRequest\x1a\".rxfer.v1.DeregisterRegionResponse\x12J\n" +
+	"\vListRegions\x12\x1c.rxfer.v1.ListRegionsRequest\x1a\x1d.rxfer.v1.ListRegionsResponse2\xbd\x01\n" +
 	"\x04Peer\x12>\n" +
 	"\aPrepare\x12\x18.rxfer.v1.PrepareRequest\x1a\x19.rxfer.v1.PrepareResponse\x12;\n" +
 	"\x06Commit\x12\x17.rxfer.v1.CommitRequest\x1a\x18.rxfer.v1.CommitResponse\x128\n" +
@@ -2104,78 +2534,95 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 }
 
 var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
-	(Transport)(0),                 // 0: rxfer.v1.Transport
-	(TransportPolicy)(0),           // 1: rxfer.v1.TransportPolicy
-	(State)(0),                     // 2: rxfer.v1.State
-	(Direction)(0),                 // 3: rxfer.v1.Direction
-	(*GetNodeInfoRequest)(nil),     // 4: rxfer.v1.GetNodeInfoRequest
-	(*TransportStatus)(nil),        // 5: rxfer.v1.TransportStatus
-	(*NodeInfo)(nil),               // 6: rxfer.v1.NodeInfo
-	(*RdmaDevice)(nil),             // 7: rxfer.v1.RdmaDevice
-	(*RdmaGid)(nil),                // 8: rxfer.v1.RdmaGid
-	(*CopyRequest)(nil),            // 9: rxfer.v1.CopyRequest
-	(*TransferResult)(nil),         // 10: rxfer.v1.TransferResult
-	(*TransferInfo)(nil),           // 11: rxfer.v1.TransferInfo
-	(*GetTransferRequest)(nil),     // 12: rxfer.v1.GetTransferRequest
-	(*ListTransfersRequest)(nil),   // 13: rxfer.v1.ListTransfersRequest
-	(*ListTransfersResponse)(nil),  // 14: rxfer.v1.ListTransfersResponse
-	(*CancelTransferRequest)(nil),  // 15: rxfer.v1.CancelTransferRequest
-	(*CancelTransferResponse)(nil), // 16: rxfer.v1.CancelTransferResponse
-	(*TcpOffer)(nil),               // 17: rxfer.v1.TcpOffer
-	(*RdmaEndpoint)(nil),           // 18: rxfer.v1.RdmaEndpoint
-	(*RdmaBuffer)(nil),             // 19: rxfer.v1.RdmaBuffer
-	(*RdmaChannel)(nil),            // 20: rxfer.v1.RdmaChannel
-	(*PrepareRequest)(nil),         // 21: rxfer.v1.PrepareRequest
-	(*TcpChannel)(nil),             // 22: rxfer.v1.TcpChannel
-	(*PrepareResponse)(nil),        // 23: rxfer.v1.PrepareResponse
-	(*CommitRequest)(nil),          // 24: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),         // 25: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),           // 26: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),          // 27: rxfer.v1.AbortResponse
+	(Transport)(0),                   // 0: rxfer.v1.Transport
+	(TransportPolicy)(0),             // 1: rxfer.v1.TransportPolicy
+	(State)(0),                       // 2: rxfer.v1.State
+	(Direction)(0),                   // 3: rxfer.v1.Direction
+	(*RegionRef)(nil),                // 4: rxfer.v1.RegionRef
+	(*RegisterRegionRequest)(nil),    // 5: rxfer.v1.RegisterRegionRequest
+	(*RegionInfo)(nil),               // 6: rxfer.v1.RegionInfo
+	(*DeregisterRegionRequest)(nil),  // 7: rxfer.v1.DeregisterRegionRequest
+	(*DeregisterRegionResponse)(nil), // 8: rxfer.v1.DeregisterRegionResponse
+	(*ListRegionsRequest)(nil),       // 9: rxfer.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),      // 10: rxfer.v1.ListRegionsResponse
+	(*GetNodeInfoRequest)(nil),       // 11: rxfer.v1.GetNodeInfoRequest
+	(*TransportStatus)(nil),          // 12: rxfer.v1.TransportStatus
+	(*NodeInfo)(nil),                 // 13: rxfer.v1.NodeInfo
+	(*RdmaDevice)(nil),               // 14: rxfer.v1.RdmaDevice
+	(*RdmaGid)(nil),                  // 15: rxfer.v1.RdmaGid
+	(*CopyRequest)(nil),              // 16: rxfer.v1.CopyRequest
+	(*TransferResult)(nil),           // 17: rxfer.v1.TransferResult
+	(*TransferInfo)(nil),             // 18: rxfer.v1.TransferInfo
+	(*GetTransferRequest)(nil),       // 19: rxfer.v1.GetTransferRequest
+	(*ListTransfersRequest)(nil),     // 20: rxfer.v1.ListTransfersRequest
+	(*ListTransfersResponse)(nil),    // 21: rxfer.v1.ListTransfersResponse
+	(*CancelTransferRequest)(nil),    // 22: rxfer.v1.CancelTransferRequest
+	(*CancelTransferResponse)(nil),   // 23: rxfer.v1.CancelTransferResponse
+	(*TcpOffer)(nil),                 // 24: rxfer.v1.TcpOffer
+	(*RdmaEndpoint)(nil),             // 25: rxfer.v1.RdmaEndpoint
+	(*RdmaBuffer)(nil),               // 26: rxfer.v1.RdmaBuffer
+	(*RdmaChannel)(nil),              // 27: rxfer.v1.RdmaChannel
+	(*PrepareRequest)(nil),           // 28: rxfer.v1.PrepareRequest
+	(*TcpChannel)(nil),               // 29: rxfer.v1.TcpChannel
+	(*PrepareResponse)(nil),          // 30: rxfer.v1.PrepareResponse
+	(*CommitRequest)(nil),            // 31: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),           // 32: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),             // 33: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),            // 34: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
-	0,  // 0: rxfer.v1.TransportStatus.transport:type_name -> rxfer.v1.Transport
-	5,  // 1: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
-	7,  // 2: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
-	8,  // 3: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
-	1,  // 4: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	2,  // 5: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
-	3,  // 6: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
-	0,  // 7: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
-	10, // 8: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
-	11, // 9: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
-	11, // 10: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
-	18, // 11: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
-	19, // 12: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
-	1,  // 13: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	17, // 14: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
-	18, // 15: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
-	0,  // 16: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
-	22, // 17: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
-	20, // 18: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
-	4,  // 19: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	9,  // 20: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	12, // 21: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	13, // 22: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	15, // 23: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	21, // 24: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	24, // 25: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	26, // 26: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	6,  // 27: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	11, // 28: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	11, // 29: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	14, // 30: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	16, // 31: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	23, // 32: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	25, // 33: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	27, // 34: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	27, // [27:35] is the sub-list for method output_type
-	19, // [19:27] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	6,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
+	0,  // 1: rxfer.v1.TransportStatus.transport:type_name -> rxfer.v1.Transport
+	12, // 2: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
+	14, // 3: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
+	15, // 4: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
+	1,  // 5: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
+	4,  // 6: rxfer.v1.CopyRequest.source_region:type_name -> rxfer.v1.RegionRef
+	4,  // 7: rxfer.v1.CopyRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	2,  // 8: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
+	3,  // 9: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
+	0,  // 10: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
+	17, // 11: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
+	18, // 12: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
+	18, // 13: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
+	25, // 14: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
+	26, // 15: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
+	1,  // 16: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
+	24, // 17: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
+	25, // 18: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
+	4,  // 19: rxfer.v1.PrepareRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	0,  // 20: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
+	29, // 21: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
+	27, // 22: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
+	11, // 23: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	16, // 24: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	19, // 25: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	20, // 26: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	22, // 27: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	5,  // 28: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
+	7,  // 29: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
+	9,  // 30: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
+	28, // 31: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	31, // 32: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	33, // 33: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	13, // 34: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	18, // 35: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	18, // 36: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	21, // 37: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	23, // 38: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	6,  // 39: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
+	8,  // 40: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
+	10, // 41: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
+	30, // 42: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	32, // 43: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	34, // 44: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	34, // [34:45] is the sub-list for method output_type
+	23, // [23:34] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -2189,7 +2636,7 @@ func file_rxfer_v1_rxfer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

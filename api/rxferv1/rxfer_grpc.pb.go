@@ -27,11 +27,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Transfer_GetNodeInfo_FullMethodName    = "/rxfer.v1.Transfer/GetNodeInfo"
-	Transfer_Copy_FullMethodName           = "/rxfer.v1.Transfer/Copy"
-	Transfer_GetTransfer_FullMethodName    = "/rxfer.v1.Transfer/GetTransfer"
-	Transfer_ListTransfers_FullMethodName  = "/rxfer.v1.Transfer/ListTransfers"
-	Transfer_CancelTransfer_FullMethodName = "/rxfer.v1.Transfer/CancelTransfer"
+	Transfer_GetNodeInfo_FullMethodName      = "/rxfer.v1.Transfer/GetNodeInfo"
+	Transfer_Copy_FullMethodName             = "/rxfer.v1.Transfer/Copy"
+	Transfer_GetTransfer_FullMethodName      = "/rxfer.v1.Transfer/GetTransfer"
+	Transfer_ListTransfers_FullMethodName    = "/rxfer.v1.Transfer/ListTransfers"
+	Transfer_CancelTransfer_FullMethodName   = "/rxfer.v1.Transfer/CancelTransfer"
+	Transfer_RegisterRegion_FullMethodName   = "/rxfer.v1.Transfer/RegisterRegion"
+	Transfer_DeregisterRegion_FullMethodName = "/rxfer.v1.Transfer/DeregisterRegion"
+	Transfer_ListRegions_FullMethodName      = "/rxfer.v1.Transfer/ListRegions"
 )
 
 // TransferClient is the client API for Transfer service.
@@ -53,6 +56,14 @@ type TransferClient interface {
 	ListTransfers(ctx context.Context, in *ListTransfersRequest, opts ...grpc.CallOption) (*ListTransfersResponse, error)
 	// CancelTransfer stops a transfer; nothing appears at its final path.
 	CancelTransfer(ctx context.Context, in *CancelTransferRequest, opts ...grpc.CallOption) (*CancelTransferResponse, error)
+	// RegisterRegion creates a named memory region on this node: anonymous
+	// memory of a size, or a file beneath the export root. Copies can read
+	// from and write into regions. RESOURCE_EXHAUSTED beyond the node's cap.
+	RegisterRegion(ctx context.Context, in *RegisterRegionRequest, opts ...grpc.CallOption) (*RegionInfo, error)
+	// DeregisterRegion frees a region (FAILED_PRECONDITION while in use).
+	DeregisterRegion(ctx context.Context, in *DeregisterRegionRequest, opts ...grpc.CallOption) (*DeregisterRegionResponse, error)
+	// ListRegions lists this node's regions.
+	ListRegions(ctx context.Context, in *ListRegionsRequest, opts ...grpc.CallOption) (*ListRegionsResponse, error)
 }
 
 type transferClient struct {
@@ -122,6 +133,36 @@ func (c *transferClient) CancelTransfer(ctx context.Context, in *CancelTransferR
 	return out, nil
 }
 
+func (c *transferClient) RegisterRegion(ctx context.Context, in *RegisterRegionRequest, opts ...grpc.CallOption) (*RegionInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegionInfo)
+	err := c.cc.Invoke(ctx, Transfer_RegisterRegion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *transferClient) DeregisterRegion(ctx context.Context, in *DeregisterRegionRequest, opts ...grpc.CallOption) (*DeregisterRegionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeregisterRegionResponse)
+	err := c.cc.Invoke(ctx, Transfer_DeregisterRegion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *transferClient) ListRegions(ctx context.Context, in *ListRegionsRequest, opts ...grpc.CallOption) (*ListRegionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRegionsResponse)
+	err := c.cc.Invoke(ctx, Transfer_ListRegions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TransferServer is the server API for Transfer service.
 // All implementations must embed UnimplementedTransferServer
 // for forward compatibility.
@@ -141,6 +182,14 @@ type TransferServer interface {
 	ListTransfers(context.Context, *ListTransfersRequest) (*ListTransfersResponse, error)
 	// CancelTransfer stops a transfer; nothing appears at its final path.
 	CancelTransfer(context.Context, *CancelTransferRequest) (*CancelTransferResponse, error)
+	// RegisterRegion creates a named memory region on this node: anonymous
+	// memory of a size, or a file beneath the export root. Copies can read
+	// from and write into regions. RESOURCE_EXHAUSTED beyond the node's cap.
+	RegisterRegion(context.Context, *RegisterRegionRequest) (*RegionInfo, error)
+	// DeregisterRegion frees a region (FAILED_PRECONDITION while in use).
+	DeregisterRegion(context.Context, *DeregisterRegionRequest) (*DeregisterRegionResponse, error)
+	// ListRegions lists this node's regions.
+	ListRegions(context.Context, *ListRegionsRequest) (*ListRegionsResponse, error)
 	mustEmbedUnimplementedTransferServer()
 }
 
@@ -165,6 +214,15 @@ func (UnimplementedTransferServer) ListTransfers(context.Context, *ListTransfers
 }
 func (UnimplementedTransferServer) CancelTransfer(context.Context, *CancelTransferRequest) (*CancelTransferResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelTransfer not implemented")
+}
+func (UnimplementedTransferServer) RegisterRegion(context.Context, *RegisterRegionRequest) (*RegionInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterRegion not implemented")
+}
+func (UnimplementedTransferServer) DeregisterRegion(context.Context, *DeregisterRegionRequest) (*DeregisterRegionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeregisterRegion not implemented")
+}
+func (UnimplementedTransferServer) ListRegions(context.Context, *ListRegionsRequest) (*ListRegionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRegions not implemented")
 }
 func (UnimplementedTransferServer) mustEmbedUnimplementedTransferServer() {}
 func (UnimplementedTransferServer) testEmbeddedByValue()                  {}
@@ -270,6 +328,60 @@ func _Transfer_CancelTransfer_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Transfer_RegisterRegion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterRegionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransferServer).RegisterRegion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transfer_RegisterRegion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransferServer).RegisterRegion(ctx, req.(*RegisterRegionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Transfer_DeregisterRegion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeregisterRegionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransferServer).DeregisterRegion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transfer_DeregisterRegion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransferServer).DeregisterRegion(ctx, req.(*DeregisterRegionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Transfer_ListRegions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRegionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransferServer).ListRegions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transfer_ListRegions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransferServer).ListRegions(ctx, req.(*ListRegionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Transfer_ServiceDesc is the grpc.ServiceDesc for Transfer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +404,18 @@ var Transfer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTransfer",
 			Handler:    _Transfer_CancelTransfer_Handler,
+		},
+		{
+			MethodName: "RegisterRegion",
+			Handler:    _Transfer_RegisterRegion_Handler,
+		},
+		{
+			MethodName: "DeregisterRegion",
+			Handler:    _Transfer_DeregisterRegion_Handler,
+		},
+		{
+			MethodName: "ListRegions",
+			Handler:    _Transfer_ListRegions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -78,7 +78,8 @@ func cmdCp(args []string) error {
 	defer rep.done()
 	switch {
 	case src.Remote() && dst.Remote():
-		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, DestNode: dst.Node, DestPath: dst.Path}, rep)
+		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
+			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region}, rep)
 	case src.Remote():
 		return pull(ctx, src, dst.Path, o, rep)
 	default:
@@ -208,10 +209,14 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 		defer d.close()
 		peer, destPath = d.node.LocalPeer(), rel
 	}
-	_, err = src.node.Push(ctx, transfer.PushRequest{
+	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
 		Policy: transfer.Policy(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
-	}, peer, func(i transfer.Info) { rep.event(service.InfoToProto(i)) })
+	}
+	if r := dst.Region; r != nil {
+		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
+	}
+	_, err = src.node.Push(ctx, req, peer, func(i transfer.Info) { rep.event(service.InfoToProto(i)) })
 	return service.ToStatus(err)
 }
 
@@ -240,7 +245,7 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 	go srv.Serve(lis)
 	defer srv.Stop()
 	return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
-		SourcePath: src.Path, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
+		SourcePath: src.Path, SourceRegion: src.Region, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
 	}, rep)
 }
 

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
 
 // DefaultPort is the control port assumed when an endpoint names none.
@@ -13,20 +15,24 @@ const DefaultPort = 7470
 // endpoint is one side of `rxfer cp`: a local path, or a path beneath a
 // remote node's export root.
 type endpoint struct {
-	Node string // host:port of the node's control API; empty for a local path
-	Path string
+	Node   string // host:port of the node's control API; empty for a local path
+	Path   string
+	Region *pb.RegionRef // a window of a region on Node instead of Path
 }
 
 func (e endpoint) Remote() bool { return e.Node != "" }
 
 func (e endpoint) String() string {
-	if !e.Remote() {
+	switch {
+	case !e.Remote():
 		return e.Path
+	case e.Region != nil:
+		return fmt.Sprintf("%s:@%s:%d:%d", e.Node, e.Region.Name, e.Region.Offset, e.Region.Length)
 	}
 	return e.Node + ":" + e.Path
 }
 
-const endpointForms = "HOST:PORT:/path, HOST:/path (port 7470) or [IPv6]:PORT:/path"
+const endpointForms = "HOST:PORT:/path, HOST:/path (port 7470), [IPv6]:PORT:/path, or a region HOST:PORT:@NAME[:OFFSET[:LENGTH]]"
 
 // parseEndpoint reads SRC or DST of `rxfer cp`. Like scp, an argument is
 // local unless a colon comes before any slash.
@@ -58,7 +64,7 @@ func parseEndpoint(s string) (endpoint, error) {
 		return bad("no host")
 	}
 	port := DefaultPort
-	if p, path, ok := strings.Cut(rest, ":"); ok && !strings.Contains(p, "/") {
+	if p, path, ok := strings.Cut(rest, ":"); ok && !strings.Contains(p, "/") && !strings.HasPrefix(p, "@") {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
 			return bad(fmt.Sprintf("port %q is not a number from 1 to 65535", p))
@@ -68,7 +74,56 @@ func parseEndpoint(s string) (endpoint, error) {
 	if rest == "" {
 		return bad("no path after the node")
 	}
-	return endpoint{Node: net.JoinHostPort(host, strconv.Itoa(port)), Path: rest}, nil
+	e := endpoint{Node: net.JoinHostPort(host, strconv.Itoa(port)), Path: rest}
+	if strings.HasPrefix(rest, "@") {
+		ref, err := parseRegion(rest[1:])
+		if err != nil {
+			return bad(err.Error())
+		}
+		e.Region, e.Path = ref, ""
+	}
+	return e, nil
+}
+
+// parseRegion reads NAME[:OFFSET[:LENGTH]]; sizes take K, M, G suffixes.
+func parseRegion(s string) (*pb.RegionRef, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) > 3 || parts[0] == "" {
+		return nil, fmt.Errorf("region %q: want @NAME, @NAME:OFFSET or @NAME:OFFSET:LENGTH", s)
+	}
+	ref := &pb.RegionRef{Name: parts[0]}
+	var err error
+	if len(parts) > 1 {
+		if ref.Offset, err = parseSize(parts[1]); err != nil {
+			return nil, fmt.Errorf("region offset: %w", err)
+		}
+	}
+	if len(parts) > 2 {
+		if ref.Length, err = parseSize(parts[2]); err != nil {
+			return nil, fmt.Errorf("region length: %w", err)
+		}
+	}
+	return ref, nil
+}
+
+// parseSize reads a byte count such as 4096, 64K, 16M or 2G (binary units).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K', 'k':
+			mult, s = 1<<10, s[:n-1]
+		case 'M', 'm':
+			mult, s = 1<<20, s[:n-1]
+		case 'G', 'g':
+			mult, s = 1<<30, s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (bytes, or with K, M or G)", s)
+	}
+	return v * mult, nil
 }
 
 // parseNode reads a HOST:PORT (or [IPv6]:PORT) argument.

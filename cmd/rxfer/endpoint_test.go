@@ -3,6 +3,10 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -11,6 +15,12 @@ func TestParseEndpoint(t *testing.T) {
 		want    endpoint
 		wantErr string
 	}{
+		{in: "n:7470:@buf", want: endpoint{Node: "n:7470", Region: &pb.RegionRef{Name: "buf"}}},
+		{in: "n:@buf:4K:1M", want: endpoint{Node: "n:7470", Region: &pb.RegionRef{Name: "buf", Offset: 4096, Length: 1 << 20}}},
+		{in: "[::1]:9:@b:12", want: endpoint{Node: "[::1]:9", Region: &pb.RegionRef{Name: "b", Offset: 12}}},
+		{in: "n:7470:@", wantErr: "@NAME"},
+		{in: "n:7470:@b:x", wantErr: "not a size"},
+		{in: "n:7470:@b:1:2:3", wantErr: "@NAME"},
 		{in: "big.bin", want: endpoint{Path: "big.bin"}},
 		{in: "/data/big.bin", want: endpoint{Path: "/data/big.bin"}},
 		{in: "./a:b", want: endpoint{Path: "./a:b"}},
@@ -35,7 +45,7 @@ func TestParseEndpoint(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
+		if err != nil || got.Node != tt.want.Node || got.Path != tt.want.Path || !proto.Equal(got.Region, tt.want.Region) {
 			t.Errorf("parseEndpoint(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
 		}
 	}
@@ -47,7 +57,7 @@ func FuzzParseEndpoint(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		e, err := parseEndpoint(s)
-		if err == nil && e.Remote() && e.Path == "" {
+		if err == nil && e.Remote() && e.Path == "" && e.Region == nil {
 			t.Fatalf("remote endpoint %q parsed with an empty path", s)
 		}
 	})

@@ -5,6 +5,7 @@
 //	rxfer status HOST:PORT
 //	rxfer cancel HOST:PORT ID
 //	rxfer devices [--json]
+//	rxfer regions HOST:PORT [add NAME SIZE | add NAME --file PATH | rm NAME]
 //	rxfer version
 package main
 
@@ -28,6 +29,7 @@ Usage:
 
 SRC and DST are local paths or remote paths beneath a node's export root:
   HOST:PORT:/path   HOST:/path (port 7470)   [IPv6]:PORT:/path
+or a window of a memory region on a node: HOST:PORT:@NAME[:OFFSET[:LENGTH]]
 A local side makes this command act as that end of the copy (no local daemon needed).
 
 Run 'rxfer COMMAND -h' for a command's flags.
@@ -51,7 +53,7 @@ func run(args []string) int {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": cmdServe, "cp": cmdCp, "status": cmdStatus, "cancel": cmdCancel, "version": cmdVersion,
-		"devices": cmdDevices,
+		"devices": cmdDevices, "regions": cmdRegions,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

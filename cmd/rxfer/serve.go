@@ -26,6 +26,7 @@ func cmdServe(args []string) error {
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
 	maxTransfers := fs.Int("max-transfers", transfer.DefaultMaxConcurrent, "maximum concurrent transfers")
+	maxRegistered := fs.Int64("max-registered", transfer.DefaultMaxRegistered, "maximum bytes of all memory regions")
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
 	streams := fs.Int("streams", fallback.DefaultStreams, "parallel TCP data streams for files this node sends")
 	mode := fs.String("send-mode", fallback.DefaultMode.String(), "TCP sender: sendfile or readwrite")
@@ -65,7 +66,7 @@ func cmdServe(args []string) error {
 	}
 	host, _ := os.Hostname()
 	node := transfer.NewNode(transfer.Config{
-		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers,
+		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Chunk: *rdmaChunk},
