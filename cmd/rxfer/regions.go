@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -19,51 +18,37 @@ const regionsUsage = `usage:
 Copy to and from regions with rxfer cp and HOST:PORT:@NAME[:OFFSET[:LENGTH]].`
 
 func cmdRegions(args []string) error {
-	fs := flag.NewFlagSet("regions", flag.ContinueOnError)
-	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() < 1 {
-		return usagef("%s", regionsUsage)
-	}
-	client, done, err := transferClient(fs.Arg(0), *tokenFile)
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	rest := fs.Args()[1:]
-	switch {
-	case len(rest) == 0:
-		return listRegions(ctx, client)
-	case rest[0] == "add" && len(rest) == 3:
-		size, err := parseSize(rest[2])
-		if err != nil {
-			return usagef("region size: %v", err)
+	return nodeCommand("regions", regionsUsage, args, func(rest []string) bool {
+		return len(rest) == 0 || rest[0] == "add" && (len(rest) == 3 || len(rest) == 4 && rest[2] == "--file") ||
+			rest[0] == "rm" && len(rest) == 2
+	}, func(ctx context.Context, client pb.TransferClient, rest []string) error {
+		switch {
+		case len(rest) == 0:
+			return listRegions(ctx, client)
+		case rest[0] == "rm":
+			if _, err := client.DeregisterRegion(ctx, &pb.DeregisterRegionRequest{Name: rest[1]}); err != nil {
+				return err
+			}
+			fmt.Printf("region %s deregistered\n", rest[1])
+			return nil
 		}
-		r, err := client.RegisterRegion(ctx, &pb.RegisterRegionRequest{Name: rest[1], Size: size})
+		req := &pb.RegisterRegionRequest{Name: rest[1]}
+		if len(rest) == 4 {
+			req.File = rest[3]
+		} else {
+			size, err := parseSize(rest[2])
+			if err != nil {
+				return usagef("region size: %v", err)
+			}
+			req.Size = size
+		}
+		r, err := client.RegisterRegion(ctx, req)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("region %s: %s, %s\n", r.Name, size2(r.Size), r.Backing)
 		return nil
-	case rest[0] == "add" && len(rest) == 4 && rest[2] == "--file":
-		r, err := client.RegisterRegion(ctx, &pb.RegisterRegionRequest{Name: rest[1], File: rest[3]})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("region %s: %s, file %s\n", r.Name, size2(r.Size), r.Backing)
-		return nil
-	case rest[0] == "rm" && len(rest) == 2:
-		if _, err := client.DeregisterRegion(ctx, &pb.DeregisterRegionRequest{Name: rest[1]}); err != nil {
-			return err
-		}
-		fmt.Printf("region %s deregistered\n", rest[1])
-		return nil
-	}
-	return usagef("%s", regionsUsage)
+	})
 }
 
 func listRegions(ctx context.Context, client pb.TransferClient) error {

@@ -14,14 +14,18 @@ import (
 
 const rpcTimeout = 10 * time.Second
 
-func cmdStatus(args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+// nodeCommand runs a command that talks to one node: it parses the flags,
+// checks the arguments after HOST:PORT with argsOK (else prints usage),
+// connects, and calls fn under rpcTimeout.
+func nodeCommand(name, usage string, args []string, argsOK func(rest []string) bool,
+	fn func(ctx context.Context, client pb.TransferClient, rest []string) error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if fs.NArg() != 1 {
-		return usagef("usage: rxfer status HOST:PORT")
+	if fs.NArg() < 1 || !argsOK(fs.Args()[1:]) {
+		return usagef("%s", usage)
 	}
 	client, done, err := transferClient(fs.Arg(0), *tokenFile)
 	if err != nil {
@@ -30,6 +34,15 @@ func cmdStatus(args []string) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
+	return fn(ctx, client, fs.Args()[1:])
+}
+
+func cmdStatus(args []string) error {
+	return nodeCommand("status", "usage: rxfer status HOST:PORT", args,
+		func(rest []string) bool { return len(rest) == 0 }, showStatus)
+}
+
+func showStatus(ctx context.Context, client pb.TransferClient, _ []string) error {
 	info, err := client.GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
 	if err != nil {
 		return err
@@ -58,27 +71,16 @@ func cmdStatus(args []string) error {
 }
 
 func cmdCancel(args []string) error {
-	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
-	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() != 2 {
-		return usagef("usage: rxfer cancel HOST:PORT ID")
-	}
-	client, done, err := transferClient(fs.Arg(0), *tokenFile)
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	resp, err := client.CancelTransfer(ctx, &pb.CancelTransferRequest{TransferId: fs.Arg(1)})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s: %s\n", resp.Transfer.TransferId, stateName(resp.Transfer.State))
-	return nil
+	return nodeCommand("cancel", "usage: rxfer cancel HOST:PORT ID", args,
+		func(rest []string) bool { return len(rest) == 1 },
+		func(ctx context.Context, client pb.TransferClient, rest []string) error {
+			resp, err := client.CancelTransfer(ctx, &pb.CancelTransferRequest{TransferId: rest[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: %s\n", resp.Transfer.TransferId, stateName(resp.Transfer.State))
+			return nil
+		})
 }
 
 func cmdVersion(args []string) error {
