@@ -58,7 +58,11 @@ proto:
 clean: testbed-clean
 	rm -rf bin
 
-# The RDMA suite: these packages' test binaries run in the rdma_rxe VMs.
-TESTBED_PKGS := ./verbs/ ./rdma/ ./transfer/
+# The RDMA suite: these packages' test binaries run in the rdma_rxe VMs;
+# cmd/rxfer's end-to-end tests there start the host-built rxfer binary.
+TESTBED_PKGS := ./verbs/ ./rdma/ ./transfer/ ./cmd/rxfer/
+TESTBED_RUNFLAGS := -e RXFER_BIN=$(abspath $(BIN))
 
 include testbed/testbed.mk
+
+testbed-bins: build
