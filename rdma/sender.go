@@ -54,6 +54,7 @@ const (
 type Sender struct {
 	ep        *endpoint
 	slots     []RemoteBuffer
+	window    bool // ConnectWindow: chunk i goes into slot i, slots are not reused
 	connected bool
 	broken    error // the QP failed; every later Send fails with it
 
@@ -93,6 +94,19 @@ func NewSender(opt Options, peer netip.Addr) (*Sender, EndpointInfo, error) {
 // receiver's slots. It returns an error wrapping ErrMismatch if the endpoints
 // cannot talk to each other.
 func (s *Sender) Connect(remote EndpointInfo, slots []RemoteBuffer) error {
+	return s.connect(remote, slots, false)
+}
+
+// ConnectWindow is Connect to a window receiver ([NewWindowReceiver]): the
+// chunk with index i is written into slot i (a chunk whose index has no slot,
+// or that does not fit its slot, is answered with an error without being
+// sent), and slots are never reused, so only the depth limits the chunks in
+// flight.
+func (s *Sender) ConnectWindow(remote EndpointInfo, slots []RemoteBuffer) error {
+	return s.connect(remote, slots, true)
+}
+
+func (s *Sender) connect(remote EndpointInfo, slots []RemoteBuffer, window bool) error {
 	if s.connected {
 		return errors.New("rdma: sender already connected")
 	}
@@ -108,6 +122,7 @@ func (s *Sender) Connect(remote EndpointInfo, slots []RemoteBuffer) error {
 		return fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
 	}
 	s.slots = slices.Clone(slots)
+	s.window = window
 	s.connected = true
 	return nil
 }
@@ -138,7 +153,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 	if depth == 0 {
 		depth = DefaultDepth
 	}
-	depth = min(depth, MaxDepth, len(s.slots))
+	depth = min(depth, MaxDepth, len(s.slots)) // window mode: credits are the depth only
 	src0, err := s.prepareSource(src, depth)
 	if err != nil {
 		return drainWith(ctx, chunks, dq, err)
@@ -157,8 +172,10 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 		s: s, src: src0, dq: dq,
 		flights: make([]flight, len(s.slots)),
 	}
-	for i := range s.slots {
-		st.freeSlots = append(st.freeSlots, len(s.slots)-1-i)
+	if !s.window {
+		for i := range s.slots {
+			st.freeSlots = append(st.freeSlots, len(s.slots)-1-i)
+		}
 	}
 	for i := range depth {
 		st.freeBufs = append(st.freeBufs, depth-1-i)
@@ -174,7 +191,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 	open := true
 	for open || st.inflight > 0 {
 		var in <-chan fallback.Chunk
-		if open && len(st.freeBufs) > 0 && len(st.freeSlots) > 0 {
+		if open && len(st.freeBufs) > 0 && (s.window || len(st.freeSlots) > 0) {
 			in = chunks
 		}
 		var err error
@@ -291,7 +308,20 @@ type sendState struct {
 // post WRITEs c into a free slot and announces it.
 func (st *sendState) post(c fallback.Chunk) error {
 	s := st.s
-	slot := st.freeSlots[len(st.freeSlots)-1]
+	var slot int
+	if s.window {
+		slot = int(c.Index)
+		if slot >= len(s.slots) {
+			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: the receiver's window has %d slots", c.Index, ErrRejected, len(s.slots)))
+			return nil
+		}
+		if st.flights[slot].used {
+			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: already in flight", c.Index, ErrRejected))
+			return nil
+		}
+	} else {
+		slot = st.freeSlots[len(st.freeSlots)-1]
+	}
 	rb := s.slots[slot]
 	if c.Length > rb.Len {
 		st.dq.push(c, fmt.Errorf("rdma: chunk %d: length %d exceeds the receiver's slot (%d bytes)", c.Index, c.Length, rb.Len))
@@ -315,7 +345,9 @@ func (st *sendState) post(c fallback.Chunk) error {
 	// The message buffer is the staging buffer's: both are free again
 	// once the SEND completed.
 	wrs = append(wrs, s.ep.sendMsg(buf, wrSend|uint64(slot), func(b []byte) { putChunkMsg(b, msg) }))
-	st.freeSlots = st.freeSlots[:len(st.freeSlots)-1]
+	if !s.window {
+		st.freeSlots = st.freeSlots[:len(st.freeSlots)-1]
+	}
 	st.freeBufs = st.freeBufs[:len(st.freeBufs)-1]
 	st.flights[slot] = flight{c: c, buf: buf, used: true}
 	st.inflight++
@@ -379,7 +411,9 @@ func (st *sendState) finish(slot int) {
 		return
 	}
 	f.used = false
-	st.freeSlots = append(st.freeSlots, slot)
+	if !st.s.window {
+		st.freeSlots = append(st.freeSlots, slot)
+	}
 	st.freeBufs = append(st.freeBufs, f.buf)
 	st.inflight--
 	st.dq.push(f.c, f.verdict)
