@@ -55,7 +55,7 @@ func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
 	if c == nil {
 		return nil
 	}
-	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint)}
+	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint), Direct: c.Direct}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, &pb.RdmaBuffer{Addr: b.Addr, Rkey: b.RKey, Length: b.Len})
 	}
@@ -73,7 +73,7 @@ func channelFromProto(c *pb.RdmaChannel) (*transfer.RDMAChannel, error) {
 	if ep == nil || len(c.Slots) == 0 {
 		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
 	}
-	out := &transfer.RDMAChannel{Endpoint: *ep}
+	out := &transfer.RDMAChannel{Endpoint: *ep, Direct: c.Direct}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, rdma.RemoteBuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
 	}

@@ -26,6 +26,7 @@ type incoming struct {
 	nLanded int
 	release func()         // unregisters the TCP data-channel token (nil: no TCP)
 	rdma    *rdma.Receiver // the RDMA side (nil: no RDMA)
+	unmap   func() error   // unmaps a direct RDMA window, after rdma is closed
 	closed  sync.Once      // closeChannels ran
 	idle    *time.Timer
 	movingT time.Time
@@ -136,6 +137,9 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	case n.cfg.RDMAUnavailable != "":
 		return fmt.Sprintf("destination %s cannot use RDMA: %s", n.cfg.ID, n.cfg.RDMAUnavailable)
 	}
+	if n.openDirectRDMA(req, in, resp) {
+		return ""
+	}
 	r, info, slots, err := rdma.NewReceiver(n.cfg.RDMA.Options, *req.RDMA, n.cfg.RDMA.Slots, int(req.ChunkSize), in)
 	if err != nil {
 		return fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
@@ -146,6 +150,34 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	return ""
 }
 
+// openDirectRDMA lands an incoming transfer straight in its destination when
+// that is a window of a memfd-backed region: the window is mapped and
+// registered for remote writes for this transfer only, and chunk i is written
+// into its place by the source (no staging slot, no pwrite). Any other
+// destination, or a failure (e.g. RLIMIT_MEMLOCK refusing the registration),
+// leaves it to the staging receiver.
+func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse) bool {
+	t, ok := in.dest.(*regionTarget)
+	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t) {
+		return false
+	}
+	mem, unmap, err := t.mapWindow()
+	if err != nil {
+		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
+		return false
+	}
+	r, info, slots, err := rdma.NewWindowReceiver(n.cfg.RDMA.Options, *req.RDMA, mem, int(req.ChunkSize), in)
+	if err != nil {
+		unmap()
+		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
+		return false
+	}
+	in.rdma, in.unmap = r, unmap
+	resp.Transport = TransportRDMA
+	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Direct: true}
+	return true
+}
+
 // closeChannels stops both data channels: afterwards no chunk lands, the
 // RDMA slots are deregistered (their rkeys are dead) and the token refused.
 func (in *incoming) closeChannels() {
@@ -153,6 +185,11 @@ func (in *incoming) closeChannels() {
 		if in.rdma != nil {
 			if err := in.rdma.Close(); err != nil {
 				in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
+			}
+		}
+		if in.unmap != nil { // the window's memory region is deregistered: nothing writes it now
+			if err := in.unmap(); err != nil {
+				in.node.log.Warn("unmapping the RDMA window", "transfer", in.rec.info.ID, "err", err)
 			}
 		}
 		if in.release != nil {

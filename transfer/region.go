@@ -203,6 +203,39 @@ type regionTarget struct {
 	release func()
 }
 
+// directRDMA lets RDMA transfers into memfd-backed region windows land in
+// place (openDirectRDMA); tests turn it off to measure the staging path.
+var directRDMA = true
+
+// anonymousRegion reports whether t is a window of a memfd-backed region,
+// whose memory a window receiver may register for remote writes. A
+// file-backed region is not: a long-term writable pin of a MAP_SHARED mapping
+// of a regular file (what ibv_reg_mr with REMOTE_WRITE needs) is discouraged
+// by the kernel's mm developers and refused by recent kernels, so those
+// windows keep the staging receiver and its pwrite.
+func (n *Node) anonymousRegion(t *regionTarget) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.regions[t.ref.Name]
+	return ok && r.file == t.file && r.info.Backing == "anonymous"
+}
+
+// mapWindow maps the target's window MAP_SHARED, read-write: from the page
+// boundary below its offset, sliced to the window. unmap must be called
+// only once nothing (no registered memory region) uses the window any more.
+func (t *regionTarget) mapWindow() (window []byte, unmap func() error, err error) {
+	if t.ref.Length <= 0 {
+		return nil, nil, fmt.Errorf("%w: empty window %s", ErrInvalid, t.ref)
+	}
+	start := t.off &^ int64(unix.Getpagesize()-1)
+	lead := int(t.off - start)
+	m, err := unix.Mmap(int(t.file.Fd()), start, lead+int(t.ref.Length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mapping region %q [%d, %d): %w", t.ref.Name, t.off, t.off+t.ref.Length, err)
+	}
+	return m[lead : lead+int(t.ref.Length)], func() error { return unix.Munmap(m) }, nil
+}
+
 func (t *regionTarget) File() *os.File { return t.file }
 func (t *regionTarget) Base() int64    { return t.off }
 func (t *regionTarget) Path() string   { return t.ref.String() }

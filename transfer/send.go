@@ -459,7 +459,11 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
 		p.rdma.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
 	}
-	if err := p.rdma.Connect(resp.RDMA.Endpoint, resp.RDMA.Slots); err != nil {
+	connect := p.rdma.Connect
+	if resp.RDMA.Direct { // the slots are the destination region's window: chunk i → slot i
+		connect = p.rdma.ConnectWindow
+	}
+	if err := connect(resp.RDMA.Endpoint, resp.RDMA.Slots); err != nil {
 		return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
 	}
 	return p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {

@@ -122,6 +122,10 @@ type PrepareRequest struct {
 type RDMAChannel struct {
 	Endpoint rdma.EndpointInfo
 	Slots    []rdma.RemoteBuffer
+	// Direct: the slots are the destination window itself (a region's
+	// memory, registered for this transfer only); chunk i must be written
+	// into slot i (rdma.Sender.ConnectWindow).
+	Direct bool
 }
 
 // TCPChannel is where and how to open the TCP data connections.

@@ -1767,9 +1767,12 @@ func (x *RdmaBuffer) GetLength() uint32 {
 
 // RdmaChannel is the destination's RDMA side of a transfer.
 type RdmaChannel struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Endpoint      *RdmaEndpoint          `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	Slots         []*RdmaBuffer          `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *RdmaEndpoint          `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Slots    []*RdmaBuffer          `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
+	// The slots are the destination region's window itself, registered for
+	// this transfer only: chunk i goes into slot i (no staging, no copy).
+	Direct        bool `protobuf:"varint,3,opt,name=direct,proto3" json:"direct,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1816,6 +1819,13 @@ func (x *RdmaChannel) GetSlots() []*RdmaBuffer {
 		return x.Slots
 	}
 	return nil
+}
+
+func (x *RdmaChannel) GetDirect() bool {
+	if x != nil {
+		return x.Direct
+	}
+	return false
 }
 
 type PrepareRequest struct {
@@ -2435,10 +2445,11 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"RdmaBuffer\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\x06R\x04addr\x12\x12\n" +
 	"\x04rkey\x18\x02 \x01(\aR\x04rkey\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\rR\x06length\"m\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\"\x85\x01\n" +
 	"\vRdmaChannel\x122\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
-	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\"\x93\x04\n" +
+	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
+	"\x06direct\x18\x03 \x01(\bR\x06direct\"\x93\x04\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
