@@ -44,6 +44,18 @@
 // receiving and depth×S for sending, whatever the file size. Message layouts
 // are in wire.go.
 //
+// # Window mode
+//
+// [NewWindowReceiver] receives into caller-owned memory instead (the engine
+// passes a MAP_SHARED mapping of a memfd-backed region's window): it is
+// registered as one memory region, LOCAL_WRITE|REMOTE_WRITE, for that
+// receiver's lifetime only, and offered as ceil(len/S) slots, slot i being
+// bytes [i*S, (i+1)*S). A sender connected with [Sender.ConnectWindow]
+// writes the chunk with index i into slot i; the receiver admits it, checks
+// the CRC32C in place and acknowledges it — no pwrite, the bytes are already
+// where they belong. Slots are not reused, so credits are the depth only.
+// The protocol messages are the same (the slot field equals the index).
+//
 // Why WRITE + SEND rather than WRITE_WITH_IMM: the receiver needs the index,
 // offset, length and CRC of the chunk, which do not fit the 32 bits of an
 // immediate; putting them elsewhere would need a second WRITE into a header
