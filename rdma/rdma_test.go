@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -24,13 +25,11 @@ import (
 // TESTBED_PKGS=./rdma/), where the runner sets RXFER_TESTBED=1: there a
 // missing device FAILS them. Elsewhere they skip saying so.
 
-func inTestbed() bool { return os.Getenv("RXFER_TESTBED") == "1" }
-
 // requireDevice skips (or, in the testbed, fails) a test that needs RDMA.
 func requireDevice(t *testing.T) {
 	t.Helper()
 	if err := Check(Options{}); err != nil {
-		if inTestbed() {
+		if testbedenv.Active() {
 			t.Fatalf("testbed: RDMA must be usable: %v", err)
 		}
 		t.Skipf("no usable RDMA device here (%v); RDMA tests run in the testbed VM: make testbed", err)
@@ -47,7 +46,7 @@ func TestHostReportsUnavailable(t *testing.T) {
 	if Check(Options{}) == nil {
 		t.Skip("this node has a usable RDMA device")
 	}
-	if inTestbed() {
+	if testbedenv.Active() {
 		t.Fatal("testbed: no usable RDMA device")
 	}
 	_, err := Inventory()
@@ -74,7 +73,7 @@ func TestInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", inv)
-	if !inTestbed() {
+	if !testbedenv.Active() {
 		return // the rest describes the testbed's rxe0
 	}
 	var st *DeviceStatus
@@ -115,37 +114,16 @@ func TestInventory(t *testing.T) {
 	}
 }
 
-// resourceCounts returns the `rdma resource show` counts of a device.
-func resourceCounts(t *testing.T, dev string) map[string]int {
-	t.Helper()
-	out, err := exec.Command("rdma", "resource", "show", dev).CombinedOutput()
-	if err != nil {
-		t.Fatalf("rdma resource show %s: %v: %s", dev, err, out)
-	}
-	// "0: rxe0: pd 1 cq 2 qp 2 cm_id 0 mr 1 ctx 1 srq 0"
-	f := strings.Fields(string(out))
-	counts := map[string]int{}
-	for i := 2; i+1 < len(f); i += 2 {
-		if n, err := strconv.Atoi(f[i+1]); err == nil {
-			counts[f[i]] = n
-		}
-	}
-	if len(counts) == 0 {
-		t.Fatalf("cannot parse rdma resource show: %q", out)
-	}
-	return counts
-}
-
 // checkResources fails the test if rxe0's qp, mr, pd and cq counts are not
 // back at their current values when the test ends.
 func checkResources(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("rdma"); err != nil && !inTestbed() {
+	if _, err := exec.LookPath("rdma"); err != nil && !testbedenv.Active() {
 		return
 	}
-	before := resourceCounts(t, "rxe0")
+	before := testbedenv.ResourceCounts(t, "rxe0")
 	t.Cleanup(func() {
-		after := resourceCounts(t, "rxe0")
+		after := testbedenv.ResourceCounts(t, "rxe0")
 		for _, k := range []string{"qp", "mr", "pd", "cq"} {
 			if after[k] != before[k] {
 				t.Errorf("rdma resource %s: %d after the test, %d before", k, after[k], before[k])
@@ -229,6 +207,16 @@ type pair struct {
 
 func newPair(t *testing.T, slots, slotSize int) *pair {
 	t.Helper()
+	return connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+		return NewReceiver(Options{}, sinfo, slots, slotSize, sink)
+	}, nil, (*Sender).Connect)
+}
+
+// connectPair makes a sender, a receiver from newReceiver (closed, then
+// afterClose run, at cleanup) and connects them with connect.
+func connectPair(t *testing.T, newReceiver func(EndpointInfo, *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error),
+	afterClose func() error, connect func(*Sender, EndpointInfo, []RemoteBuffer) error) *pair {
+	t.Helper()
 	checkGoroutines(t)
 	s, sinfo, err := NewSender(Options{}, vmIP())
 	if err != nil {
@@ -240,7 +228,7 @@ func newPair(t *testing.T, slots, slotSize int) *pair {
 		}
 	})
 	sink := newTestSink(t, t.TempDir())
-	r, rinfo, bufs, err := NewReceiver(Options{}, sinfo, slots, slotSize, sink)
+	r, rinfo, bufs, err := newReceiver(sinfo, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +236,13 @@ func newPair(t *testing.T, slots, slotSize int) *pair {
 		if err := r.Close(); err != nil {
 			t.Errorf("closing the receiver: %v", err)
 		}
+		if afterClose != nil {
+			if err := afterClose(); err != nil {
+				t.Errorf("after closing the receiver: %v", err)
+			}
+		}
 	})
-	if err := s.Connect(rinfo, bufs); err != nil {
+	if err := connect(s, rinfo, bufs); err != nil {
 		t.Fatal(err)
 	}
 	return &pair{s: s, r: r, sink: sink}
@@ -344,7 +337,7 @@ func TestTransfer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if i := firstDiff(got, data); i >= 0 {
+			if i := testbedenv.FirstDiff(got, data); i >= 0 {
 				t.Fatalf("destination differs from source at byte %d (%d vs %d bytes)", i, len(got), len(data))
 			}
 			if size >= 64<<20 {
@@ -385,7 +378,7 @@ func TestSourceModes(t *testing.T) {
 				}
 				p.r.Close()
 				got, _ := os.ReadFile(p.sink.f.Name())
-				if i := firstDiff(got, data); i >= 0 {
+				if i := testbedenv.FirstDiff(got, data); i >= 0 {
 					t.Fatalf("destination differs at byte %d", i)
 				}
 				rate := float64(size) / res.elapsed.Seconds() / 1e6
@@ -441,7 +434,7 @@ func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 	}
 	p.r.Close()
 	got, _ := os.ReadFile(p.sink.f.Name())
-	if i := firstDiff(got, data); i >= 0 {
+	if i := testbedenv.FirstDiff(got, data); i >= 0 {
 		t.Fatalf("destination differs at byte %d", i)
 	}
 }
@@ -571,7 +564,7 @@ func TestCloseWithoutConnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.PSN > 0xffffff || info.QPN == 0 || info.MTU != 4096 && inTestbed() {
+	if info.PSN > 0xffffff || info.QPN == 0 || info.MTU != 4096 && testbedenv.Active() {
 		t.Errorf("endpoint %+v", info)
 	}
 	s2, info2, err := NewSender(Options{}, netip.Addr{})
@@ -592,16 +585,4 @@ func TestCloseWithoutConnect(t *testing.T) {
 	if !errors.Is(err, ErrMismatch) {
 		t.Errorf("NewReceiver with a peer MTU of 1500: %v, %v; want ErrMismatch", r, err)
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }

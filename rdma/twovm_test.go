@@ -2,10 +2,8 @@ package rdma
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // twoVMPort is the plain TCP port the two-VM test exchanges endpoints on
@@ -44,7 +43,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 	dir := t.TempDir()
 	// Both VMs generate the same file from the same seed.
 	src, data, chunks := sourceFile(t, dir, size, chunk, 16)
-	conn := twoVMConnect(t, receiver)
+	conn := testbedenv.TwoVMConnect(t, twoVMPort, receiver)
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Minute))
 	rd := bufio.NewReader(conn)
@@ -84,7 +83,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 			t.Fatal(err)
 		}
 		verdict := "ok"
-		if i := firstDiff(got, data); i >= 0 {
+		if i := testbedenv.FirstDiff(got, data); i >= 0 {
 			verdict = fmt.Sprintf("mismatch at byte %d", i)
 			t.Errorf("received file differs at byte %d", i)
 		}
@@ -123,38 +122,4 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 	}
 	t.Logf("sent %d MiB to %v, verified by the receiver: %v, %.1f MB/s", size>>20, peerIP,
 		res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6)
-}
-
-// twoVMConnect returns the control connection: vm0 listens, vm1 dials
-// (retrying while vm0 boots).
-func twoVMConnect(t *testing.T, listen bool) net.Conn {
-	t.Helper()
-	if listen {
-		ln, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("RXFER_VM_IP"), twoVMPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
-		conn, err := ln.Accept()
-		if err != nil {
-			t.Fatalf("waiting for the peer VM: %v", err)
-		}
-		return conn
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	addr := net.JoinHostPort(os.Getenv("RXFER_PEER_IP"), twoVMPort)
-	for {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return conn
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("dialing the peer VM at %s: %v", addr, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,36 +35,19 @@ func memfdWindow(t *testing.T, size int) (*os.File, []byte) {
 // newWindowPair connects a sender in window mode to a window receiver over mem.
 func newWindowPair(t *testing.T, mem []byte, slotSize int) *pair {
 	t.Helper()
-	checkGoroutines(t)
-	s, sinfo, err := NewSender(Options{}, vmIP())
-	if err != nil {
-		t.Fatal(err)
+	p := connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+		return NewWindowReceiver(Options{}, sinfo, mem, slotSize, sink)
+	}, func() error { return unix.Munmap(mem) }, // only after Close: the MR is gone
+		func(s *Sender, rinfo EndpointInfo, bufs []RemoteBuffer) error {
+			if want := (len(mem) + slotSize - 1) / slotSize; len(bufs) != want {
+				t.Fatalf("%d slots, want %d", len(bufs), want)
+			}
+			return s.ConnectWindow(rinfo, bufs)
+		})
+	if !p.r.Window() {
+		t.Fatal("NewWindowReceiver made a staging receiver")
 	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the sender: %v", err)
-		}
-	})
-	sink := newTestSink(t, t.TempDir())
-	r, rinfo, bufs, err := NewWindowReceiver(Options{}, sinfo, mem, slotSize, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("closing the receiver: %v", err)
-		}
-		if err := unix.Munmap(mem); err != nil { // only after Close: the MR is gone
-			t.Errorf("munmap: %v", err)
-		}
-	})
-	if want := (len(mem) + slotSize - 1) / slotSize; len(bufs) != want || !r.Window() {
-		t.Fatalf("%d slots (window %v), want %d", len(bufs), r.Window(), want)
-	}
-	if err := s.ConnectWindow(rinfo, bufs); err != nil {
-		t.Fatal(err)
-	}
-	return &pair{s: s, r: r, sink: sink}
+	return p
 }
 
 func TestWindowReceiver(t *testing.T) {
@@ -91,12 +75,12 @@ func TestWindowReceiver(t *testing.T) {
 				t.Errorf("%d chunks verified in place, want %d", got, len(chunks))
 			}
 			p.r.Close()
-			if i := firstDiff(mem, data); i >= 0 {
+			if i := testbedenv.FirstDiff(mem, data); i >= 0 {
 				t.Fatalf("window differs from the source at byte %d", i)
 			}
 			// The same bytes through the memfd (the mapping is MAP_SHARED) ...
 			got := make([]byte, size)
-			if _, err := memf.ReadAt(got, 0); err != nil || firstDiff(got, data) >= 0 {
+			if _, err := memf.ReadAt(got, 0); err != nil || testbedenv.FirstDiff(got, data) >= 0 {
 				t.Fatalf("memfd does not hold the window's bytes (%v)", err)
 			}
 			// ... and nothing went through the sink's file: no pwrite.
@@ -131,7 +115,7 @@ func TestWindowResendAndReject(t *testing.T) {
 		t.Errorf("chunk 4 (no slot): done got %v; want ErrRejected", v)
 	}
 	p.r.Close()
-	if i := firstDiff(mem, data); i >= 0 {
+	if i := testbedenv.FirstDiff(mem, data); i >= 0 {
 		t.Fatalf("window differs from the source at byte %d", i)
 	}
 }

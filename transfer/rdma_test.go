@@ -10,13 +10,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // needRDMA skips on a host without the testbed and fails inside it when
 // RDMA is unusable: a test that claims RDMA must not pass without it.
 func needRDMA(t *testing.T, n *Node) {
 	t.Helper()
-	if os.Getenv("RXFER_TESTBED") != "1" {
+	if !testbedenv.Active() {
 		t.Skip("needs an RDMA device: runs in the rdma_rxe testbed (make testbed)")
 	}
 	if r := n.Config().RDMAUnavailable; r != "" {

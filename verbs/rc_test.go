@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rxfer/rxfer/internal/testbedenv"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -154,7 +155,7 @@ func TestLoopbackWrite64MiB(t *testing.T) {
 		completed += n
 	}
 	elapsed := time.Since(start)
-	if i := firstDiff(src.Bytes(), dst.Bytes()); i >= 0 {
+	if i := testbedenv.FirstDiff(src.Bytes(), dst.Bytes()); i >= 0 {
 		t.Fatalf("destination differs from source at byte %d (chunk %d)", i, i/chunk)
 	}
 	t.Logf("wrote and verified %d MiB in %d x 1 MiB WRITEs: %v, %.1f MB/s",
@@ -224,7 +225,7 @@ func TestWriteWithImmAndSend(t *testing.T) {
 				t.Errorf("immediate = %v %#x; want %v %#x", wc.HasImm, wc.Imm, tc.wantImm, tc.send.Imm)
 			}
 			lo, hi := tc.span[0], tc.span[1]
-			if i := firstDiff(src.Bytes()[lo:hi], dst.Bytes()[lo:hi]); i >= 0 {
+			if i := testbedenv.FirstDiff(src.Bytes()[lo:hi], dst.Bytes()[lo:hi]); i >= 0 {
 				t.Errorf("payload differs at byte %d", lo+i)
 			}
 		})
@@ -301,31 +302,9 @@ func TestWrongRKeyFailsAndRecovers(t *testing.T) {
 	if _, err := waitCompletions(t, a.cq, 1); err != nil {
 		t.Fatalf("WRITE after reset and reconnect: %v", err)
 	}
-	if i := firstDiff(src.Bytes()[:4096], dst.Bytes()[:4096]); i >= 0 {
+	if i := testbedenv.FirstDiff(src.Bytes()[:4096], dst.Bytes()[:4096]); i >= 0 {
 		t.Fatalf("data differs at byte %d after recovery", i)
 	}
-}
-
-// resourceCounts returns the `rdma resource show` counts of a device, e.g.
-// {"pd": 1, "cq": 2, "qp": 2, "mr": 1, "ctx": 1}.
-func resourceCounts(t *testing.T, dev string) map[string]int {
-	t.Helper()
-	out, err := exec.Command("rdma", "resource", "show", dev).CombinedOutput()
-	if err != nil {
-		t.Fatalf("rdma resource show %s: %v: %s", dev, err, out)
-	}
-	// "0: rxe0: pd 1 cq 2 qp 2 cm_id 0 mr 1 ctx 1 srq 0"
-	f := strings.Fields(string(out))
-	counts := map[string]int{}
-	for i := 2; i+1 < len(f); i += 2 {
-		if n, err := strconv.Atoi(f[i+1]); err == nil {
-			counts[f[i]] = n
-		}
-	}
-	if len(counts) == 0 {
-		t.Fatalf("cannot parse rdma resource show: %q", out)
-	}
-	return counts
 }
 
 func openFDs(t *testing.T) int {
@@ -366,7 +345,7 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	gid := roceV2Index(t, ctx)
 	dev := ctx.Name()
 	if _, err := exec.LookPath("rdma"); err != nil {
-		if inTestbed() {
+		if testbedenv.Active() {
 			t.Fatal("the rdma tool (iproute2) is missing in the testbed")
 		}
 		t.Skip("no rdma tool (iproute2)")
@@ -375,7 +354,7 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	if s := os.Getenv("RXFER_LEAK_CYCLES"); s != "" {
 		cycles, _ = strconv.Atoi(s)
 	}
-	baseline, fds := resourceCounts(t, dev), openFDs(t)
+	baseline, fds := testbedenv.ResourceCounts(t, dev), openFDs(t)
 	t.Logf("baseline: %v, %d open fds", baseline, fds)
 	start := time.Now()
 	for i := range cycles {
@@ -384,7 +363,7 @@ func TestNoLeaksOverCycles(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	after := resourceCounts(t, dev)
+	after := testbedenv.ResourceCounts(t, dev)
 	t.Logf("after %d cycles (%v, %v each): %v, %d open fds", cycles, elapsed.Round(time.Millisecond),
 		(elapsed / time.Duration(max(cycles, 1))).Round(time.Microsecond), after, openFDs(t))
 	if fmt.Sprint(after) != fmt.Sprint(baseline) {
@@ -460,7 +439,7 @@ func TestWriteFromReadOnlyFileMapping(t *testing.T) {
 	if err := wcs[0].Err(); err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(want, dst.Bytes()); i >= 0 {
+	if i := testbedenv.FirstDiff(want, dst.Bytes()); i >= 0 {
 		t.Fatalf("data differs at byte %d", i)
 	}
 }

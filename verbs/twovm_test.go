@@ -2,15 +2,14 @@ package verbs_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rxfer/rxfer/internal/testbedenv"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -59,7 +58,7 @@ func TestTwoVMWrite16MiB(t *testing.T) {
 		hello.Addr, hello.RKey, hello.Bytes = mr.Addr(), mr.RKey(), total
 	}
 
-	conn := twoVMConnect(t, receiver)
+	conn := testbedenv.TwoVMConnect(t, twoVMPort, receiver)
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Minute))
 	rd := bufio.NewReader(conn)
@@ -91,7 +90,7 @@ func TestTwoVMWrite16MiB(t *testing.T) {
 		}
 		want := make([]byte, total)
 		fill(want, 16)
-		if i := firstDiff(want, mr.Bytes()); i >= 0 {
+		if i := testbedenv.FirstDiff(want, mr.Bytes()); i >= 0 {
 			fmt.Fprintf(conn, "mismatch at byte %d\n", i)
 			t.Fatalf("received data differs at byte %d", i)
 		}
@@ -127,38 +126,4 @@ func TestTwoVMWrite16MiB(t *testing.T) {
 	}
 	t.Logf("wrote %d MiB to %s, verified by the receiver: %v, %.1f MB/s", total>>20,
 		os.Getenv("RXFER_PEER_IP"), elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds()/1e6)
-}
-
-// twoVMConnect returns the control connection: vm0 listens, vm1 dials
-// (retrying while vm0 boots).
-func twoVMConnect(t *testing.T, listen bool) net.Conn {
-	t.Helper()
-	if listen {
-		ln, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("RXFER_VM_IP"), twoVMPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
-		conn, err := ln.Accept()
-		if err != nil {
-			t.Fatalf("waiting for the peer VM: %v", err)
-		}
-		return conn
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	addr := net.JoinHostPort(os.Getenv("RXFER_PEER_IP"), twoVMPort)
-	for {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return conn
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("dialing the peer VM at %s: %v", addr, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rxfer/rxfer/internal/testbedenv"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -17,7 +18,6 @@ import (
 // they skip with a message saying so.
 
 // inTestbed reports whether a device must exist.
-func inTestbed() bool { return os.Getenv("RXFER_TESTBED") == "1" }
 
 // openDevice opens RXFER_RDMA_DEVICE (default: the first device) and closes
 // it when the test ends.
@@ -25,7 +25,7 @@ func openDevice(t *testing.T) *verbs.Context {
 	t.Helper()
 	ctx, err := verbs.Open(os.Getenv("RXFER_RDMA_DEVICE"))
 	if err != nil {
-		if inTestbed() {
+		if testbedenv.Active() {
 			t.Fatalf("testbed: no usable RDMA device: %v", err)
 		}
 		t.Skipf("no RDMA device on this host (%v); RDMA tests run in the testbed VM: make testbed", err)
@@ -73,19 +73,6 @@ func fill(b []byte, seed uint64) {
 	rand.NewChaCha8(key).Read(b)
 }
 
-// firstDiff returns the first index where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
-}
-
 // waitCompletions waits for n completions on cq (event mode) and returns
 // them; an error completion is returned as the error.
 func waitCompletions(t *testing.T, cq *verbs.CompletionQueue, n int) ([]verbs.WorkCompletion, error) {
@@ -110,7 +97,7 @@ func waitCompletions(t *testing.T, cq *verbs.CompletionQueue, n int) ([]verbs.Wo
 }
 
 func TestHostReportsNoDevice(t *testing.T) {
-	if inTestbed() {
+	if testbedenv.Active() {
 		t.Skip("host-only test: the testbed has a device")
 	}
 	devs, err := verbs.Devices()
@@ -144,7 +131,7 @@ func TestDeviceAndPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("devices: %+v", devs)
-	if inTestbed() && ctx.Name() != "rxe0" {
+	if testbedenv.Active() && ctx.Name() != "rxe0" {
 		t.Errorf("opened %q; the testbed's device is rxe0", ctx.Name())
 	}
 	found := false
@@ -213,7 +200,7 @@ func TestGIDTable(t *testing.T) {
 	if ip := os.Getenv("RXFER_VM_IP"); ip != "" && g1.GID.IP().String() != ip {
 		t.Errorf("GID index 1 = %v; want the VM's address %s", g1.GID, ip)
 	}
-	if inTestbed() && g1.Netdev != "eth0" {
+	if testbedenv.Active() && g1.Netdev != "eth0" {
 		t.Errorf("GID index 1 netdev = %q; want eth0", g1.Netdev)
 	}
 }

@@ -29,6 +29,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // rxferBin is the rxfer binary under test; empty when it could not be built
@@ -49,7 +51,7 @@ func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 // directory) with the go command that runs the tests, or uses $RXFER_BIN, so
 // a test binary built with `go test -c` can run where there is no toolchain.
 func testMain(m *testing.M) int {
-	if os.Getenv("RXFER_TESTBED") == "1" {
+	if testbedenv.Active() {
 		// In the rdma_rxe VM only the RDMA suite runs (the host suite already
 		// ran on the host, and the VM is slow), unless -test.run says otherwise.
 		flag.Parse()

@@ -37,6 +37,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // rxeDevice is the testbed's soft-RoCE device (testbed/guest/setup.sh).
@@ -47,7 +48,7 @@ const rxeDevice = "rxe0"
 // must not pass without it.
 func requireRDMA(t *testing.T) {
 	t.Helper()
-	if os.Getenv("RXFER_TESTBED") != "1" {
+	if !testbedenv.Active() {
 		t.Skip("needs the rdma_rxe testbed: make testbed")
 	}
 	requireBinary(t)
@@ -187,33 +188,6 @@ func TestRDMAConcurrent(t *testing.T) {
 	wantEntries(t, b.Root, names...)
 }
 
-// rdmaResources parses `rdma resource show` for the testbed device, e.g.
-// "0: rxe0: pd 1 cq 2 qp 2 cm_id 0 mr 0 ctx 0 srq 0".
-func rdmaResources(t testing.TB) map[string]int {
-	t.Helper()
-	out, err := system("rdma", "resource", "show")
-	if err != nil {
-		t.Fatalf("rdma resource show: %v: %s", err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[1] != rxeDevice+":" {
-			continue
-		}
-		counts := map[string]int{}
-		for i := 2; i+1 < len(f); i += 2 {
-			n, err := strconv.Atoi(f[i+1])
-			if err != nil {
-				t.Fatalf("rdma resource show: bad line %q", line)
-			}
-			counts[f[i]] = n
-		}
-		return counts
-	}
-	t.Fatalf("rdma resource show lists no %s:\n%s", rxeDevice, out)
-	return nil
-}
-
 // resourceLine formats the counts the tests compare.
 func resourceLine(c map[string]int) string {
 	return fmt.Sprintf("pd %d cq %d qp %d mr %d", c["pd"], c["cq"], c["qp"], c["mr"])
@@ -238,7 +212,7 @@ func TestRDMACancelReleasesResources(t *testing.T) {
 	requireRDMA(t)
 	a, b := startPair(t)
 	writeRandom(t, a.Path("big.bin"), 256<<20)
-	base := rdmaResources(t)
+	base := testbedenv.ResourceCounts(t, rxeDevice)
 	t.Logf("idle daemons: %s", resourceLine(base))
 
 	r, moving := firstMoving(t, a.At("/big.bin"), b.At("/"))
@@ -251,7 +225,7 @@ func TestRDMACancelReleasesResources(t *testing.T) {
 	if e.Transport != pb.Transport_TRANSPORT_RDMA {
 		t.Errorf("copy moves over %v (fallback_reason %q), want TRANSPORT_RDMA", e.Transport, e.FallbackReason)
 	}
-	mid := rdmaResources(t)
+	mid := testbedenv.ResourceCounts(t, rxeDevice)
 	t.Logf("mid-copy (%d of %d bytes): %s", e.BytesDone, e.BytesTotal, resourceLine(mid))
 	if mid["qp"] <= base["qp"] || mid["mr"] <= base["mr"] {
 		t.Errorf("a copy over RDMA holds no more QPs/MRs than idle daemons (%s vs %s): the counts measure nothing",
@@ -266,7 +240,7 @@ func TestRDMACancelReleasesResources(t *testing.T) {
 	wantEntries(t, b.Root) // nothing at the final path, no *.rxfer-partial-*
 	wantEntries(t, a.Root, "big.bin")
 	// Both daemons release before they answer: no polling.
-	if after := rdmaResources(t); resourceLine(after) != resourceLine(base) {
+	if after := testbedenv.ResourceCounts(t, rxeDevice); resourceLine(after) != resourceLine(base) {
 		t.Errorf("after the cancelled copy: %s, want the idle daemons' %s (leaked RDMA resources)",
 			resourceLine(after), resourceLine(base))
 	}
