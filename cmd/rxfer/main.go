@@ -6,6 +6,7 @@
 //	rxfer cancel HOST:PORT ID
 //	rxfer devices [--json]
 //	rxfer regions HOST:PORT [add NAME SIZE | add NAME --file PATH | rm NAME]
+//	rxfer bench [--size 1G] [--dir DIR] [--transport auto|tcp|rdma] [--json]
 //	rxfer version
 package main
 
@@ -53,7 +54,7 @@ func run(args []string) int {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": cmdServe, "cp": cmdCp, "status": cmdStatus, "cancel": cmdCancel, "version": cmdVersion,
-		"devices": cmdDevices, "regions": cmdRegions,
+		"devices": cmdDevices, "regions": cmdRegions, "bench": cmdBench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
