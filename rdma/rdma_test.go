@@ -309,6 +309,20 @@ func runSend(t *testing.T, s *Sender, src *os.File, chunks []fallback.Chunk, dep
 	return res
 }
 
+// checkEveryChunkOnce asserts that done and Landed saw every chunk exactly
+// once, with no error.
+func checkEveryChunkOnce(t *testing.T, p *pair, res sendResult, chunks []fallback.Chunk) {
+	t.Helper()
+	for _, c := range chunks {
+		if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
+			t.Errorf("chunk %d: done got %v; want one nil", c.Index, v)
+		}
+		if l := p.sink.landedFor(c.Index); len(l) != 1 || l[0] != nil {
+			t.Errorf("chunk %d: Landed got %v; want one nil", c.Index, l)
+		}
+	}
+}
+
 func TestTransfer(t *testing.T) {
 	requireDevice(t)
 	const chunk = 1 << 20
@@ -321,14 +335,7 @@ func TestTransfer(t *testing.T) {
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
 			}
-			for _, c := range chunks {
-				if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
-					t.Errorf("chunk %d: done got %v; want one nil", c.Index, v)
-				}
-				if l := p.sink.landedFor(c.Index); len(l) != 1 || l[0] != nil {
-					t.Errorf("chunk %d: Landed got %v; want one nil", c.Index, l)
-				}
-			}
+			checkEveryChunkOnce(t, p, res, chunks)
 			if res.taken != len(chunks) {
 				t.Errorf("done called %d times for %d chunks", res.taken, len(chunks))
 			}

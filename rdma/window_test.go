@@ -63,14 +63,7 @@ func TestWindowReceiver(t *testing.T) {
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
 			}
-			for _, c := range chunks {
-				if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
-					t.Errorf("chunk %d: done got %v; want one nil", c.Index, v)
-				}
-				if l := p.sink.landedFor(c.Index); len(l) != 1 || l[0] != nil {
-					t.Errorf("chunk %d: Landed got %v; want one nil", c.Index, l)
-				}
-			}
+			checkEveryChunkOnce(t, p, res, chunks)
 			if got := p.r.InPlace(); got != int64(len(chunks)) {
 				t.Errorf("%d chunks verified in place, want %d", got, len(chunks))
 			}
