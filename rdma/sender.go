@@ -61,6 +61,7 @@ type Sender struct {
 	// peer is the endpoint the QP is connected to (RTS) since the last
 	// Connect; parked: Park detached it from its transfer's slots.
 	peer     *EndpointInfo
+	qpn      uint32
 	parked   bool
 	clean    bool // the last Send returned nil with nothing outstanding
 	probeOut bool // a liveness probe may still be outstanding
@@ -93,7 +94,7 @@ func NewSender(opt Options, peer netip.Addr) (*Sender, EndpointInfo, error) {
 	if err != nil {
 		return nil, EndpointInfo{}, err
 	}
-	return &Sender{ep: ep}, ep.info, nil
+	return &Sender{ep: ep, qpn: ep.info.QPN}, ep.info, nil
 }
 
 // Connect moves the QP to RTR and RTS, connected to the receiver's endpoint
@@ -190,8 +191,8 @@ func (s *Sender) Offer() EndpointInfo {
 	return info
 }
 
-// QPN returns our queue pair's number.
-func (s *Sender) QPN() uint32 { return s.ep.info.QPN }
+// QPN returns our queue pair's number (also after Close).
+func (s *Sender) QPN() uint32 { return s.qpn }
 
 // Resume takes a parked sender's connection for a new transfer: the
 // receiver resumed the endpoint ours is connected to ([ResumeReceiver]) and

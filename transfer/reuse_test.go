@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,7 +191,7 @@ func TestRDMAIdleExpiry(t *testing.T) {
 
 // Failed transfers are never parked.
 func TestRDMAFailedNotParked(t *testing.T) {
-	p := newPair(t, breakAfter(4))
+	p := newPair(t, Hooks{BreakRDMA: func(verified int) bool { return verified == 4 }}) // every push
 	needRDMA(t, p.src)
 	writeRandom(t, filepath.Join(p.srcDir, "f"), 4<<20)
 	if _, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "g", Policy: PolicyRDMA}, p.dst.LocalPeer(), nil); err == nil {
@@ -198,7 +199,7 @@ func TestRDMAFailedNotParked(t *testing.T) {
 	}
 	wantIdle(t, p, 0, 0)
 	info, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "h"}, p.dst.LocalPeer(), nil)
-	if err != nil || info.Transport != TransportTCP {
+	if err != nil || info.Transport != TransportTCP || !strings.Contains(info.FallbackReason, "RDMA failed") {
 		t.Fatalf("failover push: err %v, transport %v", err, info.Transport)
 	}
 	wantIdle(t, p, 0, 0) // it failed over to TCP: nothing kept
