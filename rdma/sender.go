@@ -191,6 +191,14 @@ func (s *Sender) Offer() EndpointInfo {
 	return info
 }
 
+// Device returns the name of the sender's device ("" once closed).
+func (s *Sender) Device() string {
+	if s.ep == nil {
+		return ""
+	}
+	return s.ep.info.Device
+}
+
 // QPN returns our queue pair's number (also after Close).
 func (s *Sender) QPN() uint32 { return s.qpn }
 

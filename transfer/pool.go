@@ -13,6 +13,10 @@ type idlePool[T any] struct {
 	expiry  time.Duration
 	closeFn func(T)
 	expired func(T) // test hook, after closeFn of an expired entry
+	// gone, when set, is asked every watchEvery about each parked entry;
+	// true closes it (its device is being removed).
+	gone     func(T) bool
+	watching bool
 
 	mu     sync.Mutex
 	m      map[string][]*idleEntry[T]
@@ -38,6 +42,10 @@ func (p *idlePool[T]) put(key string, v T) {
 	}
 	e := &idleEntry[T]{v: v}
 	p.m[key] = append(p.m[key], e)
+	if p.gone != nil && !p.watching {
+		p.watching = true
+		go p.watch()
+	}
 	e.timer = time.AfterFunc(p.expiry, func() {
 		if p.remove(key, e) {
 			p.closeFn(e.v)
@@ -47,6 +55,42 @@ func (p *idlePool[T]) put(key string, v T) {
 		}
 	})
 	p.mu.Unlock()
+}
+
+// watchEvery is how often parked entries are checked with gone.
+var watchEvery = time.Second
+
+// watch closes parked entries for which gone is true, every watchEvery,
+// until the pool is empty or closed. An idle parked connection must not keep
+// a device open that is being removed (rdma link delete waits for it).
+func (p *idlePool[T]) watch() {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for range t.C {
+		p.mu.Lock()
+		if p.closed || len(p.m) == 0 {
+			p.watching = false
+			p.mu.Unlock()
+			return
+		}
+		type kv struct {
+			k string
+			e *idleEntry[T]
+		}
+		var all []kv
+		for k, list := range p.m {
+			for _, e := range list {
+				all = append(all, kv{k, e})
+			}
+		}
+		p.mu.Unlock()
+		for _, x := range all {
+			if p.gone(x.e.v) && p.remove(x.k, x.e) {
+				x.e.timer.Stop()
+				p.closeFn(x.e.v)
+			}
+		}
+	}
 }
 
 // remove takes e out of the pool; false if it was taken already.
