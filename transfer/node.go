@@ -171,8 +171,7 @@ func NewNode(cfg Config) *Node {
 	})
 	// Parked queue pairs keep their device open: let go of a device that is
 	// being removed (one netlink query per device and tick).
-	n.idleSenders.gone = func(s *rdma.Sender) bool { return rdma.DeviceRemoved(s.Device()) }
-	n.idleEndpoints.gone = func(e *rdma.IdleEndpoint) bool { return rdma.DeviceRemoved(e.Device()) }
+	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
 	return n
 }
 

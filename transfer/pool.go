@@ -13,9 +13,9 @@ type idlePool[T any] struct {
 	expiry  time.Duration
 	closeFn func(T)
 	expired func(T) // test hook, after closeFn of an expired entry
-	// gone, when set, is asked every watchEvery about each parked entry;
-	// true closes it (its device is being removed).
-	gone     func(T) bool
+	// gone, when set, is asked every watchEvery about the device of each
+	// parked entry; true closes it (its device is being removed).
+	gone     func(device string) bool
 	watching bool
 
 	mu     sync.Mutex
@@ -24,23 +24,25 @@ type idlePool[T any] struct {
 }
 
 type idleEntry[T any] struct {
-	v     T
-	timer *time.Timer
+	v      T
+	device string
+	timer  *time.Timer
 }
 
 func newIdlePool[T any](expiry time.Duration, closeFn, expired func(T)) *idlePool[T] {
 	return &idlePool[T]{expiry: expiry, closeFn: closeFn, expired: expired, m: make(map[string][]*idleEntry[T])}
 }
 
-// put parks v under key; when the pool is closed or disabled it closes v.
-func (p *idlePool[T]) put(key string, v T) {
+// put parks v (which uses device) under key; when the pool is closed or
+// disabled it closes v.
+func (p *idlePool[T]) put(key, device string, v T) {
 	p.mu.Lock()
 	if p.closed || p.expiry <= 0 {
 		p.mu.Unlock()
 		p.closeFn(v)
 		return
 	}
-	e := &idleEntry[T]{v: v}
+	e := &idleEntry[T]{v: v, device: device}
 	p.m[key] = append(p.m[key], e)
 	if p.gone != nil && !p.watching {
 		p.watching = true
@@ -84,8 +86,14 @@ func (p *idlePool[T]) watch() {
 			}
 		}
 		p.mu.Unlock()
+		removed := map[string]bool{}
 		for _, x := range all {
-			if p.gone(x.e.v) && p.remove(x.k, x.e) {
+			gone, ok := removed[x.e.device]
+			if !ok {
+				gone = p.gone(x.e.device)
+				removed[x.e.device] = gone
+			}
+			if gone && p.remove(x.k, x.e) {
 				x.e.timer.Stop()
 				p.closeFn(x.e.v)
 			}

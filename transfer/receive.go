@@ -338,7 +338,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
 			if idle != nil {
-				n.idleEndpoints.put(endpointKey(in.source, idle.Peer().QPN, idle.Peer().GID), idle)
+				n.idleEndpoints.put(endpointKey(in.source, idle.Peer().QPN, idle.Peer().GID), idle.Device(), idle)
 				idle = nil
 			}
 			n.finish(rec, StateCommitted, nil)

@@ -123,7 +123,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		if sender != nil && p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
 			if _, perr := sender.Park(); perr == nil {
 				keepSender = true
-				n.idleSenders.put(poolKey, sender)
+				n.idleSenders.put(poolKey, sender.Device(), sender)
 			}
 		}
 		n.finish(rec, StateCommitted, nil)
