@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/Mellanox/rdmamap"
 	"github.com/jsimonetti/rtnetlink"
 	"github.com/rxfer/rxfer/verbs"
+	"github.com/vishvananda/netlink"
 )
 
 // Sentinel errors, for errors.Is.
@@ -371,4 +373,18 @@ func chooseGID(gids []gidEntry, addrs []netip.Prefix, peer netip.Addr) (gidEntry
 		}
 	}
 	return best, bestScore
+}
+
+// DeviceRemoved reports whether the RDMA device name is no longer in the
+// kernel's device list (rdma netlink): a device being deleted (`rdma link
+// delete`) leaves the list at once, while the delete still waits for every
+// process to close it. Idle holders (parked connections) use it to let go.
+// It is false when it cannot tell (netlink unavailable, no name).
+func DeviceRemoved(name string) bool {
+	if name == "" {
+		return false
+	}
+	_, err := netlink.RdmaLinkByName(name)
+	// The library reports an absent device only through this message.
+	return err != nil && strings.HasSuffix(err.Error(), "not found")
 }

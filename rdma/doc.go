@@ -17,6 +17,24 @@
 // families, an invalid MTU) fails with an error wrapping [ErrMismatch]; a node
 // without a usable device fails with [ErrUnavailable].
 //
+// # Reusing a connection
+//
+// A connection that carried a transfer cleanly can carry the next one to the
+// same peer. [Sender.Park] (the last Send returned nil: every ack consumed,
+// no probe outstanding) forgets the slots and returns the offer for the next
+// transfer: a new PSN and ConnectedQPN, the receiver QP it is still connected
+// to. [Receiver.Detach] stops draining, deregisters the slots or window
+// (their rkeys die, as in Close), waits until every acknowledgement's SEND
+// completed and no chunk message is left unhandled, and returns an
+// [IdleEndpoint]: QP (RTS), CQ, PD, control buffers and posted receives. The
+// receiver's [ResumeReceiver] / [ResumeWindowReceiver] registers fresh slots
+// on it, and the sender's [Sender.Resume] takes them without touching the
+// QP. If the receiver answers with a fresh QP instead, [Sender.Connect] on
+// the parked sender resets its QP (RESET, INIT, receives reposted) and
+// connects it to the new peer with the PSN it offered. Every endpoint has
+// work requests for MaxDepth chunks in flight, so a parked one serves either
+// receive mode.
+//
 // # Data protocol (version 1)
 //
 // The receiver registers N slots of S bytes, each its own memory region with
@@ -83,5 +101,6 @@
 //
 // Security: rkeys are capabilities; [RemoteBuffer] prints without its rkey and
 // the package never logs one. Slots are registered for exactly one receiver's
-// lifetime, with the least access, in a PD of their own.
+// lifetime (one transfer, also on a reused connection), with the least
+// access, in the PD of their connection.
 package rdma

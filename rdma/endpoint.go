@@ -18,6 +18,12 @@ type EndpointInfo struct {
 	GID      [16]byte
 	GIDIndex int
 	MTU      int // active MTU in bytes
+	// ConnectedQPN, when not 0, offers a queue pair that is still connected
+	// (RTS) to the peer's QPN ConnectedQPN from an earlier transfer
+	// ([Sender.Park]): a peer that kept that endpoint parked
+	// ([Receiver.Detach]) may resume it ([ResumeReceiver]); otherwise it
+	// connects a fresh one to QPN/PSN as usual and the sender reconnects.
+	ConnectedQPN uint32
 }
 
 // RemoteBuffer is one registered receive slot the sender may WRITE into. Its
@@ -139,6 +145,34 @@ func (e *endpoint) postRecv(i int) error {
 func (e *endpoint) sendMsg(i int, wrid uint64, put func([]byte)) verbs.SendWR {
 	put(e.ctrl.Bytes()[i*msgLen : (i+1)*msgLen])
 	return verbs.SendWR{WRID: wrid, Opcode: verbs.OpSend, Local: e.ctrl.SGE(i*msgLen, msgLen), Signaled: true}
+}
+
+// reset takes the QP back to RESET and INIT, discards any completion left
+// on the CQ (the endpoint must be idle: no work request outstanding), reposts
+// every receive, ready for connect to a new peer (with e.info.PSN).
+func (e *endpoint) reset() error {
+	if err := e.qp.Reset(); err != nil {
+		return err
+	}
+	wcs := make([]verbs.WorkCompletion, 64)
+	for {
+		n, err := e.cq.Poll(wcs)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := e.qp.Init(e.sel.port, e.access); err != nil {
+		return err
+	}
+	for i := range e.nRecv {
+		if err := e.postRecv(i); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // connect takes the QP from INIT through RTR to RTS, addressed to remote.

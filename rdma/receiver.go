@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/verbs"
@@ -45,6 +46,15 @@ type Receiver struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// For Detach: the endpoint we are connected to, acknowledgements posted
+	// and completed, completions drain took but did not handle (when
+	// stopped), and whether a chunk message was left unhandled.
+	peer      EndpointInfo
+	acksSent  atomic.Int64
+	acksDone  int64 // drain's goroutine only, then Detach
+	leftover  []verbs.WorkCompletion
+	unhandled bool
 }
 
 // NewReceiver creates a QP connected to remote (RTR, RTS), registers slots
@@ -59,7 +69,24 @@ func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fal
 	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
 	}
-	return newReceiver(opt, remote, slots, slots, sink, func(r *Receiver) ([]RemoteBuffer, error) {
+	return newReceiver(opt, remote, nil, slots, sink, stagingSlots(slots, slotSize))
+}
+
+// ResumeReceiver is NewReceiver on a parked endpoint ([Receiver.Detach])
+// instead of a new QP: its queue pair is still connected to the sender that
+// offers it (EndpointInfo.ConnectedQPN), so nothing is connected; fresh
+// slots are registered for this transfer. The endpoint is the Receiver's
+// now; on error it is closed.
+func ResumeReceiver(idle *IdleEndpoint, slots, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
+		idle.Close()
+		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
+	}
+	return newReceiver(Options{}, idle.peer, idle, slots, sink, stagingSlots(slots, slotSize))
+}
+
+func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error) {
+	return func(r *Receiver) ([]RemoteBuffer, error) {
 		bufs := make([]RemoteBuffer, slots)
 		for i := range slots {
 			mr, err := r.ep.pd.AllocMemoryRegion(slotSize, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
@@ -70,7 +97,7 @@ func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fal
 			bufs[i] = RemoteBuffer{Addr: mr.Addr(), RKey: mr.RKey(), Len: uint32(slotSize)}
 		}
 		return bufs, nil
-	})
+	}
 }
 
 // NewWindowReceiver is NewReceiver over caller-owned memory: mem (mmap'd,
@@ -93,9 +120,26 @@ func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize in
 	if n > MaxWindowSlots {
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: receive window of %d bytes is %d slots of %d bytes (at most %d)", len(mem), n, slotSize, MaxWindowSlots)
 	}
-	// Chunks in flight are bounded by the sender's depth, not by the slots.
-	wrs := min(n, MaxDepth)
-	return newReceiver(opt, remote, n, wrs, sink, func(r *Receiver) ([]RemoteBuffer, error) {
+	return newReceiver(opt, remote, nil, n, sink, windowSlots(mem, slotSize, n))
+}
+
+// ResumeWindowReceiver is NewWindowReceiver on a parked endpoint, as
+// ResumeReceiver. On error the endpoint is closed.
+func ResumeWindowReceiver(idle *IdleEndpoint, mem []byte, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+	if len(mem) == 0 || slotSize <= 0 || int64(slotSize) > 1<<31 {
+		idle.Close()
+		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(mem), slotSize)
+	}
+	n := (len(mem) + slotSize - 1) / slotSize
+	if n > MaxWindowSlots {
+		idle.Close()
+		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: receive window of %d bytes is %d slots of %d bytes (at most %d)", len(mem), n, slotSize, MaxWindowSlots)
+	}
+	return newReceiver(Options{}, idle.peer, idle, n, sink, windowSlots(mem, slotSize, n))
+}
+
+func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer, error) {
+	return func(r *Receiver) ([]RemoteBuffer, error) {
 		mr, err := r.ep.pd.RegisterMemory(mem, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
 		if err != nil {
 			return nil, err
@@ -107,17 +151,25 @@ func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize in
 			bufs[i] = RemoteBuffer{Addr: mr.Addr() + uint64(off), RKey: mr.RKey(), Len: uint32(min(slotSize, len(mem)-off))}
 		}
 		return bufs, nil
-	})
+	}
 }
 
-// newReceiver opens the endpoint (work requests for wrs chunks in flight),
-// registers the slots with register, connects and starts draining.
-func newReceiver(opt Options, remote EndpointInfo, nslots, wrs int, sink fallback.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
-	ep, err := openEndpoint(opt, remote.Addr(), 2*wrs+8, wrs+8, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
-	if err != nil {
+// newReceiver opens the endpoint (or takes the parked idle one), registers
+// the slots with register, connects (a new endpoint) and starts draining.
+// Chunks in flight are bounded by the sender's depth (at most MaxDepth), not
+// by the slots: every endpoint has work requests for MaxDepth, so a parked
+// one can serve either mode.
+func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots int, sink fallback.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
+	var ep *endpoint
+	if idle != nil {
+		ep, idle.ep = idle.ep, nil
+		if ep == nil {
+			return nil, EndpointInfo{}, nil, errors.New("rdma: parked endpoint already used or closed")
+		}
+	} else if ep, err = openEndpoint(opt, remote.Addr(), 2*MaxDepth+8, MaxDepth+8, verbs.AccessLocalWrite|verbs.AccessRemoteWrite); err != nil {
 		return nil, EndpointInfo{}, nil, err
 	}
-	r := &Receiver{ep: ep, sink: sink, nslots: nslots, drained: make(chan struct{})}
+	r := &Receiver{ep: ep, sink: sink, nslots: nslots, drained: make(chan struct{}), peer: remote}
 	defer func() {
 		if err != nil {
 			r.ep.close(append(r.slots, r.windowMR)...)
@@ -127,8 +179,10 @@ func newReceiver(opt Options, remote EndpointInfo, nslots, wrs int, sink fallbac
 	if err != nil {
 		return nil, EndpointInfo{}, nil, err
 	}
-	if err := ep.connect(remote); err != nil {
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
+	if idle == nil {
+		if err := ep.connect(remote); err != nil {
+			return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -191,17 +245,19 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 	for {
 		n, err := r.ep.cq.Wait(ctx, wcs)
 		if ctx.Err() != nil {
+			r.leftover = append(r.leftover, wcs[:n]...) // for Detach
 			return context.Cause(ctx)
 		}
 		if err != nil {
 			return err
 		}
-		for _, wc := range wcs[:n] {
+		for k, wc := range wcs[:n] {
 			if err := wc.Err(); err != nil {
 				return err // the QP is in the error state: nothing more will land
 			}
 			i := int(wc.WRID &^ wrKind)
 			if wc.WRID&wrKind == wrSend {
+				r.acksDone++
 				acks.free(i)
 				continue
 			}
@@ -217,6 +273,8 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 			select {
 			case jobs <- landing{m, err}:
 			case <-ctx.Done():
+				r.unhandled = true
+				r.leftover = append(r.leftover, wcs[k+1:n]...)
 				return context.Cause(ctx)
 			}
 		}
@@ -241,7 +299,11 @@ func (r *Receiver) answer(ctx context.Context, acks ackBuffers, l landing) error
 	ack := r.ep.sendMsg(i, wrSend|uint64(i), func(b []byte) {
 		putAckMsg(b, ackMsg{Slot: m.Slot, Index: m.Chunk.Index, Status: status})
 	})
-	return r.ep.qp.PostSend(ack)
+	if err := r.ep.qp.PostSend(ack); err != nil {
+		return err
+	}
+	r.acksSent.Add(1)
+	return nil
 }
 
 // ackBuffers hands out control send buffers; each is free again once its
@@ -351,4 +413,120 @@ func (r *Receiver) Close() error {
 		r.closeErr = errors.Join(errs...)
 	})
 	return r.closeErr
+}
+
+// IdleEndpoint is a receiver's queue pair parked between transfers
+// ([Receiver.Detach]): still connected to its sender's QP, with its CQ, PD,
+// control buffers and posted receives, but no slot registered (no rkey of it
+// is valid). Take it with ResumeReceiver or ResumeWindowReceiver, or Close it.
+type IdleEndpoint struct {
+	ep   *endpoint
+	info EndpointInfo // ours
+	peer EndpointInfo // the sender's QP ours is connected to
+}
+
+// QPN returns the parked queue pair's number.
+func (e *IdleEndpoint) QPN() uint32 { return e.info.QPN }
+
+// Device returns the parked queue pair's device.
+func (e *IdleEndpoint) Device() string { return e.info.Device }
+
+// Peer returns the sender endpoint the queue pair is connected to.
+func (e *IdleEndpoint) Peer() EndpointInfo { return e.peer }
+
+// Close destroys the parked endpoint (QP, CQ, PD, device). It is idempotent
+// and does nothing once the endpoint was resumed.
+func (e *IdleEndpoint) Close() error {
+	if e.ep == nil {
+		return nil
+	}
+	ep := e.ep
+	e.ep = nil
+	return ep.close()
+}
+
+// settleTimeout bounds how long Detach waits for the completions of the
+// acknowledgements it already sent.
+var settleTimeout = 2 * time.Second
+
+// Detach ends the receiver's transfer like Close — draining stops, the slots
+// (or window) are deregistered, so their rkeys are dead — but keeps the queue
+// pair connected, for the same sender's next transfer ([ResumeReceiver]). It
+// does so only when the connection is clean: draining had not failed, no
+// chunk message was left unhandled and every acknowledgement's SEND
+// completed (so the next transfer starts with every receive posted and every
+// ack buffer free). Otherwise it closes everything and returns an error. The
+// Receiver is closed either way.
+func (r *Receiver) Detach() (*IdleEndpoint, error) {
+	var idle *IdleEndpoint
+	var reason error
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+		var errs []error
+		for _, mr := range r.slots {
+			errs = append(errs, mr.Close())
+		}
+		if r.windowMR != nil {
+			errs = append(errs, r.windowMR.Close())
+		}
+		if err := errors.Join(errs...); err != nil {
+			reason = err
+		} else if reason = r.settle(); reason == nil {
+			idle = &IdleEndpoint{ep: r.ep, info: r.ep.info, peer: r.peer}
+			r.closeErr = nil
+			return
+		}
+		r.closeErr = errors.Join(reason, r.ep.close())
+	})
+	if idle == nil {
+		if reason == nil {
+			reason = errors.New("rdma: receiver already closed")
+		}
+		return nil, fmt.Errorf("rdma: receiver not reusable: %w", reason)
+	}
+	return idle, nil
+}
+
+// settle accounts for the completions drain left and waits for the
+// outstanding acknowledgements' SEND completions.
+func (r *Receiver) settle() error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.unhandled {
+		return errors.New("a chunk message arrived while closing")
+	}
+	check := func(wcs []verbs.WorkCompletion) error {
+		for _, wc := range wcs {
+			if err := wc.Err(); err != nil {
+				return err
+			}
+			if wc.WRID&wrKind != wrSend {
+				return fmt.Errorf("unexpected completion %#x while closing", wc.WRID)
+			}
+			r.acksDone++
+		}
+		return nil
+	}
+	if err := check(r.leftover); err != nil {
+		return err
+	}
+	r.leftover = nil
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	wcs := make([]verbs.WorkCompletion, 64)
+	for r.acksDone < r.acksSent.Load() {
+		n, err := r.ep.cq.Wait(ctx, wcs)
+		if err != nil {
+			return fmt.Errorf("waiting for %d acknowledgements to complete: %w", r.acksSent.Load()-r.acksDone, err)
+		}
+		if err := check(wcs[:n]); err != nil {
+			return err
+		}
+	}
+	if r.acksDone != r.acksSent.Load() {
+		return fmt.Errorf("%d acknowledgements sent, %d completed", r.acksSent.Load(), r.acksDone)
+	}
+	return nil
 }

@@ -58,6 +58,14 @@ type Sender struct {
 	connected bool
 	broken    error // the QP failed; every later Send fails with it
 
+	// peer is the endpoint the QP is connected to (RTS) since the last
+	// Connect; parked: Park detached it from its transfer's slots.
+	peer     *EndpointInfo
+	qpn      uint32
+	parked   bool
+	clean    bool // the last Send returned nil with nothing outstanding
+	probeOut bool // a liveness probe may still be outstanding
+
 	staging    *verbs.MemoryRegion // depth buffers of bufSize bytes, local access only
 	bufSize    int
 	sourceMode sourceMode
@@ -86,7 +94,7 @@ func NewSender(opt Options, peer netip.Addr) (*Sender, EndpointInfo, error) {
 	if err != nil {
 		return nil, EndpointInfo{}, err
 	}
-	return &Sender{ep: ep}, ep.info, nil
+	return &Sender{ep: ep, qpn: ep.info.QPN}, ep.info, nil
 }
 
 // Connect moves the QP to RTR and RTS, connected to the receiver's endpoint
@@ -107,9 +115,35 @@ func (s *Sender) ConnectWindow(remote EndpointInfo, slots []RemoteBuffer) error 
 }
 
 func (s *Sender) connect(remote EndpointInfo, slots []RemoteBuffer, window bool) error {
+	if s.ep == nil {
+		return errors.New("rdma: sender closed")
+	}
 	if s.connected {
 		return errors.New("rdma: sender already connected")
 	}
+	if err := checkSlots(slots); err != nil {
+		return err
+	}
+	if s.parked {
+		// The receiver did not resume the parked connection (it answered
+		// with a fresh QP connected to ours): reconnect our QP to it.
+		if err := s.ep.reset(); err != nil {
+			s.broken = fmt.Errorf("%w: resetting the queue pair: %w", ErrBroken, err)
+			return s.broken
+		}
+		s.parked, s.peer = false, nil
+	}
+	if err := s.ep.connect(remote); err != nil {
+		return fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
+	}
+	s.peer = &remote
+	s.slots = slices.Clone(slots)
+	s.window = window
+	s.connected = true
+	return nil
+}
+
+func checkSlots(slots []RemoteBuffer) error {
 	if len(slots) == 0 {
 		return fmt.Errorf("%w: the receiver offered no slots", ErrMismatch)
 	}
@@ -118,12 +152,75 @@ func (s *Sender) connect(remote EndpointInfo, slots []RemoteBuffer, window bool)
 			return fmt.Errorf("%w: slot %d: bad buffer %v", ErrMismatch, i, b)
 		}
 	}
-	if err := s.ep.connect(remote); err != nil {
-		return fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
+	return nil
+}
+
+// Park detaches an idle, healthy sender from its transfer so that its
+// connection can carry the next one to the same receiver: the slots (and
+// their rkeys) are forgotten, the QP stays connected (RTS), its posted
+// receives and staging buffers stay. It fails, leaving the sender as it was
+// (to be closed), unless the last Send returned nil with nothing outstanding.
+// The returned EndpointInfo is the offer for the next transfer: a new PSN
+// (used only if the receiver answers with a fresh QP) and ConnectedQPN, the
+// receiver QP ours is connected to.
+func (s *Sender) Park() (EndpointInfo, error) {
+	switch {
+	case s.ep == nil || s.broken != nil:
+		return EndpointInfo{}, errors.New("rdma: sender closed or broken")
+	case !s.connected || s.peer == nil:
+		return EndpointInfo{}, errors.New("rdma: sender not connected")
+	case !s.clean || s.probeOut:
+		return EndpointInfo{}, errors.New("rdma: sender's last Send did not finish cleanly")
+	}
+	psn, err := randomPSN()
+	if err != nil {
+		return EndpointInfo{}, err
+	}
+	s.ep.info.PSN = psn
+	s.slots, s.window, s.connected, s.parked, s.clean = nil, false, false, true, false
+	return s.Offer(), nil
+}
+
+// Offer returns the endpoint to offer a receiver: for a parked sender it
+// names the receiver QP it is still connected to (ConnectedQPN).
+func (s *Sender) Offer() EndpointInfo {
+	info := s.ep.info
+	if s.parked && s.peer != nil {
+		info.ConnectedQPN = s.peer.QPN
+	}
+	return info
+}
+
+// Device returns the name of the sender's device ("" once closed).
+func (s *Sender) Device() string {
+	if s.ep == nil {
+		return ""
+	}
+	return s.ep.info.Device
+}
+
+// QPN returns our queue pair's number (also after Close).
+func (s *Sender) QPN() uint32 { return s.qpn }
+
+// Resume takes a parked sender's connection for a new transfer: the
+// receiver resumed the endpoint ours is connected to ([ResumeReceiver]) and
+// offered these slots; window is as for ConnectWindow. remote must be the
+// same receiver QP (QPN and GID) the sender was connected to.
+func (s *Sender) Resume(remote EndpointInfo, slots []RemoteBuffer, window bool) error {
+	switch {
+	case s.ep == nil || s.broken != nil:
+		return errors.New("rdma: sender closed or broken")
+	case !s.parked || s.peer == nil:
+		return errors.New("rdma: Resume of a sender that is not parked")
+	case remote.QPN != s.peer.QPN || remote.GID != s.peer.GID:
+		return fmt.Errorf("%w: resumed receiver QP %#x at %s, ours is connected to QP %#x at %s",
+			ErrMismatch, remote.QPN, remote.Addr(), s.peer.QPN, s.peer.Addr())
+	}
+	if err := checkSlots(slots); err != nil {
+		return err
 	}
 	s.slots = slices.Clone(slots)
-	s.window = window
-	s.connected = true
+	s.window, s.connected, s.parked = window, true, false
 	return nil
 }
 
@@ -147,6 +244,7 @@ func (s *Sender) connect(remote EndpointInfo, slots []RemoteBuffer, window bool)
 func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.Chunk, done func(fallback.Chunk, error), depth int) error {
 	dq := newDoneQueue(done)
 	defer dq.close()
+	s.clean = false
 	if err := s.sendPrecheck(depth); err != nil {
 		return drainWith(ctx, chunks, dq, err)
 	}
@@ -236,6 +334,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 			return drainWith(ctx, chunks, dq, err)
 		}
 	}
+	s.clean, s.probeOut = true, probing
 	return nil
 }
 

@@ -35,7 +35,7 @@ func endpointToProto(e *rdma.EndpointInfo) *pb.RdmaEndpoint {
 	if e == nil {
 		return nil
 	}
-	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU)}
+	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU), ConnectedQpn: e.ConnectedQPN}
 }
 
 // endpointFromProto validates and converts a peer's queue-pair description.
@@ -46,7 +46,7 @@ func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
 	if len(e.Gid) != 16 {
 		return nil, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
 	}
-	out := &rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu)}
+	out := &rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu), ConnectedQPN: e.ConnectedQpn}
 	copy(out.GID[:], e.Gid)
 	return out, nil
 }
@@ -55,7 +55,7 @@ func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
 	if c == nil {
 		return nil
 	}
-	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint), Direct: c.Direct}
+	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint), Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, &pb.RdmaBuffer{Addr: b.Addr, Rkey: b.RKey, Length: b.Len})
 	}
@@ -73,7 +73,7 @@ func channelFromProto(c *pb.RdmaChannel) (*transfer.RDMAChannel, error) {
 	if ep == nil || len(c.Slots) == 0 {
 		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
 	}
-	out := &transfer.RDMAChannel{Endpoint: *ep, Direct: c.Direct}
+	out := &transfer.RDMAChannel{Endpoint: *ep, Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, rdma.RemoteBuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
 	}

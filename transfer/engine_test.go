@@ -24,7 +24,7 @@ type pair struct {
 	srcRoot, dstRoot *Root
 }
 
-func newPair(t *testing.T, hooks Hooks) *pair {
+func newPair(t *testing.T, hooks Hooks, opts ...func(*Config)) *pair {
 	t.Helper()
 	p := &pair{srcDir: t.TempDir(), dstDir: t.TempDir()}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
@@ -41,8 +41,14 @@ func newPair(t *testing.T, hooks Hooks) *pair {
 	}
 	t.Cleanup(func() { data.Close(); p.srcRoot.Close(); p.dstRoot.Close() })
 	auto := RDMAConfig{Options: rdma.Options{GIDIndex: -1}, Chunk: 64 << 10}
-	p.src = NewNode(Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks, RDMA: auto})
-	p.dst = NewNode(Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log, RDMA: auto})
+	srcCfg := Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks, RDMA: auto}
+	dstCfg := Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log, RDMA: auto}
+	for _, o := range opts {
+		o(&srcCfg)
+		o(&dstCfg)
+	}
+	p.src, p.dst = NewNode(srcCfg), NewNode(dstCfg)
+	t.Cleanup(func() { p.src.Shutdown(); p.dst.Shutdown() }) // closes parked queue pairs
 	return p
 }
 

@@ -37,12 +37,18 @@ type RDMAConfig struct {
 	Slots    int   // registered receive slots per incoming transfer
 	Chunk    int64 // chunk (and slot) size when a transfer may use RDMA
 	Depth    int   // WRITEs in flight per transfer; 0 = rdma's default
+	// IdleExpiry is how long a connection to a peer stays parked for reuse
+	// after a transfer committed over it (0 = DefaultRDMAIdleExpiry;
+	// negative: no reuse, every transfer sets up its own queue pairs).
+	IdleExpiry time.Duration
 }
 
 // RDMA defaults.
 const (
 	DefaultRDMASlots = 16
 	DefaultRDMAChunk = 1 << 20
+	// DefaultRDMAIdleExpiry is how long an idle queue pair stays parked.
+	DefaultRDMAIdleExpiry = 60 * time.Second
 )
 
 // Hooks are test hooks; all nil in production.
@@ -54,6 +60,13 @@ type Hooks struct {
 	// number verified so far; true breaks the RDMA connection (the queue
 	// pair goes to the error state, as on a link failure).
 	BreakRDMA func(verified int) bool
+	// RDMAConnected is told, on the source, which queue pairs carry a
+	// transfer (ours, the destination's) and whether the connection was
+	// reused from an earlier transfer.
+	RDMAConnected func(localQPN, remoteQPN uint32, reused bool)
+	// IdleRDMAClosed is told when a parked queue pair expired and was closed
+	// (outgoing: a source's sender; else a destination's endpoint).
+	IdleRDMAClosed func(outgoing bool, qpn uint32)
 }
 
 // Config configures a Node.
@@ -91,6 +104,11 @@ type Node struct {
 	transfers map[key]*record
 	active    int
 	regions   map[string]*region
+
+	// Parked RDMA connections: senders by destination and device, a
+	// destination's endpoints by source node, QPN and GID.
+	idleSenders   *idlePool[*rdma.Sender]
+	idleEndpoints *idlePool[*rdma.IdleEndpoint]
 }
 
 type key struct {
@@ -115,6 +133,7 @@ func NewNode(cfg Config) *Node {
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	cfg.RDMA.Slots = cmp.Or(cfg.RDMA.Slots, DefaultRDMASlots)
 	cfg.RDMA.Chunk = cmp.Or(cfg.RDMA.Chunk, DefaultRDMAChunk)
+	cfg.RDMA.IdleExpiry = cmp.Or(cfg.RDMA.IdleExpiry, DefaultRDMAIdleExpiry)
 	switch {
 	case cfg.RDMAUnavailable != "":
 	case cfg.RDMA.Disabled:
@@ -130,7 +149,41 @@ func NewNode(cfg Config) *Node {
 	if cfg.Data != nil && cfg.DataAddr == "" {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
+	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
+	hook := cfg.Hooks.IdleRDMAClosed
+	n.idleSenders = newIdlePool(cfg.RDMA.IdleExpiry, func(s *rdma.Sender) {
+		if err := s.Close(); err != nil {
+			n.log.Warn("closing an idle RDMA sender", "err", err)
+		}
+	}, func(s *rdma.Sender) {
+		if hook != nil {
+			hook(true, s.QPN())
+		}
+	})
+	n.idleEndpoints = newIdlePool(cfg.RDMA.IdleExpiry, func(e *rdma.IdleEndpoint) {
+		if err := e.Close(); err != nil {
+			n.log.Warn("closing an idle RDMA endpoint", "err", err)
+		}
+	}, func(e *rdma.IdleEndpoint) {
+		if hook != nil {
+			hook(false, e.QPN())
+		}
+	})
+	// Parked queue pairs keep their device open: let go of a device that is
+	// being removed (one netlink query per device and tick).
+	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
+	return n
+}
+
+// IdleRDMA returns the number of parked queue pairs: senders (this node as
+// a source) and endpoints (as a destination).
+func (n *Node) IdleRDMA() (senders, endpoints int) {
+	return n.idleSenders.len(), n.idleEndpoints.len()
+}
+
+// DropIdleRDMA closes every parked queue pair and returns how many.
+func (n *Node) DropIdleRDMA() int {
+	return n.idleSenders.drop("", true) + n.idleEndpoints.drop("", true)
 }
 
 // Config returns the node's effective configuration.
@@ -286,8 +339,11 @@ type localPeer struct{ *Node }
 func (localPeer) Close() error { return nil }
 
 // Shutdown cancels every outgoing transfer and aborts every incoming one
-// (removing its partial file). Call it when the node stops.
+// (removing its partial file), and closes the parked queue pairs. Call it
+// when the node stops.
 func (n *Node) Shutdown() {
+	defer n.idleEndpoints.close()
+	defer n.idleSenders.close()
 	n.mu.Lock()
 	recs := make([]*record, 0, len(n.transfers))
 	for _, r := range n.transfers {

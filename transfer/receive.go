@@ -24,6 +24,8 @@ type incoming struct {
 	crcs    []uint32 // verified CRC32C of each landed chunk
 	landed  []bool
 	nLanded int
+	viaRDMA int // chunks of nLanded that landed over RDMA
+	source  string
 	release func()         // unregisters the TCP data-channel token (nil: no TCP)
 	rdma    *rdma.Receiver // the RDMA side (nil: no RDMA)
 	unmap   func() error   // unmaps a direct RDMA window, after rdma is closed
@@ -79,7 +81,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset,
+	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
 		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
 	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.Path()}
 	var rdmaReason string
@@ -137,10 +139,33 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	case n.cfg.RDMAUnavailable != "":
 		return fmt.Sprintf("destination %s cannot use RDMA: %s", n.cfg.ID, n.cfg.RDMAUnavailable)
 	}
-	if n.openDirectRDMA(req, in, resp) {
+	// The source's QP may still be connected to one of ours parked after an
+	// earlier transfer: resume that one. Whatever else is parked for that
+	// source QP is stale (the source's QP is offered afresh or elsewhere).
+	off := req.RDMA
+	var idle *rdma.IdleEndpoint
+	key := endpointKey(req.SourceNode, off.QPN, off.GID)
+	if off.ConnectedQPN != 0 {
+		idle, _ = n.idleEndpoints.take(key, func(e *rdma.IdleEndpoint) bool {
+			return e.QPN() == off.ConnectedQPN && e.Peer().QPN == off.QPN && e.Peer().GID == off.GID
+		})
+	}
+	n.idleEndpoints.drop(key, false)
+	if n.openDirectRDMA(req, in, resp, &idle) {
 		return ""
 	}
-	r, info, slots, err := rdma.NewReceiver(n.cfg.RDMA.Options, *req.RDMA, n.cfg.RDMA.Slots, int(req.ChunkSize), in)
+	sink := rdmaSink{in}
+	if idle != nil {
+		r, info, slots, err := rdma.ResumeReceiver(idle, n.cfg.RDMA.Slots, int(req.ChunkSize), sink)
+		if err == nil {
+			in.rdma = r
+			resp.Transport = TransportRDMA
+			resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Reused: true}
+			return ""
+		}
+		n.log.Info("resuming a parked RDMA connection failed; using a fresh one", "transfer", req.ID, "err", err)
+	}
+	r, info, slots, err := rdma.NewReceiver(n.cfg.RDMA.Options, *req.RDMA, n.cfg.RDMA.Slots, int(req.ChunkSize), sink)
 	if err != nil {
 		return fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
 	}
@@ -150,13 +175,27 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	return ""
 }
 
+// endpointKey names a parked endpoint by the source QP it is connected to.
+func endpointKey(source string, qpn uint32, gid [16]byte) string {
+	return fmt.Sprintf("%s\x00%#x\x00%x", source, qpn, gid)
+}
+
+// rdmaSink is the Sink of an incoming transfer's RDMA receiver: it counts
+// the chunks that landed over RDMA.
+type rdmaSink struct{ *incoming }
+
+func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true) }
+
 // openDirectRDMA lands an incoming transfer straight in its destination when
 // that is a window of a memfd-backed region: the window is mapped and
 // registered for remote writes for this transfer only, and chunk i is written
 // into its place by the source (no staging slot, no pwrite). Any other
 // destination, or a failure (e.g. RLIMIT_MEMLOCK refusing the registration),
 // leaves it to the staging receiver.
-func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse) bool {
+//
+// A parked endpoint in *idle is resumed for it when there is one; if that
+// fails, *idle is nil (it was closed).
+func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse, idle **rdma.IdleEndpoint) bool {
 	t, ok := in.dest.(*regionTarget)
 	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t) {
 		return false
@@ -166,7 +205,16 @@ func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareRes
 		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
 		return false
 	}
-	r, info, slots, err := rdma.NewWindowReceiver(n.cfg.RDMA.Options, *req.RDMA, mem, int(req.ChunkSize), in)
+	var r *rdma.Receiver
+	var info rdma.EndpointInfo
+	var slots []rdma.RemoteBuffer
+	reused := *idle != nil
+	if reused {
+		r, info, slots, err = rdma.ResumeWindowReceiver(*idle, mem, int(req.ChunkSize), rdmaSink{in})
+		*idle = nil
+	} else {
+		r, info, slots, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, *req.RDMA, mem, int(req.ChunkSize), rdmaSink{in})
+	}
 	if err != nil {
 		unmap()
 		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
@@ -174,15 +222,25 @@ func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareRes
 	}
 	in.rdma, in.unmap = r, unmap
 	resp.Transport = TransportRDMA
-	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Direct: true}
+	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Direct: true, Reused: reused}
 	return true
 }
 
 // closeChannels stops both data channels: afterwards no chunk lands, the
 // RDMA slots are deregistered (their rkeys are dead) and the token refused.
-func (in *incoming) closeChannels() {
+func (in *incoming) closeChannels() { in.stopChannels(false) }
+
+// stopChannels is closeChannels; with keep, a clean RDMA connection is
+// detached instead (slots deregistered, queue pair kept) and returned, to be
+// parked once the transfer committed.
+func (in *incoming) stopChannels(keep bool) (idle *rdma.IdleEndpoint) {
 	in.closed.Do(func() {
-		if in.rdma != nil {
+		if in.rdma != nil && keep {
+			var err error
+			if idle, err = in.rdma.Detach(); err != nil {
+				in.node.log.Info("RDMA connection not kept for reuse", "transfer", in.rec.info.ID, "err", err)
+			}
+		} else if in.rdma != nil {
 			if err := in.rdma.Close(); err != nil {
 				in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
 			}
@@ -196,6 +254,7 @@ func (in *incoming) closeChannels() {
 			in.release()
 		}
 	})
+	return idle
 }
 
 // File implements fallback.Sink.
@@ -215,7 +274,9 @@ func (in *incoming) Admit(c fallback.Chunk) (int64, error) {
 }
 
 // Landed implements fallback.Sink: record a verified chunk.
-func (in *incoming) Landed(c fallback.Chunk, err error) {
+func (in *incoming) Landed(c fallback.Chunk, err error) { in.landedVia(c, err, false) }
+
+func (in *incoming) landedVia(c fallback.Chunk, err error, viaRDMA bool) {
 	if err != nil {
 		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
 		return
@@ -228,6 +289,9 @@ func (in *incoming) Landed(c fallback.Chunk, err error) {
 	in.landed[c.Index] = true
 	in.crcs[c.Index] = c.CRC
 	in.nLanded++
+	if viaRDMA {
+		in.viaRDMA++
+	}
 	in.rec.info.BytesDone += int64(c.Length)
 	if s := time.Since(in.movingT).Seconds(); s > 0 {
 		in.rec.info.Rate = float64(in.rec.info.BytesDone) / s
@@ -244,7 +308,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	rec.mu.Lock()
 	in := rec.in
-	state, nLanded := rec.info.State, in.nLanded
+	state, nLanded, viaRDMA := rec.info.State, in.nLanded, in.viaRDMA
 	if state == StateMoving {
 		rec.info.State = StateVerifying
 	}
@@ -259,13 +323,24 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	if err == nil {
 		in.idle.Stop()
-		in.closeChannels()
+		// Every chunk came over RDMA: keep the queue pair for the source's
+		// next transfer (parked only if the commit succeeds).
+		idle := in.stopChannels(in.rdma != nil && nLanded > 0 && viaRDMA == nLanded && n.cfg.RDMA.IdleExpiry > 0)
+		defer func() {
+			if idle != nil {
+				idle.Close()
+			}
+		}()
 		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
 		} else if err = in.dest.Commit(); err == nil {
 			rec.mu.Lock()
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
+			if idle != nil {
+				n.idleEndpoints.put(endpointKey(in.source, idle.Peer().QPN, idle.Peer().GID), idle.Device(), idle)
+				idle = nil
+			}
 			n.finish(rec, StateCommitted, nil)
 			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
 			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got}, nil

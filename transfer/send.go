@@ -74,13 +74,25 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	var sender *rdma.Sender
 	var offer *rdma.EndpointInfo
 	rdmaReason := n.cfg.RDMAUnavailable
+	// A connection parked by an earlier transfer to the same destination is
+	// offered first (its QP is still connected to the destination's).
+	poolKey := req.DestNode + "\x00" + n.cfg.RDMA.Options.Device
+	keepSender := false
 	if req.Policy != PolicyTCP && rdmaReason == "" {
-		s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
-		if err != nil {
+		if s, ok := n.idleSenders.take(poolKey, nil); ok {
+			info := s.Offer()
+			sender, offer = s, &info
+		} else if s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode)); err != nil {
 			rdmaReason = err.Error()
 		} else {
 			sender, offer = s, &info
-			defer s.Close()
+		}
+		if sender != nil {
+			defer func() {
+				if !keepSender {
+					sender.Close()
+				}
+			}()
 		}
 	}
 	if req.Policy == PolicyRDMA && offer == nil {
@@ -106,6 +118,14 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	p.emit()
 	err := p.run(ctx, req)
 	if err == nil {
+		// Committed over RDMA all the way: park the connection for the next
+		// transfer to this destination (the destination parked its side).
+		if sender != nil && p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
+			if _, perr := sender.Park(); perr == nil {
+				keepSender = true
+				n.idleSenders.put(poolKey, sender.Device(), sender)
+			}
+		}
 		n.finish(rec, StateCommitted, nil)
 	} else {
 		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrCanceled) {
@@ -145,6 +165,7 @@ type push struct {
 	rdma       *rdma.Sender       // nil: no RDMA offered
 	offer      *rdma.EndpointInfo // the queue pair offered in Prepare
 	rdmaReason string             // why no RDMA was offered
+	rdmaDone   bool               // every chunk was verified over RDMA
 
 	emitMu   sync.Mutex
 	lastEmit time.Time
@@ -463,10 +484,20 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	if resp.RDMA.Direct { // the slots are the destination region's window: chunk i → slot i
 		connect = p.rdma.ConnectWindow
 	}
-	if err := connect(resp.RDMA.Endpoint, resp.RDMA.Slots); err != nil {
+	reused := p.offer != nil && p.offer.ConnectedQPN != 0 && resp.RDMA.Reused
+	var err error
+	if reused { // the destination resumed the QP ours is still connected to
+		err = p.rdma.Resume(resp.RDMA.Endpoint, resp.RDMA.Slots, resp.RDMA.Direct)
+	} else { // a fresh QP (a parked one of ours is reset and reconnected)
+		err = connect(resp.RDMA.Endpoint, resp.RDMA.Slots)
+	}
+	if err != nil {
 		return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
 	}
-	return p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+	if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
+		h(p.rdma.QPN(), resp.RDMA.Endpoint.QPN, reused)
+	}
+	err = p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
 		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
 			inner := done
 			done = func(c fallback.Chunk, err error) {
@@ -478,6 +509,8 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 		}
 		return p.rdma.Send(ctx, p.src, queue, done, p.node.cfg.RDMA.Depth)
 	})
+	p.rdmaDone = err == nil
+	return err
 }
 
 // peerAddr is the IP address in a node's host:port, to pick the local GID

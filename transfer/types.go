@@ -126,6 +126,11 @@ type RDMAChannel struct {
 	// memory, registered for this transfer only); chunk i must be written
 	// into slot i (rdma.Sender.ConnectWindow).
 	Direct bool
+	// Reused: the endpoint is the destination's queue pair that the
+	// source's offered one is still connected to (EndpointInfo.ConnectedQPN),
+	// resumed with fresh slots; the source keeps its connection as it is.
+	// Otherwise the endpoint is a fresh queue pair to connect to.
+	Reused bool
 }
 
 // TCPChannel is where and how to open the TCP data connections.

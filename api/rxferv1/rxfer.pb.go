@@ -1625,7 +1625,11 @@ type RdmaEndpoint struct {
 	Gid      []byte `protobuf:"bytes,4,opt,name=gid,proto3" json:"gid,omitempty"`
 	GidIndex int32  `protobuf:"varint,5,opt,name=gid_index,json=gidIndex,proto3" json:"gid_index,omitempty"`
 	// Active MTU in bytes.
-	Mtu           int32 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Mtu int32 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// When not 0: this queue pair is still connected (RTS) to the peer's QPN
+	// connected_qpn from an earlier transfer, and the peer may resume that
+	// endpoint (RdmaChannel.reused) instead of connecting a fresh one.
+	ConnectedQpn  uint32 `protobuf:"varint,7,opt,name=connected_qpn,json=connectedQpn,proto3" json:"connected_qpn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1706,13 @@ func (x *RdmaEndpoint) GetMtu() int32 {
 	return 0
 }
 
+func (x *RdmaEndpoint) GetConnectedQpn() uint32 {
+	if x != nil {
+		return x.ConnectedQpn
+	}
+	return 0
+}
+
 // RdmaBuffer is a registered receive slot: a remote address and its rkey.
 // rkeys are capabilities: they travel only over this control plane and are
 // never logged.
@@ -1772,7 +1783,11 @@ type RdmaChannel struct {
 	Slots    []*RdmaBuffer          `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
 	// The slots are the destination region's window itself, registered for
 	// this transfer only: chunk i goes into slot i (no staging, no copy).
-	Direct        bool `protobuf:"varint,3,opt,name=direct,proto3" json:"direct,omitempty"`
+	Direct bool `protobuf:"varint,3,opt,name=direct,proto3" json:"direct,omitempty"`
+	// The endpoint is the destination's parked queue pair that the source's
+	// offered one is still connected to (RdmaEndpoint.connected_qpn), resumed
+	// with fresh slots: the source keeps its connection as it is.
+	Reused        bool `protobuf:"varint,4,opt,name=reused,proto3" json:"reused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1824,6 +1839,13 @@ func (x *RdmaChannel) GetSlots() []*RdmaBuffer {
 func (x *RdmaChannel) GetDirect() bool {
 	if x != nil {
 		return x.Direct
+	}
+	return false
+}
+
+func (x *RdmaChannel) GetReused() bool {
+	if x != nil {
+		return x.Reused
 	}
 	return false
 }
@@ -2433,23 +2455,25 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x16CancelTransferResponse\x122\n" +
 	"\btransfer\x18\x01 \x01(\v2\x16.rxfer.v1.TransferInfoR\btransfer\"\n" +
 	"\n" +
-	"\bTcpOffer\"\x8b\x01\n" +
+	"\bTcpOffer\"\xb0\x01\n" +
 	"\fRdmaEndpoint\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x10\n" +
 	"\x03qpn\x18\x02 \x01(\rR\x03qpn\x12\x10\n" +
 	"\x03psn\x18\x03 \x01(\rR\x03psn\x12\x10\n" +
 	"\x03gid\x18\x04 \x01(\fR\x03gid\x12\x1b\n" +
 	"\tgid_index\x18\x05 \x01(\x05R\bgidIndex\x12\x10\n" +
-	"\x03mtu\x18\x06 \x01(\x05R\x03mtu\"L\n" +
+	"\x03mtu\x18\x06 \x01(\x05R\x03mtu\x12#\n" +
+	"\rconnected_qpn\x18\a \x01(\rR\fconnectedQpn\"L\n" +
 	"\n" +
 	"RdmaBuffer\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\x06R\x04addr\x12\x12\n" +
 	"\x04rkey\x18\x02 \x01(\aR\x04rkey\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\rR\x06length\"\x85\x01\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\"\x9d\x01\n" +
 	"\vRdmaChannel\x122\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
-	"\x06direct\x18\x03 \x01(\bR\x06direct\"\x93\x04\n" +
+	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\x93\x04\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +

@@ -1,0 +1,100 @@
+package rdma
+
+import (
+	"os"
+	"testing"
+
+	"github.com/rxfer/rxfer/internal/testbedenv"
+)
+
+// sendAll sends a fresh file through p's sender into sink and checks it
+// landed intact.
+func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunk int, seed uint64) {
+	t.Helper()
+	src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, seed)
+	if res := runSend(t, s, src, chunks, 0, nil); res.err != nil {
+		t.Fatalf("Send: %v", res.err)
+	}
+	got, err := os.ReadFile(sink.f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := testbedenv.FirstDiff(got[:len(data)], data); i >= 0 {
+		t.Fatalf("destination differs from source at byte %d", i)
+	}
+}
+
+// A parked connection carries a second transfer on the same QPs with fresh
+// slots; a parked sender whose receiver answers with a fresh QP resets and
+// reconnects.
+func TestParkAndResume(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	const chunk = 64 << 10
+	p := newPair(t, 4, chunk)
+	sendAll(t, p.s, p.sink, 1<<20+7, chunk, 1)
+
+	offer, err := p.s.Park()
+	if err != nil {
+		t.Fatalf("Park after a clean Send: %v", err)
+	}
+	idle, err := p.r.Detach()
+	if err != nil {
+		t.Fatalf("Detach after a clean transfer: %v", err)
+	}
+	if offer.ConnectedQPN != idle.QPN() || idle.Peer().QPN != offer.QPN {
+		t.Fatalf("offer %+v, parked endpoint QPN %#x connected to %#x: not each other's", offer, idle.QPN(), idle.Peer().QPN)
+	}
+	sink2 := newTestSink(t, t.TempDir())
+	r2, rinfo, bufs, err := ResumeReceiver(idle, 4, chunk, sink2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	if rinfo.QPN != offer.ConnectedQPN {
+		t.Fatalf("resumed receiver QPN %#x, want %#x", rinfo.QPN, offer.ConnectedQPN)
+	}
+	if err := p.s.Resume(rinfo, bufs, false); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, p.s, sink2, 3<<20+1, chunk, 2)
+
+	// The receiver's side is gone: a fresh receiver connects to the offer
+	// and the parked sender resets its QP to it.
+	offer, err = p.s.Park()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sink3 := newTestSink(t, t.TempDir())
+	r3, rinfo3, bufs3, err := NewReceiver(Options{}, offer, 4, chunk, sink3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r3.Close() })
+	if err := p.s.Resume(rinfo3, bufs3, false); err == nil {
+		t.Fatal("Resume onto a different receiver QP succeeded")
+	}
+	if err := p.s.Connect(rinfo3, bufs3); err != nil {
+		t.Fatalf("reconnecting a parked sender: %v", err)
+	}
+	sendAll(t, p.s, sink3, 1<<20, chunk, 3)
+}
+
+// A sender whose QP broke cannot be parked.
+func TestParkAfterFailure(t *testing.T) {
+	requireDevice(t)
+	p := newPair(t, 4, 64<<10)
+	if err := p.s.Break(); err != nil {
+		t.Fatal(err)
+	}
+	src, _, chunks := sourceFile(t, t.TempDir(), 256<<10, 64<<10, 4)
+	if res := runSend(t, p.s, src, chunks, 0, nil); res.err == nil {
+		t.Fatal("Send on a broken QP succeeded")
+	}
+	if _, err := p.s.Park(); err == nil {
+		t.Fatal("Park of a broken sender succeeded")
+	}
+}

@@ -1,0 +1,63 @@
+package transfer
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// The pool hands out what it parked once, closes what expires, what it
+// holds at close, and what sits on a removed device.
+func TestIdlePool(t *testing.T) {
+	var mu sync.Mutex
+	closed := map[int]bool{}
+	expired := make(chan int, 4)
+	p := newIdlePool(time.Hour, func(v int) { mu.Lock(); closed[v] = true; mu.Unlock() }, func(v int) { expired <- v })
+	p.put("a", "d0", 1)
+	p.put("a", "d0", 2)
+	if v, ok := p.take("a", func(v int) bool { return v == 1 }); !ok || v != 1 {
+		t.Fatalf("take matching 1: %v %v", v, ok)
+	}
+	if _, ok := p.take("b", nil); ok {
+		t.Fatal("take from an empty key succeeded")
+	}
+	if p.len() != 1 {
+		t.Fatalf("len %d, want 1", p.len())
+	}
+	short := newIdlePool(10*time.Millisecond, func(int) {}, func(v int) { expired <- v })
+	short.put("k", "d0", 7)
+	select {
+	case v := <-expired:
+		if v != 7 || short.len() != 0 {
+			t.Fatalf("expired %d, %d left", v, short.len())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("entry did not expire")
+	}
+	watchEvery = 10 * time.Millisecond
+	defer func() { watchEvery = time.Second }()
+	gone := make(chan string, 1)
+	w := newIdlePool(time.Hour, func(v int) { gone <- "closed" }, nil)
+	w.gone = func(dev string) bool { return dev == "dead" }
+	w.put("k", "live", 1)
+	w.put("k", "dead", 2)
+	select {
+	case <-gone:
+		if w.len() != 1 {
+			t.Fatalf("%d left after the removed device's entry closed, want 1", w.len())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("entry on a removed device not closed")
+	}
+	w.close()
+	p.close()
+	p.put("a", "d0", 3) // after close: closed at once
+	mu.Lock()
+	defer mu.Unlock()
+	if !closed[2] || closed[1] {
+		t.Fatalf("closed %v after close; want 2 (parked), not 1 (taken)", closed)
+	}
+	if !closed[3] {
+		t.Fatal("put after close did not close")
+	}
+}
