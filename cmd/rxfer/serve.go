@@ -35,6 +35,7 @@ func cmdServe(args []string) error {
 	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
 	rdmaSlots := fs.Int("rdma-slots", transfer.DefaultRDMASlots, "registered receive slots per incoming RDMA transfer")
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
+	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -69,7 +70,7 @@ func cmdServe(args []string) error {
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
-			Disabled: *noRDMA, Slots: *rdmaSlots, Chunk: *rdmaChunk},
+			Disabled: *noRDMA, Slots: *rdmaSlots, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
