@@ -1,13 +1,5 @@
 package transfer
 
-import "hash/crc32"
-
-// castagnoli is the CRC32C table; Go uses the SSE4.2 / ARMv8 CRC instructions for it.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// ChecksumBytes returns the CRC32C of b.
-func ChecksumBytes(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
-
 // crc32cPoly is the reflected Castagnoli polynomial.
 const crc32cPoly = 0x82f63b78
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rxfer/rxfer/internal/testbedenv"
+
+	"github.com/rxfer/rxfer/fallback"
 )
 
 // rxeDevice is the testbed's RDMA device.
@@ -39,7 +41,7 @@ func pushVerified(t *testing.T, p *pair, conns <-chan qpConn, name string, n int
 	if info.Transport != TransportRDMA || info.State != StateCommitted {
 		t.Fatalf("push %s: transport %v, state %v", name, info.Transport, info.State)
 	}
-	if got, _ := os.ReadFile(filepath.Join(p.dstDir, name)); !bytes.Equal(got, want) || info.Result.CRC32C != ChecksumBytes(want) {
+	if got, _ := os.ReadFile(filepath.Join(p.dstDir, name)); !bytes.Equal(got, want) || info.Result.CRC32C != fallback.Checksum(want) {
 		t.Fatalf("push %s: destination differs", name)
 	}
 	select {
