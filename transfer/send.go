@@ -502,7 +502,7 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 			inner := done
 			done = func(c fallback.Chunk, err error) {
 				inner(c, err)
-				if err == nil && brk(int(p.sched.verified())) {
+				if err == nil && brk(p.sched.verified()) {
 					p.rdma.Break()
 				}
 			}

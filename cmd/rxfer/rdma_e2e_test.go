@@ -4,7 +4,7 @@ package main
 // subprocesses, inside the rdma_rxe testbed VM (testbed/README.md). On the
 // host they skip; in the testbed (RXFER_TESTBED=1) they fail when RDMA is
 // not usable or a copy did not use it. TestMain runs only ^TestRDMA in the
-// testbed. TestRDMAFailoverLinkDelete deletes rxe0 and must stay last.
+// testbed. TestRDMALinkDeleteDuringCopy deletes rxe0 and must stay last.
 //
 //	make build testbed-bins TESTBED_PKGS=./cmd/rxfer/
 //	cd cmd/rxfer && ../../testbed/.cache/bin/rxfer-testbed -e RXFER_BIN=$PWD/../../bin/rxfer \
@@ -416,7 +416,7 @@ func daemonPID(root string) int {
 	return 0
 }
 
-// TestRDMAFailoverLinkDelete runs `rdma link delete rxe0` under a running
+// TestRDMALinkDeleteDuringCopy runs `rdma link delete rxe0` under a running
 // copy (AUTO policy). The copy must commit, verified: over TCP with a
 // fallback_reason naming RDMA if RDMA broke, or over RDMA if the device kept
 // working. On the testbed's 6.1 kernel it is the latter: rxe has no
@@ -428,7 +428,7 @@ func daemonPID(root string) int {
 // without a device, copy over TCP under AUTO with a reason, and refuse
 // --transport rdma. It breaks the device until its cleanup adds the link
 // again: keep it LAST.
-func TestRDMAFailoverLinkDelete(t *testing.T) {
+func TestRDMALinkDeleteDuringCopy(t *testing.T) {
 	requireRDMA(t)
 	netdev := "eth0"
 	if out, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
