@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,18 +145,8 @@ func (n *Node) Regions() []RegionInfo {
 	for _, r := range n.regions {
 		out = append(out, r.info)
 	}
-	slices.SortFunc(out, func(a, b RegionInfo) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b RegionInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // acquireRegion pins the window ref of a region for a transfer. want is the
