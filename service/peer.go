@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
@@ -90,33 +89,44 @@ func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.Abort
 
 // peerClient is a transfer.Peer over gRPC.
 type peerClient struct {
-	addr  string
-	conn  *grpc.ClientConn
-	rpc   pb.PeerClient
-	token string
+	addr string
+	conn *grpc.ClientConn
+	rpc  pb.PeerClient
 }
 
 // DialPeer returns a transfer.Peer that speaks to the node at addr,
 // presenting token (if not empty) as its bearer credential.
 func DialPeer(addr, token string) (transfer.Peer, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := Dial(addr, token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", transfer.ErrPeerUnavailable, addr, err)
 	}
-	return &peerClient{addr: addr, conn: conn, rpc: pb.NewPeerClient(conn), token: token}, nil
+	return &peerClient{addr: addr, conn: conn, rpc: pb.NewPeerClient(conn)}, nil
 }
 
-func (c *peerClient) ctx(ctx context.Context) context.Context {
-	if c.token == "" {
-		return ctx
+// Dial returns a client connection to a node's control API (plaintext: no
+// TLS yet) that presents token, if not empty, as its bearer credential.
+func Dial(addr, token string) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
 	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
+	return grpc.NewClient(addr, opts...)
 }
+
+// bearer is a per-RPC credential: "authorization: Bearer TOKEN".
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (transfer.PrepareResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	defer cancel()
-	resp, err := c.rpc.Prepare(c.ctx(ctx), &pb.PrepareRequest{
+	resp, err := c.rpc.Prepare(ctx, &pb.PrepareRequest{
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
@@ -137,7 +147,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 }
 
 func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (transfer.CommitResponse, error) {
-	resp, err := c.rpc.Commit(c.ctx(ctx), &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C})
+	resp, err := c.rpc.Commit(ctx, &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C})
 	if err != nil {
 		return transfer.CommitResponse{}, fromStatus(c.addr, err)
 	}
@@ -145,7 +155,7 @@ func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (tr
 }
 
 func (c *peerClient) Abort(ctx context.Context, id, reason string) error {
-	_, err := c.rpc.Abort(c.ctx(ctx), &pb.AbortRequest{TransferId: id, Reason: reason})
+	_, err := c.rpc.Abort(ctx, &pb.AbortRequest{TransferId: id, Reason: reason})
 	return fromStatus(c.addr, err)
 }
 

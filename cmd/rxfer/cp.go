@@ -17,8 +17,6 @@ import (
 	"syscall"
 
 	"golang.org/x/term"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/fallback"
@@ -87,27 +85,9 @@ func cmdCp(args []string) error {
 	}
 }
 
-// dialNode connects to a node's control API with the bearer token.
-func dialNode(addr, token string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
-	}
-	return grpc.NewClient(addr, opts...)
-}
-
-// bearer is a per-RPC credential carrying the node token.
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return false }
-
 // remoteCopy asks node to push and shows its progress stream.
 func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyRequest, rep reporter) error {
-	conn, err := dialNode(node, o.token)
+	conn, err := service.Dial(node, o.token)
 	if err != nil {
 		return err
 	}

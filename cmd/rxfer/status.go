@@ -98,7 +98,7 @@ func transferClient(node, tokenFile string) (pb.TransferClient, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := dialNode(addr, token)
+	conn, err := service.Dial(addr, token)
 	if err != nil {
 		return nil, nil, err
 	}
