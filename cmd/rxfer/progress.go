@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -132,20 +133,15 @@ func transportNote(e *pb.TransferInfo) string {
 	return s
 }
 
-func stateName(s pb.State) string {
-	return map[pb.State]string{pb.State_STATE_PENDING: "pending", pb.State_STATE_PREPARING: "preparing",
-		pb.State_STATE_MOVING: "moving", pb.State_STATE_VERIFYING: "verifying", pb.State_STATE_COMMITTED: "committed",
-		pb.State_STATE_FAILED: "failed", pb.State_STATE_CANCELLED: "cancelled"}[s]
-}
+// stateName is the state's enum name without its prefix, e.g. "moving".
+func stateName(s pb.State) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STATE_")) }
 
+// transportName is "tcp" or "rdma" ("-" when none was chosen yet).
 func transportName(t pb.Transport) string {
-	switch t {
-	case pb.Transport_TRANSPORT_TCP:
-		return "tcp"
-	case pb.Transport_TRANSPORT_RDMA:
-		return "rdma"
+	if t == pb.Transport_TRANSPORT_UNSPECIFIED {
+		return "-"
 	}
-	return "-"
+	return strings.ToLower(strings.TrimPrefix(t.String(), "TRANSPORT_"))
 }
 
 // size formats a byte count with binary units.
