@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Debian packages the host suite and benchmarks use (the testbed adds its own).
 HOST_APT := iproute2 iperf3
 
-.PHONY: all build build-nocgo demo test test-host deps-host vet proto bench clean
+.PHONY: all build build-nocgo demo test test-host deps-host vet proto bench bench-rdma clean
 
 all: build
 
@@ -46,6 +46,23 @@ test-host: deps-host vet build-nocgo
 
 bench: build deps-host
 	@scripts/bench.sh $(BIN)
+	@$(MAKE) --no-print-directory bench-rdma
+
+# The RDMA benchmark in the testbed (cmd/rxfer/rdma_bench_test.go): ib_write_bw
+# and rxfer region→region and file→file on the same rxe device, one VM, then two.
+# BENCH_RDMA_ENV adds guest variables, e.g. "-e RXFER_RDMA_BENCH_MIB=64".
+BENCH_RDMA_ENV ?=
+BENCH_RDMA_RUN = $(TESTBED_RUN) -m 4096 -e RXFER_RDMA_BENCH=1 $(BENCH_RDMA_ENV) -C $(CURDIR)/cmd/rxfer
+bench-rdma: SHELL := /bin/bash
+bench-rdma: .SHELLFLAGS := -o pipefail -c
+bench-rdma: build testbed-guest
+	@$(MAKE) --no-print-directory testbed-bins TESTBED_PKGS=./cmd/rxfer/
+	@echo "== RDMA: ib_write_bw vs rxfer, two daemons on one rxe device (one VM)"
+	@$(BENCH_RDMA_RUN) -vms 1 run -- $(abspath $(call testbed_bin,./cmd/rxfer/)) -test.v -test.run '^TestRDMABench$$' | \
+		grep -E 'ib_write_bw|region|file|BENCH|^--- |^ok|FAIL|panic'
+	@echo "== RDMA: ib_write_bw vs rxfer across two VMs (vm1 pulls from vm0)"
+	@$(BENCH_RDMA_RUN) -vms 2 run -- $(abspath $(call testbed_bin,./cmd/rxfer/)) -test.v -test.run '^TestRDMABenchTwoVM$$' | \
+		grep -E 'ib_write_bw|region|file|BENCH|^--- |^ok|FAIL|panic'
 
 # Regenerates api/rxferv1 from api/rxfer/v1/rxfer.proto (protoc from Debian's protobuf-compiler).
 proto:

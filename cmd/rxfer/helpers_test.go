@@ -165,7 +165,8 @@ type daemonConfig struct {
 	Listen     string // default 127.0.0.1:0
 	DataListen string // default 127.0.0.1:0
 	TokenFile  string
-	ID         string // default: derived from the test name
+	ID         string   // default: derived from the test name
+	Extra      []string // more `rxfer serve` flags
 }
 
 var readyLine = regexp.MustCompile(`^rxfer serving control=(\S+) data=(\S+)$`)
@@ -191,6 +192,7 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 	if cfg.TokenFile != "" {
 		args = append(args, "--token-file", cfg.TokenFile)
 	}
+	args = append(args, cfg.Extra...)
 	cmd := command(context.Background(), cfg.NS, args...)
 	d := &daemon{Root: cfg.Root, stderr: &syncBuffer{}}
 	cmd.Stderr = d.stderr
