@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
 // testSink lands chunks in a file and records every verdict.
@@ -84,7 +86,7 @@ func newFixture(t *testing.T, size, chunkSize int) *fixture {
 	fx := &fixture{data: data, src: src, sink: &testSink{f: dst, size: int64(size), landed: map[uint32][]error{}}}
 	for off, i := 0, uint32(0); off < size; off, i = off+chunkSize, i+1 {
 		n := min(chunkSize, size-off)
-		fx.chunks = append(fx.chunks, Chunk{Index: i, Offset: int64(off), Length: uint32(n), CRC: Checksum(data[off : off+n])})
+		fx.chunks = append(fx.chunks, Chunk{Index: i, Offset: int64(off), Length: uint32(n), CRC: crc32c.Checksum(data[off : off+n])})
 	}
 	return fx
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
 // Sink is the receiving side of one transfer, registered with [Listener.Expect].
@@ -341,11 +342,6 @@ func verify(c *net.TCPConn, s Sink, q <-chan landing) error {
 	return werr
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// Checksum returns the CRC32C (Castagnoli) of b, the checksum a [Chunk] carries.
-func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
-
 const readBackSize = 256 << 10
 
 var readBackPool = sync.Pool{New: func() any { b := make([]byte, readBackSize); return &b }}
@@ -359,7 +355,7 @@ func fileCRC(f *os.File, off, n int64) (uint32, error) {
 	var sum uint32
 	for n > 0 {
 		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
-		sum = crc32.Update(sum, castagnoli, buf[:k])
+		sum = crc32c.Update(sum, buf[:k])
 		off += int64(k)
 		n -= int64(k)
 		if err != nil && n > 0 {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rxfer/rxfer/internal/crc32c"
+
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/verbs"
 )
@@ -347,7 +349,7 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 		return statusRejected
 	}
 	b := r.slots[m.Slot].Bytes()[:c.Length]
-	if sum := fallback.Checksum(b); sum != c.CRC {
+	if sum := crc32c.Checksum(b); sum != c.CRC {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
 		return statusChecksum
 	}
@@ -374,7 +376,7 @@ func (r *Receiver) verdictInPlace(m chunkMsg, err error) uint8 {
 		return statusRejected
 	}
 	b := r.window[off : off+int(c.Length)]
-	if sum := fallback.Checksum(b); sum != c.CRC {
+	if sum := crc32c.Checksum(b); sum != c.CRC {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
 		return statusChecksum
 	}

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
 func TestCombineMatchesWholeFileCRC(t *testing.T) {
@@ -19,7 +19,7 @@ func TestCombineMatchesWholeFileCRC(t *testing.T) {
 		crcs := make([]uint32, p.Count())
 		for i := range crcs {
 			off, n := p.Span(i)
-			crcs[i] = fallback.Checksum(data[off : off+n])
+			crcs[i] = crc32c.Checksum(data[off : off+n])
 		}
 		want := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 		if got := p.Combine(crcs); got != want {

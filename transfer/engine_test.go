@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rxfer/rxfer/internal/crc32c"
+
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
 )
@@ -99,8 +101,8 @@ func TestPushSizes(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%d bytes: destination differs (read err %v, %d bytes)", n, err, len(got))
 		}
-		if info.State != StateCommitted || info.Result == nil || info.Result.CRC32C != fallback.Checksum(want) {
-			t.Fatalf("%d bytes: info %+v, want committed with CRC32C %08x", n, info, fallback.Checksum(want))
+		if info.State != StateCommitted || info.Result == nil || info.Result.CRC32C != crc32c.Checksum(want) {
+			t.Fatalf("%d bytes: info %+v, want committed with CRC32C %08x", n, info, crc32c.Checksum(want))
 		}
 		if names := entries(t, p.dstDir); len(names) != 1 {
 			t.Fatalf("%d bytes: destination directory holds %v, want only out", n, names)

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/internal/crc32c"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // needRDMA skips on a host without the testbed and fails inside it when
@@ -40,7 +40,7 @@ func TestPushOverRDMA(t *testing.T) {
 		if info.Transport != TransportRDMA || info.FallbackReason != "" {
 			t.Fatalf("%d bytes went over %v (fallback reason %q), want RDMA", n, info.Transport, info.FallbackReason)
 		}
-		if got, _ := os.ReadFile(filepath.Join(p.dstDir, "out")); !bytes.Equal(got, want) || info.Result.CRC32C != fallback.Checksum(want) {
+		if got, _ := os.ReadFile(filepath.Join(p.dstDir, "out")); !bytes.Equal(got, want) || info.Result.CRC32C != crc32c.Checksum(want) {
 			t.Fatalf("%d bytes: destination differs", n)
 		}
 	}

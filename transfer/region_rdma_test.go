@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
 // rdmaOf returns whether an incoming transfer's RDMA receiver landed chunks
@@ -54,7 +54,7 @@ func TestRegionToRegionOverRDMA(t *testing.T) {
 	if info.Transport != TransportRDMA || info.FallbackReason != "" {
 		t.Fatalf("region→region went over %v (%q), want RDMA", info.Transport, info.FallbackReason)
 	}
-	if got := regionBytes(t, p.dst, "dst", 8192+100, size); !bytes.Equal(got, data) || info.Result.CRC32C != fallback.Checksum(data) {
+	if got := regionBytes(t, p.dst, "dst", 8192+100, size); !bytes.Equal(got, data) || info.Result.CRC32C != crc32c.Checksum(data) {
 		t.Fatal("region→region: destination window differs")
 	}
 	if w, n := rdmaOf(t, p.dst, info.ID); !w || n != chunks {

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
 // regionBytes reads a window of a node's region.
@@ -55,7 +55,7 @@ func TestRegionCopies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := regionBytes(t, p.dst, "dst", 8192, int64(len(data))); !bytes.Equal(got, data) || info.Result.CRC32C != fallback.Checksum(data) {
+	if got := regionBytes(t, p.dst, "dst", 8192, int64(len(data))); !bytes.Equal(got, data) || info.Result.CRC32C != crc32c.Checksum(data) {
 		t.Fatal("region→region: destination window differs")
 	}
 	t.Logf("region→region over %v", info.Transport)

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/internal/crc32c"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
 // rxeDevice is the testbed's RDMA device.
@@ -41,7 +41,7 @@ func pushVerified(t *testing.T, p *pair, conns <-chan qpConn, name string, n int
 	if info.Transport != TransportRDMA || info.State != StateCommitted {
 		t.Fatalf("push %s: transport %v, state %v", name, info.Transport, info.State)
 	}
-	if got, _ := os.ReadFile(filepath.Join(p.dstDir, name)); !bytes.Equal(got, want) || info.Result.CRC32C != fallback.Checksum(want) {
+	if got, _ := os.ReadFile(filepath.Join(p.dstDir, name)); !bytes.Equal(got, want) || info.Result.CRC32C != crc32c.Checksum(want) {
 		t.Fatalf("push %s: destination differs", name)
 	}
 	select {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rxfer/rxfer/internal/crc32c"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/rxfer/rxfer/fallback"
@@ -402,7 +404,7 @@ func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-c
 			s.next++
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)
-			s.crcs[i] = fallback.Checksum(s.data[off : off+n])
+			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
 			c = fallback.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
 			s.mu.Lock()
 			have = true

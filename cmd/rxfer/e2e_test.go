@@ -86,7 +86,7 @@ func TestCopyJSON(t *testing.T) {
 	if last.State != pb.State_STATE_COMMITTED {
 		t.Fatalf("last event state %v, want STATE_COMMITTED", last.State)
 	}
-	if got, want := last.GetResult().GetCrc32C(), crc32c(t, a.Path("j.bin")); got != want {
+	if got, want := last.GetResult().GetCrc32C(), fileCRC(t, a.Path("j.bin")); got != want {
 		t.Errorf("result.crc32c = %08x, want %08x", got, want)
 	}
 	if got := last.GetResult().GetFinalPath(); got != "/j.bin" {

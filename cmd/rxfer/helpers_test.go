@@ -448,8 +448,8 @@ func sameFile(t testing.TB, want, got string) {
 	}
 }
 
-// crc32c is the CRC32C (Castagnoli) of a file, computed independently of rxfer.
-func crc32c(t testing.TB, path string) uint32 {
+// fileCRC is the CRC32C (Castagnoli) of a file, computed independently of rxfer.
+func fileCRC(t testing.TB, path string) uint32 {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

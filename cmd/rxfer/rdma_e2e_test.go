@@ -111,7 +111,7 @@ func checkCopy(t testing.TB, last *pb.TransferInfo, r result, src, dst string, w
 	if wantRDMA && (last.Transport != pb.Transport_TRANSPORT_RDMA || last.FallbackReason != "") {
 		t.Errorf("transport %v, fallback_reason %q; want TRANSPORT_RDMA\n%s", last.Transport, last.FallbackReason, r)
 	}
-	if got, want := last.GetResult().GetCrc32C(), crc32c(t, src); got != want {
+	if got, want := last.GetResult().GetCrc32C(), fileCRC(t, src); got != want {
 		t.Errorf("result.crc32c = %08x, want %08x", got, want)
 	}
 	sameFile(t, src, dst)

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rxfer/rxfer/internal/crc32c"
+
 	"github.com/rxfer/rxfer/fallback"
 )
 
@@ -182,7 +184,7 @@ func plan(src *os.File, chunkSize int) ([]fallback.Chunk, int64, error) {
 		if _, err := src.ReadAt(buf[:n], off); err != nil && err != io.EOF {
 			return nil, 0, err
 		}
-		chunks = append(chunks, fallback.Chunk{Index: i, Offset: off, Length: uint32(n), CRC: fallback.Checksum(buf[:n])})
+		chunks = append(chunks, fallback.Chunk{Index: i, Offset: off, Length: uint32(n), CRC: crc32c.Checksum(buf[:n])})
 	}
 	return chunks, size, nil
 }
