@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rxfer/rxfer/internal/crc32c"
+
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/service"
@@ -34,10 +36,14 @@ func cmdServe(args []string) error {
 	gidIndex := fs.Int("gid-index", -1, "GID index to use (default: chosen per peer)")
 	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
 	rdmaSlots := fs.Int("rdma-slots", transfer.DefaultRDMASlots, "registered receive slots per incoming RDMA transfer")
+	rdmaDepth := fs.Int("rdma-depth", rdma.DefaultDepth, fmt.Sprintf("RDMA WRITEs in flight per transfer this node sends (1 to %d, bounded by the receiver's slots)", rdma.MaxDepth))
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
+	}
+	if *rdmaDepth < 1 || *rdmaDepth > rdma.MaxDepth {
+		return usagef("--rdma-depth %d: want 1 to %d", *rdmaDepth, rdma.MaxDepth)
 	}
 	if *root == "" || fs.NArg() > 0 {
 		return usagef("--root DIR is required and no arguments are taken")
@@ -70,7 +76,7 @@ func cmdServe(args []string) error {
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
-			Disabled: *noRDMA, Slots: *rdmaSlots, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
+			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
@@ -87,7 +93,7 @@ func cmdServe(args []string) error {
 		node.Shutdown()
 		srv.Stop()
 	}()
-	log.Info("rxfer serving", "node", node.Config().ID, "root", *root, "version", service.Version)
+	log.Info("rxfer serving", "node", node.Config().ID, "root", *root, "version", service.Version, "crc32c", crc32c.Implementation())
 	// One line on stdout says the node is ready and where (ports may have been 0).
 	fmt.Printf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
 	return srv.Serve(lis)
