@@ -260,6 +260,8 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	posts := startPosters(s.ep.qp)
+	defer posts.stop() // before src0.close: queued requests name its memory
 	completions := make(chan wcBatch)
 	var pollers sync.WaitGroup
 	pollers.Go(func() { pollCQ(ctx, s.ep.cq, completions) })
@@ -267,7 +269,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 	defer cancel()
 
 	st := &sendState{
-		s: s, src: src0, dq: dq,
+		s: s, src: src0, dq: dq, posts: posts,
 		flights: make([]flight, len(s.slots)),
 	}
 	if !s.window {
@@ -323,6 +325,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 				err = st.complete(wc)
 			}
 			probe.Reset(probeAfter)
+		case err = <-posts.errs:
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		}
@@ -402,6 +405,7 @@ type sendState struct {
 	freeSlots []int
 	freeBufs  []int
 	inflight  int
+	posts     *posters
 }
 
 // post WRITEs c into a free slot and announces it.
@@ -450,10 +454,53 @@ func (st *sendState) post(c fallback.Chunk) error {
 	st.freeBufs = st.freeBufs[:len(st.freeBufs)-1]
 	st.flights[slot] = flight{c: c, buf: buf, used: true}
 	st.inflight++
-	if err := s.ep.qp.PostSend(wrs...); err != nil {
-		return fmt.Errorf("%w: posting chunk %d: %w", ErrBroken, c.Index, err)
-	}
+	st.posts.in <- postReq{c.Index, wrs}
 	return nil
+}
+
+// posters post work requests for Send from their own goroutines. With rxe
+// the protocol work of a user QP runs inside ibv_post_send, in the caller's
+// thread, until the send queue is empty: posting from the Send loop would
+// stall it for a whole chunk's processing and leave the queue empty between
+// chunks while the loop reads the next one. With two posters, one does the
+// processing while the other queues the next chunk and returns at once
+// (the kernel sees the queue's task busy and lets its runner continue), and
+// the Send loop stays free to read ahead and handle completions. On real
+// hardware a post is a doorbell write and the posters cost nothing.
+type posters struct {
+	in   chan postReq
+	errs chan error // the first posting error
+	wg   sync.WaitGroup
+}
+
+type postReq struct {
+	chunk uint32
+	wrs   []verbs.SendWR
+}
+
+const numPosters = 2
+
+func startPosters(qp *verbs.QueuePair) *posters {
+	p := &posters{in: make(chan postReq, MaxDepth), errs: make(chan error, 1)}
+	for range numPosters {
+		p.wg.Go(func() {
+			for r := range p.in {
+				if err := qp.PostSend(r.wrs...); err != nil {
+					select {
+					case p.errs <- fmt.Errorf("%w: posting chunk %d: %w", ErrBroken, r.chunk, err):
+					default:
+					}
+				}
+			}
+		})
+	}
+	return p
+}
+
+// stop waits until every queued request was posted (or failed to be).
+func (p *posters) stop() {
+	close(p.in)
+	p.wg.Wait()
 }
 
 // complete handles one work completion.

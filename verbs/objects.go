@@ -465,22 +465,31 @@ func (pd *ProtectionDomain) CreateQP(cfg QPConfig) (*QueuePair, error) {
 	if err != nil {
 		return nil, pd.ctx.err("ibv_create_qp", err)
 	}
-	return &QueuePair{
-		pd: pd, h: qp, qpn: qpn, maxInline: inline,
-		sendScratch: cAllocScratch(batchSize, sendScratchSize),
-		recvScratch: cAllocScratch(batchSize, recvScratchSize),
-	}, nil
+	q := &QueuePair{pd: pd, h: qp, qpn: qpn, maxInline: inline,
+		sendScratch: make(chan unsafe.Pointer, postConcurrency), recvScratch: make(chan unsafe.Pointer, postConcurrency)}
+	for range postConcurrency {
+		q.sendScratch <- cAllocScratch(batchSize, sendScratchSize)
+		q.recvScratch <- cAllocScratch(batchSize, recvScratchSize)
+	}
+	return q, nil
 }
+
+// postConcurrency is how many PostSend (and PostRecv) calls on one QP run
+// at once; more wait for a scratch area.
+const postConcurrency = 4
 
 // QueuePair is a reliable-connected queue pair (struct ibv_qp).
 type QueuePair struct {
 	pd          *ProtectionDomain
-	mu          sync.Mutex // guards h and the scratch areas
-	h           unsafe.Pointer
-	qpn         uint32
-	maxInline   int
-	sendScratch unsafe.Pointer
-	recvScratch unsafe.Pointer
+	// mu guards h: posting holds it shared (posts run concurrently), state
+	// changes and Close hold it exclusively.
+	mu        sync.RWMutex
+	h         unsafe.Pointer
+	qpn       uint32
+	maxInline int
+	// Scratch areas for the C work request arrays, one per concurrent post.
+	sendScratch chan unsafe.Pointer
+	recvScratch chan unsafe.Pointer
 }
 
 // QPN returns the queue pair number.
@@ -584,19 +593,40 @@ func (qp *QueuePair) Reset() error {
 	return qp.do("ibv_modify_qp(RESET)", func(h unsafe.Pointer) error { return cQPSetState(h, QPStateReset) })
 }
 
+// post runs f with the QP handle and a scratch area from pool, holding mu
+// shared: posts may run concurrently with each other, never with a state
+// change or Close.
+func (qp *QueuePair) post(op string, pool chan unsafe.Pointer, f func(h, scratch unsafe.Pointer) (int, error)) (int, error) {
+	qp.mu.RLock()
+	defer qp.mu.RUnlock()
+	if qp.h == nil {
+		return 0, &Error{Op: op, Device: qp.pd.ctx.name, Err: ErrClosed}
+	}
+	scratch := <-pool
+	defer func() { pool <- scratch }()
+	n, err := f(qp.h, scratch)
+	if err != nil {
+		return n, &Error{Op: op, Device: qp.pd.ctx.name, Err: fmt.Errorf("QP %#x: %w", qp.qpn, err)}
+	}
+	return n, nil
+}
+
 // PostSend posts send work requests in order, in batches of up to 32 per
 // call into the provider. On error, the requests before the failing one were
 // posted; the error says which one failed.
+//
+// PostSend may be called from several goroutines at once (up to four calls
+// proceed in parallel). That matters with providers that do the protocol
+// work inside the call, as rxe does for user QPs: the first caller keeps
+// processing while the others queue requests and return, so the send queue
+// never runs dry between one caller's calls.
 //
 // Similar to: ibv_post_send
 func (qp *QueuePair) PostSend(wrs ...SendWR) error {
 	for done := 0; done < len(wrs); {
 		batch := wrs[done:min(len(wrs), done+batchSize)]
-		var posted int
-		err := qp.do("ibv_post_send", func(h unsafe.Pointer) error {
-			var err error
-			posted, err = cPostSend(h, qp.sendScratch, batch)
-			return err
+		posted, err := qp.post("ibv_post_send", qp.sendScratch, func(h, scratch unsafe.Pointer) (int, error) {
+			return cPostSend(h, scratch, batch)
 		})
 		if err != nil {
 			w := batch[posted]
@@ -613,11 +643,8 @@ func (qp *QueuePair) PostSend(wrs ...SendWR) error {
 func (qp *QueuePair) PostRecv(wrs ...RecvWR) error {
 	for done := 0; done < len(wrs); {
 		batch := wrs[done:min(len(wrs), done+batchSize)]
-		var posted int
-		err := qp.do("ibv_post_recv", func(h unsafe.Pointer) error {
-			var err error
-			posted, err = cPostRecv(h, qp.recvScratch, batch)
-			return err
+		posted, err := qp.post("ibv_post_recv", qp.recvScratch, func(h, scratch unsafe.Pointer) (int, error) {
+			return cPostRecv(h, scratch, batch)
 		})
 		if err != nil {
 			return fmt.Errorf("receive request %d: %w", batch[posted].WRID, err)
@@ -638,8 +665,10 @@ func (qp *QueuePair) Close() error {
 		return qp.pd.ctx.err("ibv_destroy_qp", fmt.Errorf("QP %#x: %w", qp.qpn, err))
 	}
 	qp.h = nil
-	cFree(qp.sendScratch)
-	cFree(qp.recvScratch)
-	qp.sendScratch, qp.recvScratch = nil, nil
+	// No post holds a scratch area: posts hold mu shared.
+	for range postConcurrency {
+		cFree(<-qp.sendScratch)
+		cFree(<-qp.recvScratch)
+	}
 	return nil
 }
