@@ -82,6 +82,8 @@ func ibWriteBW(t *testing.T, server string, size int64, local bool) float64 {
 	args := []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.Itoa(mib), "-n", strconv.FormatInt(size/mib, 10)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	c0 := readCPU(t)
+	defer func() { t.Logf("ib_write_bw: %s", cpuSince(t, c0)) }()
 	var srv *exec.Cmd
 	if local {
 		srv = exec.CommandContext(ctx, "ib_write_bw", args...)
@@ -122,11 +124,42 @@ func parseIBWriteBW(t *testing.T, out string) float64 {
 	return 0
 }
 
+// cpuTimes is the aggregate line of /proc/stat: user, nice, system, idle,
+// iowait, irq, softirq (clock ticks).
+type cpuTimes [7]float64
+
+func readCPU(t *testing.T) cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c cpuTimes
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	for i := range c {
+		c[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	return c
+}
+
+// cpuSince describes where the VM's CPU time went since c0, as shares of all
+// vCPUs: what a run left idle is headroom the transfer did not use.
+func cpuSince(t *testing.T, c0 cpuTimes) string {
+	c1 := readCPU(t)
+	var total float64
+	for i := range c1 {
+		total += c1[i] - c0[i]
+	}
+	pct := func(i int) float64 { return 100 * (c1[i] - c0[i]) / total }
+	return fmt.Sprintf("cpu user %.0f%% sys %.0f%% softirq %.0f%% idle %.0f%%", pct(0)+pct(1), pct(2)+pct(5), pct(6), pct(3)+pct(4))
+}
+
 // timedCopy runs `rxfer cp --json --transport rdma args...` and returns the
 // daemon-measured rate in MiB/s; the copy must have stayed on RDMA.
 func timedCopy(t *testing.T, size int64, args ...string) float64 {
 	t.Helper()
+	c0 := readCPU(t)
 	last, r := copyJSON(t, append([]string{"--transport", "rdma"}, args...)...)
+	t.Logf("%s", cpuSince(t, c0))
 	if last.Transport != pb.Transport_TRANSPORT_RDMA || last.FallbackReason != "" {
 		t.Fatalf("transport %v, fallback_reason %q; want TRANSPORT_RDMA\n%s", last.Transport, last.FallbackReason, r)
 	}
@@ -213,7 +246,7 @@ func TestRDMABenchTwoVM(t *testing.T) {
 				}
 				fmt.Fprintln(conn, "served")
 			case "crc":
-				fmt.Fprintf(conn, "%d\n", crc32c(t, d.Path("bench.bin")))
+				fmt.Fprintf(conn, "%d\n", fileCRC(t, d.Path("bench.bin")))
 			case "done":
 				return
 			}
@@ -245,7 +278,7 @@ func TestRDMABenchTwoVM(t *testing.T) {
 		}
 		bw()
 		benchCopies(t, res, peerCtl, d.Control)
-		if got, want := crc32c(t, d.Path("bench.bin")), ask("crc"); strconv.FormatUint(uint64(got), 10) != want {
+		if got, want := fileCRC(t, d.Path("bench.bin")), ask("crc"); strconv.FormatUint(uint64(got), 10) != want {
 			t.Errorf("bench.bin at vm1 has CRC32C %d, vm0's has %s", got, want)
 		}
 		bw()
