@@ -4,12 +4,12 @@ package main
 // 1 MiB messages on rxe0 — before and after — and rxfer copies between real
 // daemons on the same device: region→region (straight into the destination
 // region) and file→file (partial file, verify, fsync, rename). Across two
-// VMs the same, vm1 pulling from vm0. Each rxfer figure is the median of
-// three copies after one warm-up, timed by the daemon from the request to
-// the commit (TransferResult.seconds: setup, RDMA, verification and commit
-// included). Skipped unless RXFER_RDMA_BENCH=1.
+// VMs the same, vm1 pulling from vm0. A copy is timed by the daemon from the
+// request to the commit (TransferResult.seconds: setup, RDMA, verification
+// and commit included); see rdmaBench for the rounds. Skipped unless
+// RXFER_RDMA_BENCH=1.
 //
-//	RXFER_RDMA_BENCH_MIB   bytes per copy in MiB (default 256 with one VM, 128 with two)
+//	RXFER_RDMA_BENCH_MIB   bytes per copy in MiB (default 128 with one VM, 64 with two)
 //	RXFER_BENCH_SERVE_ARGS more `rxfer serve` flags, for tuning runs
 
 import (
@@ -32,29 +32,36 @@ import (
 
 const mib = 1 << 20
 
-// rdmaBench is one BENCH line: rates in MiB/s (ib_write_bw's MB/sec is
-// 2^20 bytes per second) and rxfer's ratios to the mean of both baselines.
+// rdmaBench is one BENCH line. Rates are in MiB/s (ib_write_bw's MB/sec
+// is 2^20 bytes per second). The emulated testbed drifts by ±20% within a
+// run, so each round measures ib_write_bw, then region→region, then
+// file→file, back to back, and a round's ratios are to its own baseline;
+// the reported ratio is the median over the rounds.
 type rdmaBench struct {
 	VMs            int       `json:"vms"`
 	Bytes          int64     `json:"bytes"`
-	IBWriteBW      []float64 `json:"ib_write_bw_mib_s"` // before, after
-	Region         float64   `json:"region_to_region_mib_s"`
-	File           float64   `json:"file_to_file_mib_s"`
+	IBWriteBW      []float64 `json:"ib_write_bw_mib_s"`
+	RegionRuns     []float64 `json:"region_mib_s"`
+	FileRuns       []float64 `json:"file_mib_s"`
 	RegionRatio    float64   `json:"region_ratio"`
 	FileRatio      float64   `json:"file_ratio"`
-	RegionRuns     []float64 `json:"region_runs_mib_s"`
-	FileRuns       []float64 `json:"file_runs_mib_s"`
 	ServeArguments []string  `json:"serve_args,omitempty"`
 }
 
+// benchRounds is the number of measured rounds, after one warm-up copy of each kind.
+const benchRounds = 5
+
 func (b *rdmaBench) finish(t *testing.T) {
-	base := (b.IBWriteBW[0] + b.IBWriteBW[1]) / 2
-	b.Region, b.File = median(slices.Clone(b.RegionRuns)), median(slices.Clone(b.FileRuns))
-	b.RegionRatio, b.FileRatio = b.Region/base, b.File/base
+	var region, file []float64
+	for i, base := range b.IBWriteBW {
+		region = append(region, b.RegionRuns[i]/base)
+		file = append(file, b.FileRuns[i]/base)
+	}
+	b.RegionRatio, b.FileRatio = median(region), median(file)
 	line, _ := json.Marshal(b)
-	t.Logf("ib_write_bw (1 MiB messages): %.1f MiB/s before, %.1f after", b.IBWriteBW[0], b.IBWriteBW[1])
-	t.Logf("rxfer region→region: %.1f MiB/s = %.2fx ib_write_bw; file→file: %.1f MiB/s = %.2fx ib_write_bw",
-		b.Region, b.RegionRatio, b.File, b.FileRatio)
+	t.Logf("ib_write_bw (1 MiB messages), median of %d rounds: %.1f MiB/s", len(b.IBWriteBW), median(slices.Clone(b.IBWriteBW)))
+	t.Logf("rxfer region→region: %.1f MiB/s, %.2fx ib_write_bw; file→file: %.1f MiB/s, %.2fx ib_write_bw (medians of the per-round ratios)",
+		median(slices.Clone(b.RegionRuns)), b.RegionRatio, median(slices.Clone(b.FileRuns)), b.FileRatio)
 	t.Logf("BENCH %s", line)
 }
 
@@ -79,11 +86,11 @@ func benchSetup(t *testing.T, defMiB int64) (size int64, serveArgs []string) {
 // average in MiB/s.
 func ibWriteBW(t *testing.T, server string, size int64, local bool) float64 {
 	t.Helper()
-	args := []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.Itoa(mib), "-n", strconv.FormatInt(size/mib, 10)}
+	args := ibWriteBWArgs(size)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c0 := readCPU(t)
-	defer func() { t.Logf("ib_write_bw: %s", cpuSince(t, c0)) }()
+	c0, n0 := readCPU(t), rxeCounters(t)
+	defer func() { t.Logf("ib_write_bw: %s; %s", cpuSince(t, c0), countersSince(t, n0)) }()
 	var srv *exec.Cmd
 	if local {
 		srv = exec.CommandContext(ctx, "ib_write_bw", args...)
@@ -107,6 +114,11 @@ func ibWriteBW(t *testing.T, server string, size int64, local bool) float64 {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// ibWriteBWArgs: rxe0, GID index 1 (RoCE v2 IPv4), 1 MiB messages, size bytes.
+func ibWriteBWArgs(size int64) []string {
+	return []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.Itoa(mib), "-n", strconv.FormatInt(size/mib, 10)}
 }
 
 // parseIBWriteBW reads the BW average column of the 1 MiB line.
@@ -153,13 +165,46 @@ func cpuSince(t *testing.T, c0 cpuTimes) string {
 	return fmt.Sprintf("cpu user %.0f%% sys %.0f%% softirq %.0f%% idle %.0f%%", pct(0)+pct(1), pct(2)+pct(5), pct(6), pct(3)+pct(4))
 }
 
+// rxeCounters reads the hardware counters of rxe0 port 1 (rdma statistic).
+func rxeCounters(t *testing.T) map[string]int64 {
+	out, err := exec.Command("rdma", "statistic", "show", "link", rxeDevice+"/1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rdma statistic show: %v\n%s", err, out)
+	}
+	f := strings.Fields(string(out))
+	m := map[string]int64{}
+	for i := 2; i+1 < len(f); i += 2 {
+		if v, err := strconv.ParseInt(f[i+1], 10, 64); err == nil {
+			m[f[i]] = v
+		}
+	}
+	return m
+}
+
+// countersSince names the rxe counters that moved since c0, except the
+// packet counts: retries, duplicates and sequence errors are what cost a
+// run its speed.
+func countersSince(t *testing.T, c0 map[string]int64) string {
+	var moved []string
+	for k, v := range rxeCounters(t) {
+		if d := v - c0[k]; d != 0 && k != "sent_pkts" && k != "rcvd_pkts" {
+			moved = append(moved, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	slices.Sort(moved)
+	if len(moved) == 0 {
+		return "rxe0: no retries or errors"
+	}
+	return "rxe0: " + strings.Join(moved, ", ")
+}
+
 // timedCopy runs `rxfer cp --json --transport rdma args...` and returns the
 // daemon-measured rate in MiB/s; the copy must have stayed on RDMA.
 func timedCopy(t *testing.T, size int64, args ...string) float64 {
 	t.Helper()
-	c0 := readCPU(t)
+	c0, n0 := readCPU(t), rxeCounters(t)
 	last, r := copyJSON(t, append([]string{"--transport", "rdma"}, args...)...)
-	t.Logf("%s", cpuSince(t, c0))
+	t.Logf("%s; %s", cpuSince(t, c0), countersSince(t, n0))
 	if last.Transport != pb.Transport_TRANSPORT_RDMA || last.FallbackReason != "" {
 		t.Fatalf("transport %v, fallback_reason %q; want TRANSPORT_RDMA\n%s", last.Transport, last.FallbackReason, r)
 	}
@@ -170,9 +215,10 @@ func timedCopy(t *testing.T, size int64, args ...string) float64 {
 	return float64(size) / mib / secs
 }
 
-// benchCopies runs one warm-up and three timed copies of each kind; src
-// and dst name the two daemons' control addresses.
-func benchCopies(t *testing.T, b *rdmaBench, srcCtl, dstCtl string) {
+// benchRun registers the regions, warms up (one copy of each kind) and runs
+// the rounds; baseline runs ib_write_bw once. srcCtl and dstCtl are the
+// daemons' control addresses; bench.bin is in the source's root.
+func benchRun(t *testing.T, b *rdmaBench, srcCtl, dstCtl string, baseline func() float64) {
 	run := func(args ...string) {
 		if r := rxfer(t, args...); r.Code != 0 {
 			t.Fatalf("rxfer %v failed:\n%s", args, r)
@@ -182,19 +228,15 @@ func benchCopies(t *testing.T, b *rdmaBench, srcCtl, dstCtl string) {
 	run("regions", srcCtl, "add", "bench-src", sz)
 	run("regions", dstCtl, "add", "bench-dst", sz)
 	run("cp", "--transport", "rdma", srcCtl+":/bench.bin", srcCtl+":@bench-src")
-	for i := range 4 {
-		r := timedCopy(t, b.Bytes, srcCtl+":@bench-src", dstCtl+":@bench-dst")
-		t.Logf("region→region %d: %.1f MiB/s", i, r)
-		if i > 0 {
-			b.RegionRuns = append(b.RegionRuns, r)
-		}
-	}
-	for i := range 4 {
-		r := timedCopy(t, b.Bytes, "--force", srcCtl+":/bench.bin", dstCtl+":/bench.bin")
-		t.Logf("file→file %d: %.1f MiB/s", i, r)
-		if i > 0 {
-			b.FileRuns = append(b.FileRuns, r)
-		}
+	region := []string{srcCtl + ":@bench-src", dstCtl + ":@bench-dst"}
+	file := []string{"--force", srcCtl + ":/bench.bin", dstCtl + ":/bench.bin"}
+	t.Logf("warm-up: region→region %.1f MiB/s, file→file %.1f MiB/s", timedCopy(t, b.Bytes, region...), timedCopy(t, b.Bytes, file...))
+	for i := range benchRounds {
+		bw := baseline()
+		r := timedCopy(t, b.Bytes, region...)
+		f := timedCopy(t, b.Bytes, file...)
+		t.Logf("round %d: ib_write_bw %.1f, region→region %.1f (%.2fx), file→file %.1f MiB/s (%.2fx)", i, bw, r, r/bw, f, f/bw)
+		b.IBWriteBW, b.RegionRuns, b.FileRuns = append(b.IBWriteBW, bw), append(b.RegionRuns, r), append(b.FileRuns, f)
 	}
 	run("regions", srcCtl, "rm", "bench-src")
 	run("regions", dstCtl, "rm", "bench-dst")
@@ -202,7 +244,7 @@ func benchCopies(t *testing.T, b *rdmaBench, srcCtl, dstCtl string) {
 
 // TestRDMABench: one VM, two daemons on rxe0.
 func TestRDMABench(t *testing.T) {
-	size, extra := benchSetup(t, 256)
+	size, extra := benchSetup(t, 128)
 	if os.Getenv("RXFER_VM_COUNT") == "2" {
 		t.Skip("the one-VM benchmark runs with one VM")
 	}
@@ -210,19 +252,18 @@ func TestRDMABench(t *testing.T) {
 	b := startDaemon(t, daemonConfig{ID: "bench-b", Extra: extra})
 	writeRandom(t, a.Path("bench.bin"), size)
 	res := &rdmaBench{VMs: 1, Bytes: size, ServeArguments: extra}
-	res.IBWriteBW = append(res.IBWriteBW, ibWriteBW(t, "127.0.0.1", size, true))
-	benchCopies(t, res, a.Control, b.Control)
+	benchRun(t, res, a.Control, b.Control, func() float64 { return ibWriteBW(t, "127.0.0.1", size, true) })
 	sameFile(t, a.Path("bench.bin"), b.Path("bench.bin"))
-	res.IBWriteBW = append(res.IBWriteBW, ibWriteBW(t, "127.0.0.1", size, true))
 	res.finish(t)
 }
 
-// TestRDMABenchTwoVM: vm0 serves bench.bin and runs the ib_write_bw
-// servers; vm1 runs the clients and pulls. They step together over a
-// plain TCP connection: vm1 writes "bw" (vm0 answers "ready" once its
-// ib_write_bw server started) or "done".
+// TestRDMABenchTwoVM: vm0 serves bench.bin; vm1 pulls it. The baseline runs
+// the same way round: vm1 starts an ib_write_bw server, vm0's client writes
+// into it. They step together over a plain TCP connection on which vm1 sends
+// "bw" (vm0 answers with its client's MiB/s), "crc" (the source's CRC32C)
+// or "done".
 func TestRDMABenchTwoVM(t *testing.T) {
-	size, extra := benchSetup(t, 128)
+	size, extra := benchSetup(t, 64)
 	if os.Getenv("RXFER_VM_COUNT") != "2" {
 		t.Skip("needs two testbed VMs: make bench-rdma runs it with -vms 2")
 	}
@@ -235,19 +276,16 @@ func TestRDMABenchTwoVM(t *testing.T) {
 		writeRandom(t, d.Path("bench.bin"), size)
 		conn := testbedenv.TwoVMConnect(t, twoVMSyncPort, true)
 		defer conn.Close()
+		start := rxeCounters(t)
 		in := bufio.NewScanner(conn)
 		for in.Scan() {
 			switch in.Text() {
 			case "bw":
-				args := []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.Itoa(mib), "-n", strconv.FormatInt(size/mib, 10)}
-				out, err := exec.Command("ib_write_bw", args...).CombinedOutput()
-				if err != nil {
-					t.Fatalf("ib_write_bw server: %v\n%s", err, out)
-				}
-				fmt.Fprintln(conn, "served")
+				fmt.Fprintf(conn, "%f\n", ibWriteBW(t, peer, size, false))
 			case "crc":
 				fmt.Fprintf(conn, "%d\n", fileCRC(t, d.Path("bench.bin")))
 			case "done":
+				t.Logf("vm0 (sender) %s", countersSince(t, start))
 				return
 			}
 		}
@@ -268,20 +306,29 @@ func TestRDMABenchTwoVM(t *testing.T) {
 		}
 		peerCtl := net.JoinHostPort(peer, twoVMCtlPort)
 		res := &rdmaBench{VMs: 2, Bytes: size, ServeArguments: extra}
-		bw := func() {
-			// vm0's server starts when it reads "bw"; the client retries until it listens.
-			fmt.Fprintln(conn, "bw")
-			res.IBWriteBW = append(res.IBWriteBW, ibWriteBW(t, peer, size, false))
-			if !in.Scan() || in.Text() != "served" {
-				t.Fatalf("vm0's ib_write_bw server did not finish: %q %v", in.Text(), in.Err())
+		bw := func() float64 {
+			c0, n0 := readCPU(t), rxeCounters(t)
+			srv := exec.Command("ib_write_bw", ibWriteBWArgs(size)...)
+			var out strings.Builder
+			srv.Stdout, srv.Stderr = &out, &out
+			if err := srv.Start(); err != nil {
+				t.Fatalf("ib_write_bw server: %v", err)
 			}
+			// vm0's client retries until the server listens.
+			v, err := strconv.ParseFloat(ask("bw"), 64)
+			if err := srv.Wait(); err != nil {
+				t.Fatalf("ib_write_bw server: %v\n%s", err, out.String())
+			}
+			t.Logf("ib_write_bw server: %s; %s", cpuSince(t, c0), countersSince(t, n0))
+			if err != nil || v <= 0 {
+				t.Fatalf("vm0's ib_write_bw client: %v", err)
+			}
+			return v
 		}
-		bw()
-		benchCopies(t, res, peerCtl, d.Control)
+		benchRun(t, res, peerCtl, d.Control, bw)
 		if got, want := fileCRC(t, d.Path("bench.bin")), ask("crc"); strconv.FormatUint(uint64(got), 10) != want {
 			t.Errorf("bench.bin at vm1 has CRC32C %d, vm0's has %s", got, want)
 		}
-		bw()
 		res.finish(t)
 	default:
 		t.Fatalf("RXFER_VM_INDEX=%q, want 0 or 1", os.Getenv("RXFER_VM_INDEX"))
