@@ -358,8 +358,9 @@ func TestTransfer(t *testing.T) {
 }
 
 // TestSourceModes measures the ways of giving WRITEs their bytes (pread
-// into registered staging buffers, or a registered read-only mapping of the
-// whole source file) and two verification workers against the default (GOMAXPROCS/2),
+// into registered staging buffers, a registered read-only mapping of the
+// whole source file, or caller memory registered per Send: a memfd mapping,
+// as for regions) and two verification workers against the default (GOMAXPROCS/2),
 // interleaved so the VM's drift hits them alike. RXFER_RDMA_ROUNDS sets the
 // rounds (default 1).
 func TestSourceModes(t *testing.T) {
@@ -371,7 +372,11 @@ func TestSourceModes(t *testing.T) {
 		name    string
 		m       sourceMode
 		workers int
-	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"staging-2workers", sourceStaging, 2}}
+	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"memory", sourceStaging, 0}, {"staging-2workers", sourceStaging, 2}}
+	// The memory mode's source: the same bytes in a memfd mapping, with the
+	// source's offset 0 at mem[0].
+	_, mem := memfdWindow(t, size)
+	copy(mem, data)
 	rates := map[string][]float64{}
 	for range max(rounds, 1) {
 		for _, mode := range modes {
@@ -381,7 +386,12 @@ func TestSourceModes(t *testing.T) {
 				defer func() { verifyWorkers = 0 }()
 				p := newPair(t, 8, chunk)
 				p.s.sourceMode = mode.m
-				res := runSend(t, p.s, src, chunks, 0, nil)
+				from := src
+				if mode.name == "memory" {
+					p.s.SetSourceMemory(mem, 0)
+					from = nil // proves the bytes come from mem: reading a nil file fails
+				}
+				res := runSend(t, p.s, from, chunks, 0, nil)
 				if res.err != nil {
 					t.Fatal(res.err)
 				}

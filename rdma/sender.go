@@ -69,6 +69,9 @@ type Sender struct {
 	staging    *verbs.MemoryRegion // depth buffers of bufSize bytes, local access only
 	bufSize    int
 	sourceMode sourceMode
+	// srcMem, srcBase: the next Send's source memory (SetSourceMemory).
+	srcMem  []byte
+	srcBase int64
 
 	// corrupt is a test hook: when it returns true for a chunk, the CRC in its
 	// control message has a bit flipped, as if the bytes were corrupted.
@@ -84,6 +87,17 @@ const (
 	// sourceMmap registers a read-only mapping of the whole source file.
 	sourceMmap
 )
+
+// SetSourceMemory makes the next Send WRITE straight from mem, which holds
+// the source's bytes from offset base on (Chunk.Offset base is mem[0]),
+// instead of reading them into staging buffers: mem is registered (local
+// access only) for that Send and deregistered when it returns. The engine
+// uses it for memfd-backed regions, whose mapping registers in milliseconds
+// where reading costs a copy per byte. mem must be a mapping that can be
+// registered (a MAP_SHARED read-write mapping of a memfd, or anonymous memory)
+// and must stay mapped until Send returns.
+func (s *Sender) SetSourceMemory(mem []byte, base int64) { s.srcMem, s.srcBase = mem, base }
+
 
 // NewSender picks the device and GID (for the peer's IP address peer; an
 // invalid netip.Addr{} accepts any usable RoCE v2 GID, IPv4 first), creates a
@@ -245,6 +259,8 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 	dq := newDoneQueue(done)
 	defer dq.close()
 	s.clean = false
+	mem, base := s.srcMem, s.srcBase
+	s.srcMem = nil // SetSourceMemory is for this Send only
 	if err := s.sendPrecheck(depth); err != nil {
 		return drainWith(ctx, chunks, dq, err)
 	}
@@ -252,7 +268,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 		depth = DefaultDepth
 	}
 	depth = min(depth, MaxDepth, len(s.slots)) // window mode: credits are the depth only
-	src0, err := s.prepareSource(src, depth)
+	src0, err := s.prepareSource(src, depth, mem, base)
 	if err != nil {
 		return drainWith(ctx, chunks, dq, err)
 	}
@@ -581,14 +597,27 @@ func (s *Sender) Close() error {
 
 // source provides the local SGE of a chunk's bytes.
 type source struct {
-	s    *Sender
-	file *os.File
-	mr   *verbs.MemoryRegion // sourceMmap: the registered mapping
-	mem  []byte
+	s      *Sender
+	file   *os.File
+	mr     *verbs.MemoryRegion // mem registered: sourceMmap or SetSourceMemory
+	mem    []byte              // mem[0] is the source's byte base
+	base   int64
+	mapped bool // mem is our mapping (sourceMmap), unmapped by close
 }
 
-func (s *Sender) prepareSource(f *os.File, depth int) (*source, error) {
+func (s *Sender) prepareSource(f *os.File, depth int, mem []byte, base int64) (*source, error) {
 	src := &source{s: s, file: f}
+	if mem != nil {
+		src.mem, src.base = mem, base
+		if len(mem) == 0 {
+			return src, nil
+		}
+		var err error
+		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil { // local read only
+			return nil, fmt.Errorf("rdma: registering the source memory: %w", err)
+		}
+		return src, nil
+	}
 	if s.sourceMode == sourceMmap {
 		fi, err := f.Stat()
 		if err != nil {
@@ -608,6 +637,7 @@ func (s *Sender) prepareSource(f *os.File, depth int) (*source, error) {
 			syscall.Munmap(src.mem)
 			return nil, err
 		}
+		src.mapped = true
 		return src, nil
 	}
 	var size int
@@ -632,14 +662,16 @@ func (s *Sender) prepareSource(f *os.File, depth int) (*source, error) {
 // sge returns where chunk c's bytes are, reading them into staging buffer
 // buf if need be.
 func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
-	if src.s.sourceMode == sourceMmap {
-		if c.Offset+int64(c.Length) > int64(len(src.mem)) {
-			return verbs.SGE{}, fmt.Errorf("range [%d, %d) beyond the end of the source (%d bytes): %w", c.Offset, c.Offset+int64(c.Length), len(src.mem), io.ErrUnexpectedEOF)
+	if src.mem != nil || src.s.sourceMode == sourceMmap {
+		off := c.Offset - src.base
+		if off < 0 || off+int64(c.Length) > int64(len(src.mem)) {
+			return verbs.SGE{}, fmt.Errorf("range [%d, %d) outside the source's [%d, %d): %w", c.Offset, c.Offset+int64(c.Length),
+				src.base, src.base+int64(len(src.mem)), io.ErrUnexpectedEOF)
 		}
 		if c.Length == 0 {
 			return verbs.SGE{}, nil
 		}
-		return src.mr.SGE(int(c.Offset), int(c.Length)), nil
+		return src.mr.SGE(int(off), int(c.Length)), nil
 	}
 	st := src.s.staging
 	off := buf * src.s.bufSize
@@ -657,6 +689,8 @@ func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
 func (src *source) close() {
 	if src.mr != nil {
 		src.mr.Close()
+	}
+	if src.mapped {
 		syscall.Munmap(src.mem)
 	}
 }

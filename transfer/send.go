@@ -52,6 +52,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	}
 	var src *os.File
 	var srcBase, size int64
+	srcAnon := false
 	if ref := req.SourceRegion; ref != nil {
 		f, off, length, release, err := n.acquireRegion(*ref, -1)
 		if err != nil {
@@ -59,6 +60,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		}
 		defer release()
 		src, srcBase, size = f, off, length
+		srcAnon = n.anonymousRegion(&regionTarget{file: f, ref: *ref})
 		req.SourcePath = RegionRef{ref.Name, off, length}.String()
 	} else {
 		f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
@@ -115,7 +117,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	if err := n.admit(rec); err != nil {
 		return Info{}, err
 	}
-	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, progress: progress, policy: req.Policy,
+	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, srcAnon: srcAnon, progress: progress, policy: req.Policy,
 		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: sender, offer: offer, rdmaReason: rdmaReason}
 	p.emit()
 	err := p.run(ctx, req)
@@ -158,7 +160,9 @@ type push struct {
 	rec      *record
 	peer     Peer
 	src      *os.File
-	srcBase  int64 // offset in src of the transfer's first byte
+	srcBase  int64  // offset in src of the transfer's first byte
+	srcAnon  bool   // src is a memfd-backed region: RDMA WRITEs straight from its mapping
+	srcMem   []byte // that mapping, read-write (registrable), from srcBase
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
@@ -445,9 +449,20 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	if count == 0 {
 		return nil
 	}
-	data, err := unix.Mmap(int(p.src.Fd()), 0, int(p.srcBase+p.plan.Size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("mapping source: %w", err)
+	length := int(p.srcBase + p.plan.Size)
+	var data []byte
+	var err error
+	if p.srcAnon && p.rdma != nil {
+		// Read-write (nothing writes through it): on 6.1 a read-only
+		// MAP_SHARED mapping cannot be registered.
+		if data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
+			p.srcMem = data[p.srcBase:]
+		}
+	}
+	if data == nil {
+		if data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mapping source: %w", err)
+		}
 	}
 	defer unix.Munmap(data)
 	unix.Madvise(data, unix.MADV_SEQUENTIAL)
@@ -508,6 +523,9 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 					p.rdma.Break()
 				}
 			}
+		}
+		if p.srcMem != nil {
+			p.rdma.SetSourceMemory(p.srcMem, p.srcBase)
 		}
 		return p.rdma.Send(ctx, p.src, queue, done, p.node.cfg.RDMA.Depth)
 	})
