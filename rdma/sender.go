@@ -98,7 +98,6 @@ const (
 // and must stay mapped until Send returns.
 func (s *Sender) SetSourceMemory(mem []byte, base int64) { s.srcMem, s.srcBase = mem, base }
 
-
 // NewSender picks the device and GID (for the peer's IP address peer; an
 // invalid netip.Addr{} accepts any usable RoCE v2 GID, IPv4 first), creates a
 // PD, a CQ and an RC QP in INIT, posts the receives for acks, and returns the
