@@ -74,6 +74,47 @@ fail:;
 	return NULL;
 }
 
+// rx_async_fd makes the context's async event fd non-blocking and returns a
+// close-on-exec duplicate for Go's poller (libibverbs keeps the original).
+static int rx_async_fd(struct ibv_context *ctx) {
+	int fl = fcntl(ctx->async_fd, F_GETFL);
+	if (fl < 0 || fcntl(ctx->async_fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -1;
+	return fcntl(ctx->async_fd, F_DUPFD_CLOEXEC, 0);
+}
+
+// rx_get_async_event takes and acknowledges one event: its type and the QP
+// number or port it concerns. -1 with errno (EAGAIN when none is pending).
+static int rx_get_async_event(struct ibv_context *ctx, int *type, uint32_t *qpn, int *port) {
+	struct ibv_async_event ev;
+	if (ibv_get_async_event(ctx, &ev))
+		return -1;
+	*type = ev.event_type;
+	*qpn = 0;
+	*port = 0;
+	switch (ev.event_type) {
+	case IBV_EVENT_QP_FATAL: case IBV_EVENT_QP_REQ_ERR: case IBV_EVENT_QP_ACCESS_ERR:
+	case IBV_EVENT_COMM_EST: case IBV_EVENT_SQ_DRAINED: case IBV_EVENT_PATH_MIG:
+	case IBV_EVENT_PATH_MIG_ERR: case IBV_EVENT_QP_LAST_WQE_REACHED:
+		*qpn = ev.element.qp->qp_num;
+		break;
+	case IBV_EVENT_PORT_ACTIVE: case IBV_EVENT_PORT_ERR: case IBV_EVENT_LID_CHANGE:
+	case IBV_EVENT_PKEY_CHANGE: case IBV_EVENT_SM_CHANGE: case IBV_EVENT_CLIENT_REREGISTER:
+	case IBV_EVENT_GID_CHANGE:
+		*port = ev.element.port_num;
+		break;
+	default:
+		break;
+	}
+	ibv_ack_async_event(&ev);
+	return 0;
+}
+
+// The Go constants of AsyncEventType are these values.
+_Static_assert(IBV_EVENT_CQ_ERR == 0 && IBV_EVENT_QP_FATAL == 1 && IBV_EVENT_QP_REQ_ERR == 2 &&
+	IBV_EVENT_QP_ACCESS_ERR == 3 && IBV_EVENT_DEVICE_FATAL == 8 && IBV_EVENT_PORT_ACTIVE == 9 &&
+	IBV_EVENT_PORT_ERR == 10 && IBV_EVENT_GID_CHANGE == 18, "ibv_event_type values");
+
 static int rx_req_notify(struct ibv_cq *cq) { return ibv_req_notify_cq(cq, 0); }
 
 // rx_get_cq_event returns 0 and the CQ of one event, or -1 with errno
@@ -590,4 +631,23 @@ func cPostRecv(qp, scratch unsafe.Pointer, wrs []RecvWR) (int, error) {
 		return int(bad), err
 	}
 	return len(wrs), nil
+}
+
+func cAsyncFD(h unsafe.Pointer) (int, error) {
+	fd, err := C.rx_async_fd((*C.struct_ibv_context)(h))
+	if fd < 0 {
+		return -1, orErrno(err)
+	}
+	return int(fd), nil
+}
+
+// cGetAsyncEvent takes one async event; syscall.EAGAIN if none.
+func cGetAsyncEvent(h unsafe.Pointer) (AsyncEvent, error) {
+	var typ, port C.int
+	var qpn C.uint32_t
+	rc, err := C.rx_get_async_event((*C.struct_ibv_context)(h), &typ, &qpn, &port)
+	if rc != 0 {
+		return AsyncEvent{}, orErrno(err)
+	}
+	return AsyncEvent{Type: AsyncEventType(typ), QPN: uint32(qpn), Port: uint8(port)}, nil
 }

@@ -60,3 +60,6 @@ func cQPSetState(unsafe.Pointer, QPState) error              { return ErrNotSupp
 func cQPState(unsafe.Pointer) (QPState, error)               { return 0, ErrNotSupported }
 func cPostSend(_, _ unsafe.Pointer, _ []SendWR) (int, error) { return 0, ErrNotSupported }
 func cPostRecv(_, _ unsafe.Pointer, _ []RecvWR) (int, error) { return 0, ErrNotSupported }
+
+func cAsyncFD(unsafe.Pointer) (int, error)              { return -1, ErrNotSupported }
+func cGetAsyncEvent(unsafe.Pointer) (AsyncEvent, error) { return AsyncEvent{}, ErrNotSupported }
