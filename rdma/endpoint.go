@@ -1,11 +1,13 @@
 package rdma
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/rxfer/rxfer/verbs"
 )
@@ -76,6 +78,11 @@ type endpoint struct {
 
 	access       verbs.AccessFlags // what the peer may do through our QP
 	nSend, nRecv int
+
+	// The device's asynchronous events, read by watch until close.
+	events    *verbs.AsyncEvents
+	watchDone chan struct{}
+	lost      atomic.Pointer[error] // the event that broke the endpoint
 }
 
 // openEndpoint selects the device, allocates PD, CQ, QP (moved to INIT with
@@ -119,7 +126,56 @@ func openEndpoint(opt Options, peer netip.Addr, sendWR, recvWR int, access verbs
 	e.info = EndpointInfo{
 		Device: ctx.Name(), QPN: e.qp.QPN(), PSN: psn, GID: sel.gid.GID, GIDIndex: sel.gid.Index, MTU: sel.mtu.Bytes(),
 	}
+	if e.events, err = ctx.AsyncEvents(); err != nil {
+		return nil, err
+	}
+	e.watchDone = make(chan struct{})
+	go e.watch()
 	return e, nil
+}
+
+// watch reads the device's asynchronous events until close. An event that
+// means this endpoint cannot carry data any more — the device failed, our
+// port went down, our QP or CQ hit an error — is remembered (Lost) and moves
+// the QP to the error state, so that work in flight completes with
+// WR_FLUSH_ERR at once instead of after the transport's retries run out, and
+// the engine fails over naming the event.
+func (e *endpoint) watch() {
+	defer close(e.watchDone)
+	for {
+		ev, err := e.events.Next(context.Background())
+		if err != nil {
+			return // closed
+		}
+		if !e.fatal(ev) {
+			continue
+		}
+		lost := fmt.Errorf("%w: %s reported %v", ErrBroken, e.info.Device, ev)
+		if e.lost.CompareAndSwap(nil, &lost) {
+			e.qp.SetError()
+		}
+	}
+}
+
+// fatal tells whether ev concerns this endpoint and ends its usefulness.
+func (e *endpoint) fatal(ev verbs.AsyncEvent) bool {
+	switch ev.Type {
+	case verbs.EventDeviceFatal, verbs.EventCQErr:
+		return true
+	case verbs.EventPortErr:
+		return ev.Port == e.sel.port
+	case verbs.EventQPFatal, verbs.EventQPReqErr, verbs.EventQPAccessErr:
+		return ev.QPN == e.qp.QPN()
+	}
+	return false
+}
+
+// lostErr returns the event that broke the endpoint, or nil.
+func (e *endpoint) lostErr() error {
+	if p := e.lost.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // WRIDs carry the kind of work request in the top byte.
@@ -225,6 +281,12 @@ func family(a netip.Addr) string {
 // close destroys everything child first: QP, MRs, CQ, PD, device.
 func (e *endpoint) close(mrs ...*verbs.MemoryRegion) error {
 	var errs []error
+	if e.events != nil {
+		e.events.Close()
+		if e.watchDone != nil {
+			<-e.watchDone // watch uses the QP and the context
+		}
+	}
 	if e.qp != nil {
 		errs = append(errs, e.qp.Close())
 	}

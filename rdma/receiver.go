@@ -430,6 +430,14 @@ type IdleEndpoint struct {
 // QPN returns the parked queue pair's number.
 func (e *IdleEndpoint) QPN() uint32 { return e.info.QPN }
 
+// Lost is Sender.Lost for a parked receiving endpoint.
+func (e *IdleEndpoint) Lost() error {
+	if e.ep == nil {
+		return nil
+	}
+	return e.ep.lostErr()
+}
+
 // Device returns the parked queue pair's device.
 func (e *IdleEndpoint) Device() string { return e.info.Device }
 

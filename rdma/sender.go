@@ -180,6 +180,8 @@ func (s *Sender) Park() (EndpointInfo, error) {
 	switch {
 	case s.ep == nil || s.broken != nil:
 		return EndpointInfo{}, errors.New("rdma: sender closed or broken")
+	case s.ep.lostErr() != nil:
+		return EndpointInfo{}, s.ep.lostErr()
 	case !s.connected || s.peer == nil:
 		return EndpointInfo{}, errors.New("rdma: sender not connected")
 	case !s.clean || s.probeOut:
@@ -214,6 +216,17 @@ func (s *Sender) Device() string {
 
 // QPN returns our queue pair's number (also after Close).
 func (s *Sender) QPN() uint32 { return s.qpn }
+
+// Lost returns, wrapping ErrBroken, the asynchronous event of the device that
+// made the sender unusable (its port went down, the device or its QP failed),
+// or nil. Such an event also moves the QP to the error state, so a Send in
+// progress fails at once, with this error.
+func (s *Sender) Lost() error {
+	if s.ep == nil {
+		return nil
+	}
+	return s.ep.lostErr()
+}
 
 // Resume takes a parked sender's connection for a new transfer: the
 // receiver resumed the endpoint ours is connected to ([ResumeReceiver]) and
@@ -372,7 +385,9 @@ func (s *Sender) sendPrecheck(depth int) error {
 // Send returns.
 func (s *Sender) fail(st *sendState, err error) error {
 	var ce *verbs.CompletionError
-	if errors.As(err, &ce) || errors.Is(err, errBadMessage) {
+	if lost := s.ep.lostErr(); lost != nil && !errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w (%w)", lost, err) // the flush errors are its consequence
+	} else if errors.As(err, &ce) || errors.Is(err, errBadMessage) {
 		err = fmt.Errorf("%w: %w", ErrBroken, err)
 	}
 	s.broken = err

@@ -172,6 +172,9 @@ func NewNode(cfg Config) *Node {
 	// Parked queue pairs keep their device open: let go of a device that is
 	// being removed (one netlink query per device and tick).
 	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
+	// ... and of one whose device reported it unusable (port down, device fatal).
+	n.idleSenders.broken = func(s *rdma.Sender) bool { return s.Lost() != nil }
+	n.idleEndpoints.broken = func(e *rdma.IdleEndpoint) bool { return e.Lost() != nil }
 	return n
 }
 

@@ -15,7 +15,10 @@ type idlePool[T any] struct {
 	expired func(T) // test hook, after closeFn of an expired entry
 	// gone, when set, is asked every watchEvery about the device of each
 	// parked entry; true closes it (its device is being removed).
-	gone     func(device string) bool
+	gone func(device string) bool
+	// broken, when set, is asked every watchEvery about each parked entry
+	// (and by take): true closes it (its device reported it unusable).
+	broken   func(T) bool
 	watching bool
 
 	mu     sync.Mutex
@@ -44,7 +47,7 @@ func (p *idlePool[T]) put(key, device string, v T) {
 	}
 	e := &idleEntry[T]{v: v, device: device}
 	p.m[key] = append(p.m[key], e)
-	if p.gone != nil && !p.watching {
+	if (p.gone != nil || p.broken != nil) && !p.watching {
 		p.watching = true
 		go p.watch()
 	}
@@ -62,7 +65,7 @@ func (p *idlePool[T]) put(key, device string, v T) {
 // watchEvery is how often parked entries are checked with gone.
 var watchEvery = time.Second
 
-// watch closes parked entries for which gone is true, every watchEvery,
+// watch closes parked entries for which gone or broken is true, every watchEvery,
 // until the pool is empty or closed. An idle parked connection must not keep
 // a device open that is being removed (rdma link delete waits for it).
 func (p *idlePool[T]) watch() {
@@ -89,11 +92,11 @@ func (p *idlePool[T]) watch() {
 		removed := map[string]bool{}
 		for _, x := range all {
 			gone, ok := removed[x.e.device]
-			if !ok {
+			if !ok && p.gone != nil {
 				gone = p.gone(x.e.device)
 				removed[x.e.device] = gone
 			}
-			if gone && p.remove(x.k, x.e) {
+			if (gone || p.broken != nil && p.broken(x.e.v)) && p.remove(x.k, x.e) {
 				x.e.timer.Stop()
 				p.closeFn(x.e.v)
 			}
@@ -128,7 +131,7 @@ func (p *idlePool[T]) take(key string, match func(T) bool) (v T, ok bool) {
 	list := p.m[key]
 	for i := len(list) - 1; i >= 0; i-- {
 		e := list[i]
-		if match != nil && !match(e.v) {
+		if match != nil && !match(e.v) || p.broken != nil && p.broken(e.v) {
 			continue
 		}
 		e.timer.Stop()

@@ -38,6 +38,7 @@ import (
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/verbs"
 )
 
 // rxeDevice is the testbed's soft-RoCE device (testbed/guest/setup.sh).
@@ -416,6 +417,99 @@ func daemonPID(root string) int {
 	return 0
 }
 
+// rxeNetdev is the netdev rxe0 runs over (eth0 in the testbed).
+func rxeNetdev() string {
+	if out, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
+		if f := strings.Fields(string(out)); len(f) > 2 && f[len(f)-2] == "netdev" {
+			return f[len(f)-1]
+		}
+	}
+	return "eth0"
+}
+
+// TestRDMAPortDownDuringCopy takes rxe0's netdev down under a running copy
+// (AUTO policy). rxe reports IBV_EVENT_PORT_ERR; the source's endpoint must
+// break its QP at once and the copy must finish over TCP (the daemons talk
+// over loopback, which stays up), verified, with the event in the fallback
+// reason. The netdev comes back up afterwards and RDMA works again.
+func TestRDMAPortDownDuringCopy(t *testing.T) {
+	requireRDMA(t)
+	netdev := rxeNetdev()
+	// Our own reader of rxe0's async events sees the port go down and come
+	// back, which is also how the clean-up knows RDMA is usable again.
+	dev, err := verbs.Open(rxeDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := dev.AsyncEvents()
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	waitEvent := func(want verbs.AsyncEventType) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for {
+			ev, err := events.Next(ctx)
+			if err != nil {
+				return fmt.Errorf("waiting for %v: %w", want, err)
+			}
+			if ev.Type == want && ev.Port == 1 {
+				return nil
+			}
+		}
+	}
+	t.Cleanup(func() {
+		defer dev.Close()
+		defer events.Close()
+		if out, err := system("ip", "link", "set", netdev, "up"); err != nil {
+			t.Errorf("ip link set %s up: %v: %s", netdev, err, out)
+			return
+		}
+		if err := waitEvent(verbs.EventPortActive); err != nil {
+			out, _ := system("rdma", "link", "show", rxeDevice+"/1")
+			t.Errorf("%s came back up but %s did not report its port active: %v (%s)", netdev, rxeDevice, err, out)
+		}
+	})
+	a, b := startPair(t)
+	writeRandom(t, a.Path("big.bin"), 256<<20)
+	moving := make(chan *pb.TransferInfo, 1)
+	var once sync.Once
+	r := startRxfer(t, "", func(line string) {
+		var e pb.TransferInfo
+		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
+			e.Transport == pb.Transport_TRANSPORT_RDMA {
+			once.Do(func() { moving <- &e })
+		}
+	}, "cp", "--json", a.At("/big.bin"), b.At("/"))
+	var downAt time.Time
+	select {
+	case e := <-moving:
+		t.Logf("taking %s down at %d of %d bytes", netdev, e.BytesDone, e.BytesTotal)
+		downAt = time.Now()
+		if out, err := system("ip", "link", "set", netdev, "down"); err != nil {
+			t.Fatalf("ip link set %s down: %v: %s", netdev, err, out)
+		}
+		if err := waitEvent(verbs.EventPortErr); err != nil {
+			t.Errorf("%s went down but %s reported no PORT_ERR: %v", netdev, rxeDevice, err)
+		}
+	case <-r.scanned:
+		t.Fatalf("no MOVING event over RDMA with bytes_done > 0:\n%s", r.Wait(t))
+	}
+	res := r.Wait(t)
+	if res.Code != 0 {
+		t.Fatalf("copy failed after %s went down (AUTO must fail over to TCP):\n%s", netdev, res)
+	}
+	ev := parseEvents(t, res)
+	last := ev[len(ev)-1]
+	checkCopy(t, last, res, a.Path("big.bin"), b.Path("big.bin"), false)
+	if last.Transport != pb.Transport_TRANSPORT_TCP || !strings.Contains(last.FallbackReason, "IBV_EVENT_PORT_ERR") {
+		t.Fatalf("final transport %v, fallback_reason %q: want TCP with a reason naming IBV_EVENT_PORT_ERR", last.Transport, last.FallbackReason)
+	}
+	t.Logf("copy finished %v after the port went down: %s", time.Since(downAt).Round(time.Millisecond), last.FallbackReason)
+	os.Remove(b.Path("big.bin"))
+}
+
 // TestRDMALinkDeleteDuringCopy runs `rdma link delete rxe0` under a running
 // copy (AUTO policy). The copy must commit, verified: over TCP with a
 // fallback_reason naming RDMA if RDMA broke, or over RDMA if the device kept
@@ -430,12 +524,7 @@ func daemonPID(root string) int {
 // again: keep it LAST.
 func TestRDMALinkDeleteDuringCopy(t *testing.T) {
 	requireRDMA(t)
-	netdev := "eth0"
-	if out, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
-		if f := strings.Fields(string(out)); len(f) > 2 && f[len(f)-2] == "netdev" {
-			netdev = f[len(f)-1]
-		}
-	}
+	netdev := rxeNetdev()
 	// Registered before the daemons start, so it runs after they stopped.
 	t.Cleanup(func() {
 		if _, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
