@@ -14,25 +14,25 @@ type AsyncEventType int
 
 // Asynchronous event types (enum ibv_event_type).
 const (
-	EventCQErr           AsyncEventType = 0
-	EventQPFatal         AsyncEventType = 1
-	EventQPReqErr        AsyncEventType = 2
-	EventQPAccessErr     AsyncEventType = 3
-	EventCommEst         AsyncEventType = 4
-	EventSQDrained       AsyncEventType = 5
-	EventPathMig         AsyncEventType = 6
-	EventPathMigErr      AsyncEventType = 7
-	EventDeviceFatal     AsyncEventType = 8
-	EventPortActive      AsyncEventType = 9
-	EventPortErr         AsyncEventType = 10
-	EventLIDChange       AsyncEventType = 11
-	EventPKeyChange      AsyncEventType = 12
-	EventSMChange        AsyncEventType = 13
-	EventSRQErr          AsyncEventType = 14
-	EventSRQLimit        AsyncEventType = 15
-	EventQPLastWQE       AsyncEventType = 16
+	EventCQErr            AsyncEventType = 0
+	EventQPFatal          AsyncEventType = 1
+	EventQPReqErr         AsyncEventType = 2
+	EventQPAccessErr      AsyncEventType = 3
+	EventCommEst          AsyncEventType = 4
+	EventSQDrained        AsyncEventType = 5
+	EventPathMig          AsyncEventType = 6
+	EventPathMigErr       AsyncEventType = 7
+	EventDeviceFatal      AsyncEventType = 8
+	EventPortActive       AsyncEventType = 9
+	EventPortErr          AsyncEventType = 10
+	EventLIDChange        AsyncEventType = 11
+	EventPKeyChange       AsyncEventType = 12
+	EventSMChange         AsyncEventType = 13
+	EventSRQErr           AsyncEventType = 14
+	EventSRQLimit         AsyncEventType = 15
+	EventQPLastWQE        AsyncEventType = 16
 	EventClientReregister AsyncEventType = 17
-	EventGIDChange       AsyncEventType = 18
+	EventGIDChange        AsyncEventType = 18
 )
 
 var eventNames = map[AsyncEventType]string{

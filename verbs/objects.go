@@ -480,7 +480,7 @@ const postConcurrency = 4
 
 // QueuePair is a reliable-connected queue pair (struct ibv_qp).
 type QueuePair struct {
-	pd          *ProtectionDomain
+	pd *ProtectionDomain
 	// mu guards h: posting holds it shared (posts run concurrently), state
 	// changes and Close hold it exclusively.
 	mu        sync.RWMutex
