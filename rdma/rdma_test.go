@@ -359,8 +359,9 @@ func TestTransfer(t *testing.T) {
 
 // TestSourceModes measures the ways of giving WRITEs their bytes (pread
 // into registered staging buffers, a registered read-only mapping of the
-// whole source file, or caller memory registered per Send: a memfd mapping,
-// as for regions) and two verification workers against the default (GOMAXPROCS/2),
+// whole source file, caller memory registered per Send: a memfd mapping, as
+// for regions, or a mapping copied into the staging buffers, as for files)
+// and two verification workers against the default (GOMAXPROCS/2),
 // interleaved so the VM's drift hits them alike. RXFER_RDMA_ROUNDS sets the
 // rounds (default 1).
 func TestSourceModes(t *testing.T) {
@@ -372,7 +373,7 @@ func TestSourceModes(t *testing.T) {
 		name    string
 		m       sourceMode
 		workers int
-	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"memory", sourceStaging, 0}, {"staging-2workers", sourceStaging, 2}}
+	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"memory", sourceStaging, 0}, {"mapping", sourceStaging, 0}, {"staging-2workers", sourceStaging, 2}}
 	// The memory mode's source: the same bytes in a memfd mapping, with the
 	// source's offset 0 at mem[0].
 	_, mem := memfdWindow(t, size)
@@ -387,9 +388,13 @@ func TestSourceModes(t *testing.T) {
 				p := newPair(t, 8, chunk)
 				p.s.sourceMode = mode.m
 				from := src
-				if mode.name == "memory" {
+				switch mode.name {
+				case "memory": // registered and written from
 					p.s.SetSourceMemory(mem, 0)
 					from = nil // proves the bytes come from mem: reading a nil file fails
+				case "mapping": // copied into the staging buffers
+					p.s.SetSourceMapping(mem, 0)
+					from = nil
 				}
 				res := runSend(t, p.s, from, chunks, 0, nil)
 				if res.err != nil {

@@ -2,8 +2,11 @@ package rdma
 
 import (
 	"errors"
+	"io"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rxfer/rxfer/fallback"
@@ -130,5 +133,34 @@ func TestRemoteBufferHidesRKey(t *testing.T) {
 		if strings.Contains(strings.ToLower(s), "abcdef") || strings.Contains(s, "11259375") {
 			t.Errorf("%q shows the rkey", s)
 		}
+	}
+}
+
+// A source mapping whose file shrank under it faults; copyMapped turns
+// that into an error instead of a crash.
+func TestCopyMappedFault(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	page := os.Getpagesize()
+	if err := f.Truncate(int64(2 * page)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, 2*page, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	dst := make([]byte, 2*page)
+	if err := copyMapped(dst, m); err != nil {
+		t.Fatalf("copy of an intact mapping: %v", err)
+	}
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyMapped(dst, m); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("copy from a truncated file's mapping: %v, want an error wrapping io.ErrUnexpectedEOF", err)
 	}
 }

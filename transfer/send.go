@@ -526,6 +526,8 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 		}
 		if p.srcMem != nil {
 			p.rdma.SetSourceMemory(p.srcMem, p.srcBase)
+		} else {
+			p.rdma.SetSourceMapping(p.sched.data, p.srcBase)
 		}
 		return p.rdma.Send(ctx, p.src, queue, done, p.node.cfg.RDMA.Depth)
 	})
