@@ -42,8 +42,8 @@
 // into a neighbouring slot), and keeps a receive posted per slot. For each
 // chunk the sender, holding a free slot:
 //
-//  1. puts the chunk's bytes in a registered source buffer (pread into one of
-//     depth staging buffers, see below),
+//  1. puts the chunk's bytes in a registered source buffer (a copy into one
+//     of depth staging buffers, see below),
 //  2. posts an unsignaled RDMA WRITE of the bytes into the slot, and
 //  3. posts a signaled SEND of a 32-byte chunk message
 //     {slot, chunk index, offset, length, crc32c}.
@@ -81,12 +81,15 @@
 // round trip, consumes one receive per chunk exactly as WRITE_WITH_IMM would,
 // and keeps every per-chunk fact in one message that is checked as a whole.
 //
-// The sender's source bytes are pread into depth registered staging
-// buffers (registered once per Sender). Registering a read-only MAP_PRIVATE
-// mapping of the whole source file instead avoids that copy but pins the whole
-// file at the start of every Send; in the testbed the two measured the same
-// (TestSourceModes), so the bounded staging buffers are the default for
-// files. Memory that is already a registrable mapping — the engine's
+// The sender's source bytes are copied into depth registered staging
+// buffers (registered once per Sender): by pread, or, when the caller has a
+// mapping of the source ([Sender.SetSourceMapping]; the engine keeps one for
+// CRC32C), by a user-space copy from it, which under qemu TCG is several
+// times cheaper than the kernel's rep movsb (TestSourceModes). Registering
+// a read-only MAP_PRIVATE mapping of the whole source file instead avoids
+// the copy but pins the whole file at the start of every Send, and measured
+// slower in the testbed (so did registering it in 32 MiB windows as chunks
+// need them), so the bounded staging buffers are the default for files. Memory that is already a registrable mapping — the engine's
 // memfd-backed regions — is registered for the one Send instead
 // ([Sender.SetSourceMemory]: local read access, milliseconds for 128 MiB) and
 // WRITEs go straight from it, with no copy at all.
