@@ -130,7 +130,7 @@ type CompletionError struct {
 
 // Error returns e.g. "verbs: work request 3 on QP 0x11: REM_ACCESS_ERR (remote access error)".
 func (e *CompletionError) Error() string {
-	s := fmt.Sprintf("verbs: work request %d on QP %#x: %v", e.WRID, e.QPN, e.Status.Error())
+	s := fmt.Sprintf("verbs: work request %#x on QP %#x: %v", e.WRID, e.QPN, e.Status.Error())
 	if e.VendorErr != 0 {
 		s += fmt.Sprintf(", vendor error %#x", e.VendorErr)
 	}

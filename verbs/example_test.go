@@ -56,7 +56,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	if err := wcs[0].Err(); err != nil {
-		log.Fatal(err) // e.g. "work request 0 on QP 0x11: REM_ACCESS_ERR (remote access error)"
+		log.Fatal(err) // e.g. "work request 0x0 on QP 0x11: REM_ACCESS_ERR (remote access error)"
 	}
 }
 

@@ -630,7 +630,7 @@ func (qp *QueuePair) PostSend(wrs ...SendWR) error {
 		})
 		if err != nil {
 			w := batch[posted]
-			return fmt.Errorf("work request %d (%v, %d bytes): %w", w.WRID, w.Opcode, w.Local.Length, err)
+			return fmt.Errorf("work request %#x (%v, %d bytes): %w", w.WRID, w.Opcode, w.Local.Length, err)
 		}
 		done += posted
 	}
@@ -647,7 +647,7 @@ func (qp *QueuePair) PostRecv(wrs ...RecvWR) error {
 			return cPostRecv(h, scratch, batch)
 		})
 		if err != nil {
-			return fmt.Errorf("receive request %d: %w", batch[posted].WRID, err)
+			return fmt.Errorf("receive request %#x: %w", batch[posted].WRID, err)
 		}
 		done += posted
 	}

@@ -262,7 +262,7 @@ func TestWrongRKeyFailsAndRecovers(t *testing.T) {
 		t.Fatalf("WRITE with a wrong rkey: %v; want a CompletionError with REM_ACCESS_ERR", err)
 	}
 	if ce.WRID != 7 || ce.QPN != a.qp.QPN() || !strings.Contains(err.Error(), "REM_ACCESS_ERR") ||
-		!strings.Contains(err.Error(), "work request 7") {
+		!strings.Contains(err.Error(), "work request 0x7") {
 		t.Errorf("error %q (%+v) should name REM_ACCESS_ERR, work request 7 and QP %#x", err, ce, a.qp.QPN())
 	}
 	t.Logf("reported: %v", err)

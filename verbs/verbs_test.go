@@ -295,7 +295,7 @@ func TestErrorsNameTheStatusAndRequest(t *testing.T) {
 	if !errors.Is(err, verbs.WCRemAccessErr) || errors.Is(err, verbs.WCWRFlushErr) {
 		t.Errorf("errors.Is on %v does not match its status only", err)
 	}
-	const want = "verbs: work request 42 on QP 0x11: REM_ACCESS_ERR (remote access error), vendor error 0x81"
+	const want = "verbs: work request 0x2a on QP 0x11: REM_ACCESS_ERR (remote access error), vendor error 0x81"
 	if err.Error() != want {
 		t.Errorf("got %q; want %q", err, want)
 	}
