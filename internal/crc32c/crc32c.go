@@ -21,9 +21,6 @@ import (
 	"time"
 )
 
-// Size is the length of a CRC32C in bytes.
-const Size = 4
-
 const poly = 0x82f63b78 // Castagnoli, reversed
 
 var (
