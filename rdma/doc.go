@@ -83,16 +83,16 @@
 //
 // The sender's source bytes are copied into depth registered staging
 // buffers (registered once per Sender): by pread, or, when the caller has a
-// mapping of the source ([Sender.SetSourceMapping]; the engine keeps one for
-// CRC32C), by a user-space copy from it, which under qemu TCG is several
-// times cheaper than the kernel's rep movsb (TestSourceModes). Registering
-// a read-only MAP_PRIVATE mapping of the whole source file instead avoids
-// the copy but pins the whole file at the start of every Send, and measured
-// slower in the testbed (so did registering it in 32 MiB windows as chunks
-// need them), so the bounded staging buffers are the default for files. Memory that is already a registrable mapping — the engine's
-// memfd-backed regions — is registered for the one Send instead
-// ([Sender.SetSourceMemory]: local read access, milliseconds for 128 MiB) and
-// WRITEs go straight from it, with no copy at all.
+// mapping of the source ([Source].Bytes; the engine keeps one for CRC32C), by
+// a user-space copy from it, which under qemu TCG is several times cheaper
+// than the kernel's rep movsb (TestSourceModes). Registering a read-only
+// MAP_PRIVATE mapping of the whole source file instead avoids the copy but
+// pins the whole file at the start of every Send, and measured slower in the
+// testbed (so did registering it in 32 MiB windows as chunks need them), so
+// the bounded staging buffers are the default for files. Memory that is
+// already a registrable mapping — the engine's memfd-backed regions — is
+// registered for the one Send instead ([Source].Register: local read access,
+// milliseconds for 128 MiB) and WRITEs go straight from it, with no copy.
 //
 // Work requests are posted by two poster goroutines, not by the Send loop.
 // rxe runs a user QP's protocol work inside ibv_post_send, in the calling
@@ -102,7 +102,7 @@
 // loop reads the next chunks and handles completions; posting from the loop
 // itself left the queue empty between chunks (one VM: 40 → 52 MiB/s).
 // [verbs.QueuePair.PostSend] allows concurrent calls for this.
-
+//
 // The CRC32C is computed on the bytes in the slot, which the sender could in
 // principle still overwrite before they are written to the file: it guards
 // against corruption, not against the authenticated peer itself.

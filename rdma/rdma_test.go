@@ -278,7 +278,7 @@ type sendResult struct {
 // runSend feeds chunks to Send; resend decides whether a failed chunk goes
 // back on the channel. The channel closes once every chunk has a final
 // verdict.
-func runSend(t *testing.T, s *Sender, src *os.File, chunks []fallback.Chunk, depth int, resend func(fallback.Chunk, error) bool) sendResult {
+func runSend(t *testing.T, s *Sender, src Source, chunks []fallback.Chunk, depth int, resend func(fallback.Chunk, error) bool) sendResult {
 	t.Helper()
 	ch := make(chan fallback.Chunk, len(chunks)+1)
 	res := sendResult{verdict: map[uint32][]error{}}
@@ -333,7 +333,7 @@ func TestTransfer(t *testing.T) {
 			checkResources(t)
 			p := newPair(t, 8, chunk)
 			src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, uint64(size))
-			res := runSend(t, p.s, src, chunks, 0, nil)
+			res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
 			}
@@ -387,14 +387,14 @@ func TestSourceModes(t *testing.T) {
 				defer func() { verifyWorkers = 0 }()
 				p := newPair(t, 8, chunk)
 				p.s.sourceMode = mode.m
-				from := src
+				// The memory modes have no file: reading a nil file fails,
+				// so their bytes can only come from mem.
+				from := Source{File: src}
 				switch mode.name {
 				case "memory": // registered and written from
-					p.s.SetSourceMemory(mem, 0)
-					from = nil // proves the bytes come from mem: reading a nil file fails
+					from = Source{Bytes: mem, Register: true}
 				case "mapping": // copied into the staging buffers
-					p.s.SetSourceMapping(mem, 0)
-					from = nil
+					from = Source{Bytes: mem}
 				}
 				res := runSend(t, p.s, from, chunks, 0, nil)
 				if res.err != nil {
@@ -437,7 +437,7 @@ func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 		}
 		return bad
 	}
-	res := runSend(t, p.s, src, chunks, 0, func(c fallback.Chunk, err error) bool {
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c fallback.Chunk, err error) bool {
 		return errors.Is(err, fallback.ErrChecksum) && len(p.sink.landedFor(c.Index)) < 3
 	})
 	if res.err != nil {
@@ -475,7 +475,7 @@ func TestRejectedAndOversizedChunks(t *testing.T) {
 	}
 	src, _, chunks := sourceFile(t, t.TempDir(), 3*4096, 4096, 5)
 	chunks = append(chunks, fallback.Chunk{Index: 3, Offset: 0, Length: 8192})
-	res := runSend(t, p.s, src, chunks, 0, nil)
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
@@ -506,7 +506,7 @@ func TestReceiverClosedMidTransfer(t *testing.T) {
 		p.r.Close()
 		closed <- time.Now()
 	}()
-	res := runSend(t, p.s, src, chunks, 0, nil)
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 	end := time.Now()
 	t.Logf("Send: %v", res.err)
 	var ce *verbs.CompletionError
@@ -539,7 +539,7 @@ func TestReceiverClosedMidTransfer(t *testing.T) {
 	}
 	t.Logf("%d chunks verified, %d answered with the error", ok, broken)
 	// The broken sender refuses more work with the same error.
-	if err := runSend(t, p.s, src, chunks[:1], 0, nil).err; !errors.Is(err, ErrBroken) {
+	if err := runSend(t, p.s, Source{File: src}, chunks[:1], 0, nil).err; !errors.Is(err, ErrBroken) {
 		t.Errorf("Send after the failure: %v; want ErrBroken", err)
 	}
 }
@@ -568,7 +568,7 @@ func TestSendCanceled(t *testing.T) {
 			cancel()
 		}
 	}
-	err := p.s.Send(ctx, src, ch, done, 0)
+	err := p.s.Send(ctx, Source{File: src}, ch, done, 0)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Send: %v; want context.Canceled", err)
 	}

@@ -12,7 +12,7 @@ import (
 func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunk int, seed uint64) {
 	t.Helper()
 	src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, seed)
-	if res := runSend(t, s, src, chunks, 0, nil); res.err != nil {
+	if res := runSend(t, s, Source{File: src}, chunks, 0, nil); res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
 	got, err := os.ReadFile(sink.f.Name())
@@ -91,7 +91,7 @@ func TestParkAfterFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	src, _, chunks := sourceFile(t, t.TempDir(), 256<<10, 64<<10, 4)
-	if res := runSend(t, p.s, src, chunks, 0, nil); res.err == nil {
+	if res := runSend(t, p.s, Source{File: src}, chunks, 0, nil); res.err == nil {
 		t.Fatal("Send on a broken QP succeeded")
 	}
 	if _, err := p.s.Park(); err == nil {

@@ -70,11 +70,6 @@ type Sender struct {
 	staging    *verbs.MemoryRegion // depth buffers of bufSize bytes, local access only
 	bufSize    int
 	sourceMode sourceMode
-	// srcMem, srcBase: the next Send's source memory (SetSourceMemory);
-	// srcMap: its source mapping (SetSourceMapping).
-	srcMem  []byte
-	srcMap  []byte
-	srcBase int64
 
 	// corrupt is a test hook: when it returns true for a chunk, the CRC in its
 	// control message has a bit flipped, as if the bytes were corrupted.
@@ -91,23 +86,25 @@ const (
 	sourceMmap
 )
 
-// SetSourceMemory makes the next Send WRITE straight from mem, which holds
-// the source's bytes from offset base on (Chunk.Offset base is mem[0]),
-// instead of reading them into staging buffers: mem is registered (local
-// access only) for that Send and deregistered when it returns. The engine
-// uses it for memfd-backed regions, whose mapping registers in milliseconds
-// where reading costs a copy per byte. mem must be a mapping that can be
-// registered (a MAP_SHARED read-write mapping of a memfd, or anonymous memory)
-// and must stay mapped until Send returns.
-func (s *Sender) SetSourceMemory(mem []byte, base int64) { s.srcMem, s.srcBase = mem, base }
-
-// SetSourceMapping makes the next Send fill its staging buffers by copying
-// from mem, a mapping of the source that holds its bytes from offset base on,
-// instead of pread. The copy runs in user space (vector moves) where pread's
-// is the kernel's (rep movsb, which qemu TCG runs a byte at a time: 3–5 ms per
-// MiB in the testbed, on the send loop); on hardware the two cost the same.
-// A mapping that faults (the file shrank) fails the chunk like a short read.
-func (s *Sender) SetSourceMapping(mem []byte, base int64) { s.srcMap, s.srcBase = mem, base }
+// Source is where a Send takes its chunks' bytes from.
+type Source struct {
+	// File is read with pread into the staging buffers unless Bytes is set.
+	File *os.File
+	// Bytes, when set, holds the source from offset Base on (Chunk.Offset
+	// Base is Bytes[0]) and must stay valid until Send returns. By default
+	// the staging buffers are filled by copying from it: a user-space copy
+	// from a mapping where pread's is the kernel's (rep movsb, which qemu TCG
+	// runs a byte at a time: 3–5 ms per MiB in the testbed; on hardware the
+	// two cost the same), and a mapping that faults (the file shrank) fails
+	// the chunk like a short read.
+	Bytes []byte
+	Base  int64
+	// Register, with Bytes, registers Bytes (local read access) for the
+	// Send and WRITEs straight from it, with no copy: for memory that is
+	// cheap to register, such as a MAP_SHARED read-write mapping of a memfd
+	// (milliseconds for 128 MiB). It is deregistered when Send returns.
+	Register bool
+}
 
 // NewSender picks the device and GID (for the peer's IP address peer; an
 // invalid netip.Addr{} accepts any usable RoCE v2 GID, IPv4 first), creates a
@@ -262,7 +259,7 @@ func (s *Sender) Resume(remote EndpointInfo, slots []RemoteBuffer, window bool) 
 }
 
 // Send has the contract of fallback.Send: it WRITEs the chunks taken from
-// chunks (bytes read from src at Chunk.Offset) into the receiver's slots, each
+// chunks (their bytes taken from src at Chunk.Offset) into the receiver's slots, each
 // followed by a control message, and calls done exactly once per chunk taken,
 // with nil when the receiver verified the chunk, or an error: wrapping
 // fallback.ErrChecksum on a CRC mismatch (the chunk may be re-sent),
@@ -278,12 +275,10 @@ func (s *Sender) Resume(remote EndpointInfo, slots []RemoteBuffer, window bool) 
 // can only be closed. depth is the number of chunks in flight (0 =
 // DefaultDepth; at most MaxDepth and the number of slots). Every
 // Chunk.Length must fit the slots.
-func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.Chunk, done func(fallback.Chunk, error), depth int) error {
+func (s *Sender) Send(ctx context.Context, src Source, chunks <-chan fallback.Chunk, done func(fallback.Chunk, error), depth int) error {
 	dq := newDoneQueue(done)
 	defer dq.close()
 	s.clean = false
-	mem, mapping, base := s.srcMem, s.srcMap, s.srcBase
-	s.srcMem, s.srcMap = nil, nil // for this Send only
 	if err := s.sendPrecheck(depth); err != nil {
 		return drainWith(ctx, chunks, dq, err)
 	}
@@ -291,10 +286,7 @@ func (s *Sender) Send(ctx context.Context, src *os.File, chunks <-chan fallback.
 		depth = DefaultDepth
 	}
 	depth = min(depth, MaxDepth, len(s.slots)) // window mode: credits are the depth only
-	src0, err := s.prepareSource(src, depth, mem, base)
-	if src0 != nil && mem == nil && mapping != nil {
-		src0.copyFrom, src0.base = mapping, base
-	}
+	src0, err := s.prepareSource(src, depth)
 	if err != nil {
 		return drainWith(ctx, chunks, dq, err)
 	}
@@ -625,50 +617,45 @@ func (s *Sender) Close() error {
 
 // source provides the local SGE of a chunk's bytes.
 type source struct {
-	s      *Sender
-	file   *os.File
-	mr     *verbs.MemoryRegion // mem registered: sourceMmap or SetSourceMemory
-	mem    []byte              // mem[0] is the source's byte base
+	s    *Sender
+	file *os.File
+	// mem, when set, holds the source from offset base on: registered (mr)
+	// and written from, or copied into the staging buffers.
+	mem    []byte
 	base   int64
-	mapped bool // mem is our mapping (sourceMmap), unmapped by close
-	// copyFrom: staging buffers are filled from this mapping (its byte 0
-	// is the source's byte base) rather than by pread.
-	copyFrom []byte
+	mr     *verbs.MemoryRegion
+	mapped bool // mem is our own mapping (sourceMmap), unmapped by close
 }
 
-func (s *Sender) prepareSource(f *os.File, depth int, mem []byte, base int64) (*source, error) {
-	src := &source{s: s, file: f}
-	if mem != nil {
-		src.mem, src.base = mem, base
-		if len(mem) == 0 {
-			return src, nil
-		}
-		var err error
-		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil { // local read only
-			return nil, fmt.Errorf("rdma: registering the source memory: %w", err)
-		}
-		return src, nil
-	}
-	if s.sourceMode == sourceMmap {
-		fi, err := f.Stat()
+func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
+	src := &source{s: s, file: from.File, mem: from.Bytes, base: from.Base}
+	if from.Bytes == nil && s.sourceMode == sourceMmap {
+		fi, err := from.File.Stat()
 		if err != nil {
 			return nil, err
 		}
 		if fi.Size() == 0 {
+			src.mem = []byte{}
 			return src, nil
 		}
 		// MAP_PRIVATE: on 6.1 a read-only MAP_SHARED file mapping fails to
 		// register (EFAULT); nothing ever writes the private one, so it shows
 		// the page cache.
-		src.mem, err = syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_PRIVATE)
+		src.mem, err = syscall.Mmap(int(from.File.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_PRIVATE)
 		if err != nil {
 			return nil, fmt.Errorf("rdma: mapping the source: %w", err)
 		}
-		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil {
-			syscall.Munmap(src.mem)
-			return nil, err
+		src.mapped, src.base, from.Register = true, 0, true
+	}
+	if from.Register || src.mapped {
+		if len(src.mem) == 0 {
+			return src, nil
 		}
-		src.mapped = true
+		var err error
+		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil { // local read only
+			src.close()
+			return nil, fmt.Errorf("rdma: registering the source memory: %w", err)
+		}
 		return src, nil
 	}
 	var size int
@@ -690,30 +677,29 @@ func (s *Sender) prepareSource(f *os.File, depth int, mem []byte, base int64) (*
 	return src, nil
 }
 
-// sge returns where chunk c's bytes are, reading them into staging buffer
+// sge returns where chunk c's bytes are, putting them into staging buffer
 // buf if need be.
 func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
-	if src.mem != nil || src.s.sourceMode == sourceMmap {
+	if c.Length == 0 {
+		return verbs.SGE{}, nil // nothing to WRITE
+	}
+	var from []byte
+	if src.mem != nil {
 		off := c.Offset - src.base
 		if off < 0 || off+int64(c.Length) > int64(len(src.mem)) {
 			return verbs.SGE{}, fmt.Errorf("range [%d, %d) outside the source's [%d, %d): %w", c.Offset, c.Offset+int64(c.Length),
 				src.base, src.base+int64(len(src.mem)), io.ErrUnexpectedEOF)
 		}
-		if c.Length == 0 {
-			return verbs.SGE{}, nil
+		if src.mr != nil {
+			return src.mr.SGE(int(off), int(c.Length)), nil
 		}
-		return src.mr.SGE(int(off), int(c.Length)), nil
+		from = src.mem[off : off+int64(c.Length)]
 	}
 	st := src.s.staging
 	off := buf * src.s.bufSize
 	b := st.Bytes()[off : off+int(c.Length)]
-	if src.copyFrom != nil {
-		from := c.Offset - src.base
-		if from < 0 || from+int64(c.Length) > int64(len(src.copyFrom)) {
-			return verbs.SGE{}, fmt.Errorf("range [%d, %d) outside the source's [%d, %d): %w", c.Offset, c.Offset+int64(c.Length),
-				src.base, src.base+int64(len(src.copyFrom)), io.ErrUnexpectedEOF)
-		}
-		if err := copyMapped(b, src.copyFrom[from:from+int64(c.Length)]); err != nil {
+	if from != nil {
+		if err := copyMapped(b, from); err != nil {
 			return verbs.SGE{}, err
 		}
 		return st.SGE(off, int(c.Length)), nil

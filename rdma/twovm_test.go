@@ -107,7 +107,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 	if err := s.Connect(hello.Endpoint, hello.Slots); err != nil {
 		t.Fatal(err)
 	}
-	res := runSend(t, s, src, chunks, 0, nil)
+	res := runSend(t, s, Source{File: src}, chunks, 0, nil)
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}

@@ -59,7 +59,7 @@ func TestWindowReceiver(t *testing.T) {
 			memf, mem := memfdWindow(t, size)
 			p := newWindowPair(t, mem, chunk)
 			src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, uint64(size))
-			res := runSend(t, p.s, src, chunks, 0, nil)
+			res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
 			}
@@ -97,7 +97,7 @@ func TestWindowResendAndReject(t *testing.T) {
 	p.s.SetCorruptHook(func(c fallback.Chunk) bool { return c.Index == 2 && len(p.sink.landedFor(2)) == 0 })
 	src, data, chunks := sourceFile(t, t.TempDir(), 4*chunk, chunk, 9)
 	chunks = append(chunks, fallback.Chunk{Index: 4, Offset: 0, Length: chunk, CRC: chunks[0].CRC})
-	res := runSend(t, p.s, src, chunks, 0, func(c fallback.Chunk, err error) bool { return errors.Is(err, fallback.ErrChecksum) })
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c fallback.Chunk, err error) bool { return errors.Is(err, fallback.ErrChecksum) })
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}

@@ -197,7 +197,7 @@ func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true
 // fails, *idle is nil (it was closed).
 func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse, idle **rdma.IdleEndpoint) bool {
 	t, ok := in.dest.(*regionTarget)
-	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t) {
+	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t.ref.Name, t.file) {
 		return false
 	}
 	mem, unmap, err := t.mapWindow()

@@ -198,17 +198,18 @@ type regionTarget struct {
 // place (openDirectRDMA); tests turn it off to measure the staging path.
 var directRDMA = true
 
-// anonymousRegion reports whether t is a window of a memfd-backed region,
-// whose memory a window receiver may register for remote writes. A
+// anonymousRegion reports whether f is the file of region name and the
+// region is memfd-backed: its memory a window receiver may register for
+// remote writes (and a sender for local reads). A
 // file-backed region is not: a long-term writable pin of a MAP_SHARED mapping
 // of a regular file (what ibv_reg_mr with REMOTE_WRITE needs) is discouraged
 // by the kernel's mm developers and refused by recent kernels, so those
 // windows keep the staging receiver and its pwrite.
-func (n *Node) anonymousRegion(t *regionTarget) bool {
+func (n *Node) anonymousRegion(name string, f *os.File) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	r, ok := n.regions[t.ref.Name]
-	return ok && r.file == t.file && r.info.Backing == "anonymous"
+	r, ok := n.regions[name]
+	return ok && r.file == f && r.info.Backing == "anonymous"
 }
 
 // mapWindow maps the target's window MAP_SHARED, read-write: from the page

@@ -60,7 +60,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		}
 		defer release()
 		src, srcBase, size = f, off, length
-		srcAnon = n.anonymousRegion(&regionTarget{file: f, ref: *ref})
+		srcAnon = n.anonymousRegion(ref.Name, f)
 		req.SourcePath = RegionRef{ref.Name, off, length}.String()
 	} else {
 		f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
@@ -156,13 +156,15 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 
 // push is the sending half of one transfer.
 type push struct {
-	node     *Node
-	rec      *record
-	peer     Peer
-	src      *os.File
-	srcBase  int64  // offset in src of the transfer's first byte
-	srcAnon  bool   // src is a memfd-backed region: RDMA WRITEs straight from its mapping
-	srcMem   []byte // that mapping, read-write (registrable), from srcBase
+	node    *Node
+	rec     *record
+	peer    Peer
+	src     *os.File
+	srcBase int64 // offset in src of the transfer's first byte
+	srcAnon bool  // src is a memfd-backed region: RDMA WRITEs straight from its mapping
+	// register: sched.data is a read-write mapping of such a region, which
+	// the RDMA sender registers instead of copying from it.
+	register bool
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
@@ -455,9 +457,8 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	if p.srcAnon && p.rdma != nil {
 		// Read-write (nothing writes through it): on 6.1 a read-only
 		// MAP_SHARED mapping cannot be registered.
-		if data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
-			p.srcMem = data[p.srcBase:]
-		}
+		data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		p.register = err == nil
 	}
 	if data == nil {
 		if data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED); err != nil {
@@ -524,12 +525,8 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 				}
 			}
 		}
-		if p.srcMem != nil {
-			p.rdma.SetSourceMemory(p.srcMem, p.srcBase)
-		} else {
-			p.rdma.SetSourceMapping(p.sched.data, p.srcBase)
-		}
-		return p.rdma.Send(ctx, p.src, queue, done, p.node.cfg.RDMA.Depth)
+		src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
+		return p.rdma.Send(ctx, src, queue, done, p.node.cfg.RDMA.Depth)
 	})
 	p.rdmaDone = err == nil
 	return err
