@@ -402,19 +402,25 @@ func (r *Receiver) Err() error {
 // device. It is idempotent.
 func (r *Receiver) Close() error {
 	r.closeOnce.Do(func() {
-		r.cancel()
-		r.wg.Wait()
-		var errs []error
-		for _, mr := range r.slots {
-			errs = append(errs, mr.Close())
-		}
-		if r.windowMR != nil {
-			errs = append(errs, r.windowMR.Close()) // the caller may unmap the window now
-		}
-		errs = append(errs, r.ep.close())
-		r.closeErr = errors.Join(errs...)
+		r.closeErr = errors.Join(r.stop(), r.ep.close())
 	})
 	return r.closeErr
+}
+
+// stop ends draining, waits for it and deregisters the slots or the window
+// (their rkeys die; the caller may unmap the window afterwards). Close and
+// Detach start with it.
+func (r *Receiver) stop() error {
+	r.cancel()
+	r.wg.Wait()
+	var errs []error
+	for _, mr := range r.slots {
+		errs = append(errs, mr.Close())
+	}
+	if r.windowMR != nil {
+		errs = append(errs, r.windowMR.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // IdleEndpoint is a receiver's queue pair parked between transfers
@@ -471,18 +477,10 @@ func (r *Receiver) Detach() (*IdleEndpoint, error) {
 	var idle *IdleEndpoint
 	var reason error
 	r.closeOnce.Do(func() {
-		r.cancel()
-		r.wg.Wait()
-		var errs []error
-		for _, mr := range r.slots {
-			errs = append(errs, mr.Close())
+		if reason = r.stop(); reason == nil {
+			reason = r.settle()
 		}
-		if r.windowMR != nil {
-			errs = append(errs, r.windowMR.Close())
-		}
-		if err := errors.Join(errs...); err != nil {
-			reason = err
-		} else if reason = r.settle(); reason == nil {
+		if reason == nil {
 			idle = &IdleEndpoint{ep: r.ep, info: r.ep.info, peer: r.peer}
 			r.closeErr = nil
 			return
