@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
-	"time"
 )
 
 // AsyncEventType is an ibv_event_type: what an asynchronous event reports.
@@ -75,9 +73,8 @@ func (e AsyncEvent) String() string {
 //
 // Similar to: ibv_get_async_event, ibv_ack_async_event
 type AsyncEvents struct {
-	c    *Context
-	file *os.File
-	raw  syscall.RawConn
+	c      *Context
+	events *eventFD
 }
 
 // AsyncEvents starts reading the context's asynchronous events. Events are
@@ -91,50 +88,37 @@ func (c *Context) AsyncEvents() (*AsyncEvents, error) {
 	if err != nil {
 		return nil, c.err("ibv_get_async_event", err)
 	}
-	f := os.NewFile(uintptr(fd), "ibv_async_fd")
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = f.SetReadDeadline(time.Time{}) // fails if the fd is not pollable
-	}
+	efd, err := newEventFD(fd, "ibv_async_fd")
 	if err != nil {
-		f.Close()
 		return nil, c.err("ibv_get_async_event", err)
 	}
-	return &AsyncEvents{c: c, file: f, raw: raw}, nil
+	return &AsyncEvents{c: c, events: efd}, nil
 }
 
 // Next returns the next event, waiting for one until ctx ends (its error)
 // or the reader is closed (an error wrapping ErrClosed).
 func (a *AsyncEvents) Next(ctx context.Context) (AsyncEvent, error) {
-	stop := context.AfterFunc(ctx, func() { a.file.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	var ev AsyncEvent
-	var evErr error
-	err := a.raw.Read(func(uintptr) bool {
+	err := a.events.wait(ctx, func() error {
 		h, err := a.c.handle("ibv_get_async_event")
 		if err != nil {
-			evErr = err
-			return true
+			return err
 		}
 		ev, err = cGetAsyncEvent(h)
-		if errors.Is(err, syscall.EAGAIN) {
-			return false // park in the poller until readable
-		}
-		evErr = err
-		return true
+		return err
 	})
 	switch {
+	case err == nil:
+		return ev, nil
 	case ctx.Err() != nil:
 		return AsyncEvent{}, ctx.Err()
 	case errors.Is(err, os.ErrClosed):
 		return AsyncEvent{}, &Error{Op: "ibv_get_async_event", Device: a.c.name, Err: ErrClosed}
-	case err != nil:
-		return AsyncEvent{}, a.c.err("ibv_get_async_event", err)
-	case evErr != nil:
-		return AsyncEvent{}, a.c.err("ibv_get_async_event", evErr)
+	case errors.As(err, new(*Error)):
+		return AsyncEvent{}, err
 	}
-	return ev, nil
+	return AsyncEvent{}, a.c.err("ibv_get_async_event", err)
 }
 
 // Close stops the reader: a Next waiting returns an error wrapping ErrClosed.
-func (a *AsyncEvents) Close() error { return a.file.Close() }
+func (a *AsyncEvents) Close() error { return a.events.close() }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -269,27 +267,19 @@ func (c *Context) CreateCQ(entries int) (*CompletionQueue, error) {
 	if err != nil {
 		return nil, c.err("ibv_create_comp_channel", err)
 	}
-	// The duplicated fd is non-blocking, so os.NewFile hands it to Go's
-	// poller: a waiting goroutine parks without holding a thread or a core.
-	f := os.NewFile(uintptr(fd), "ibv_comp_channel")
-	cq, n, err := cCreateCQ(h, entries, ch)
+	efd, err := newEventFD(fd, "ibv_comp_channel")
 	if err != nil {
-		f.Close()
-		cDestroyCompChannel(ch)
-		return nil, c.err("ibv_create_cq", fmt.Errorf("%d entries: %w", entries, err))
-	}
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = f.SetReadDeadline(time.Time{}) // fails if the fd is not pollable
-	}
-	if err != nil {
-		f.Close()
-		cDestroyCQ(cq)
 		cDestroyCompChannel(ch)
 		return nil, c.err("ibv_create_comp_channel", err)
 	}
+	cq, n, err := cCreateCQ(h, entries, ch)
+	if err != nil {
+		efd.close()
+		cDestroyCompChannel(ch)
+		return nil, c.err("ibv_create_cq", fmt.Errorf("%d entries: %w", entries, err))
+	}
 	return &CompletionQueue{
-		ctx: c, h: cq, ch: ch, entries: n, file: f, raw: raw,
+		ctx: c, h: cq, ch: ch, entries: n, events: efd,
 		scratch: cAllocScratch(batchSize, wcScratchSize),
 	}, nil
 }
@@ -304,8 +294,7 @@ type CompletionQueue struct {
 	h       unsafe.Pointer
 	ch      unsafe.Pointer
 	entries int
-	file    *os.File
-	raw     syscall.RawConn
+	events  *eventFD // the channel's
 	scratch unsafe.Pointer
 }
 
@@ -347,9 +336,6 @@ func (cq *CompletionQueue) Wait(ctx context.Context, wcs []WorkCompletion) (int,
 	if len(wcs) == 0 {
 		return 0, nil
 	}
-	cq.file.SetReadDeadline(time.Time{}) // undo an earlier Wait's expiry
-	stop := context.AfterFunc(ctx, func() { cq.file.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	for {
 		if n, err := cq.Poll(wcs); n > 0 || err != nil {
 			return n, err
@@ -376,31 +362,22 @@ func (cq *CompletionQueue) Wait(ctx context.Context, wcs []WorkCompletion) (int,
 
 // waitEvent sleeps until the channel has an event, takes and acks it.
 func (cq *CompletionQueue) waitEvent(ctx context.Context) error {
-	var evErr error
-	err := cq.raw.Read(func(uintptr) bool {
+	err := cq.events.wait(ctx, func() error {
 		got, err := cGetCQEvent(cq.ch)
-		if errors.Is(err, syscall.EAGAIN) {
-			return false // park in the poller until readable
+		if err == nil {
+			cAckCQEvents(got, 1)
 		}
-		if err != nil {
-			evErr = err
-			return true
-		}
-		cAckCQEvents(got, 1)
-		return true
+		return err
 	})
 	switch {
-	case err != nil && ctx.Err() != nil:
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return cq.ctx.err("ibv_get_cq_event", fmt.Errorf("%w: %w", ErrTimeout, ctx.Err()))
-		}
-		return ctx.Err()
-	case err != nil:
-		return cq.ctx.err("ibv_get_cq_event", err)
-	case evErr != nil:
-		return cq.ctx.err("ibv_get_cq_event", evErr)
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return cq.ctx.err("ibv_get_cq_event", fmt.Errorf("%w: %w", ErrTimeout, err))
+	case errors.Is(err, context.Canceled):
+		return err
 	}
-	return nil
+	return cq.ctx.err("ibv_get_cq_event", err)
 }
 
 // BusyWait returns at least one completion, polling without sleeping: the
@@ -436,7 +413,7 @@ func (cq *CompletionQueue) Close() error {
 		return cq.ctx.err("ibv_destroy_cq", err)
 	}
 	cq.h = nil
-	cq.file.Close()
+	cq.events.close()
 	cFree(cq.scratch)
 	cq.scratch = nil
 	if err := cDestroyCompChannel(cq.ch); err != nil {
