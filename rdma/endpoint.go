@@ -83,6 +83,7 @@ type endpoint struct {
 	events    *verbs.AsyncEvents
 	watchDone chan struct{}
 	lost      atomic.Pointer[error] // the event that broke the endpoint
+	lostC     chan struct{}         // closed once lost is set
 }
 
 // openEndpoint selects the device, allocates PD, CQ, QP (moved to INIT with
@@ -129,7 +130,7 @@ func openEndpoint(opt Options, peer netip.Addr, sendWR, recvWR int, access verbs
 	if e.events, err = ctx.AsyncEvents(); err != nil {
 		return nil, err
 	}
-	e.watchDone = make(chan struct{})
+	e.watchDone, e.lostC = make(chan struct{}), make(chan struct{})
 	go e.watch()
 	return e, nil
 }
@@ -153,6 +154,7 @@ func (e *endpoint) watch() {
 		lost := fmt.Errorf("%w: %s reported %v", ErrBroken, e.info.Device, ev)
 		if e.lost.CompareAndSwap(nil, &lost) {
 			e.qp.SetError()
+			close(e.lostC)
 		}
 	}
 }

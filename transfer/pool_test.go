@@ -7,7 +7,8 @@ import (
 )
 
 // The pool hands out what it parked once, closes what expires, what it
-// holds at close, and what sits on a removed device.
+// holds at close, what sits on a removed device and what its device
+// reported broken.
 func TestIdlePool(t *testing.T) {
 	var mu sync.Mutex
 	closed := map[int]bool{}
@@ -50,6 +51,30 @@ func TestIdlePool(t *testing.T) {
 		t.Fatal("entry on a removed device not closed")
 	}
 	w.close()
+	// Entries their device reported broken: never handed out, and closed by the watcher.
+	var broken sync.Map
+	closedBroken := make(chan int, 2)
+	b := newIdlePool(time.Hour, func(v int) { closedBroken <- v }, nil)
+	b.broken = func(v int) bool { _, bad := broken.Load(v); return bad }
+	b.put("k", "d0", 1)
+	b.put("k", "d0", 2)
+	broken.Store(2, true)
+	if v, ok := b.take("k", nil); !ok || v != 1 {
+		t.Fatalf("take with entry 2 broken: %v %v, want 1", v, ok)
+	}
+	b.put("k", "d0", 1)
+	select {
+	case v := <-closedBroken:
+		if v != 2 {
+			t.Fatalf("closed entry %d, want the broken 2", v)
+		}
+		if v, ok := b.take("k", nil); !ok || v != 1 || b.len() != 0 {
+			t.Fatalf("after the broken entry closed: take %v %v, %d left; want 1 and none", v, ok, b.len())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("broken entry not closed")
+	}
+	b.close()
 	p.close()
 	p.put("a", "d0", 3) // after close: closed at once
 	mu.Lock()

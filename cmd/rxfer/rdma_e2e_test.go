@@ -38,7 +38,6 @@ import (
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/internal/testbedenv"
-	"github.com/rxfer/rxfer/verbs"
 )
 
 // rxeDevice is the testbed's soft-RoCE device (testbed/guest/setup.sh).
@@ -417,14 +416,19 @@ func daemonPID(root string) int {
 	return 0
 }
 
-// rxeNetdev is the netdev rxe0 runs over (eth0 in the testbed).
-func rxeNetdev() string {
-	if out, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
-		if f := strings.Fields(string(out)); len(f) > 2 && f[len(f)-2] == "netdev" {
-			return f[len(f)-1]
+// copyOverRDMA starts `rxfer cp --json src dst` and returns it with a
+// channel that receives its first MOVING event over RDMA with bytes done.
+func copyOverRDMA(t *testing.T, src, dst string) (*running, <-chan *pb.TransferInfo) {
+	moving := make(chan *pb.TransferInfo, 1)
+	var once sync.Once
+	r := startRxfer(t, "", func(line string) {
+		var e pb.TransferInfo
+		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
+			e.Transport == pb.Transport_TRANSPORT_RDMA {
+			once.Do(func() { moving <- &e })
 		}
-	}
-	return "eth0"
+	}, "cp", "--json", src, dst)
+	return r, moving
 }
 
 // TestRDMAPortDownDuringCopy takes rxe0's netdev down under a running copy
@@ -435,65 +439,16 @@ func rxeNetdev() string {
 // The netdev comes back up afterwards (PORT_ACTIVE) and RDMA works again.
 func TestRDMAPortDownDuringCopy(t *testing.T) {
 	requireRDMA(t)
-	netdev := rxeNetdev()
-	// Our own reader of rxe0's async events sees the port go down and come
-	// back, which is also how the clean-up knows RDMA is usable again.
-	dev, err := verbs.Open(rxeDevice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := dev.AsyncEvents()
-	if err != nil {
-		dev.Close()
-		t.Fatal(err)
-	}
-	waitEvent := func(want verbs.AsyncEventType) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for {
-			ev, err := events.Next(ctx)
-			if err != nil {
-				return fmt.Errorf("waiting for %v: %w", want, err)
-			}
-			if ev.Type == want && ev.Port == 1 {
-				return nil
-			}
-		}
-	}
-	t.Cleanup(func() {
-		defer dev.Close()
-		defer events.Close()
-		if out, err := system("ip", "link", "set", netdev, "up"); err != nil {
-			t.Errorf("ip link set %s up: %v: %s", netdev, err, out)
-			return
-		}
-		if err := waitEvent(verbs.EventPortActive); err != nil {
-			out, _ := system("rdma", "link", "show", rxeDevice+"/1")
-			t.Errorf("%s came back up but %s did not report its port active: %v (%s)", netdev, rxeDevice, err, out)
-		}
-	})
 	a, b := startPair(t)
 	writeRandom(t, a.Path("big.bin"), 256<<20)
-	moving := make(chan *pb.TransferInfo, 1)
-	var once sync.Once
-	r := startRxfer(t, "", func(line string) {
-		var e pb.TransferInfo
-		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
-			e.Transport == pb.Transport_TRANSPORT_RDMA {
-			once.Do(func() { moving <- &e })
-		}
-	}, "cp", "--json", a.At("/big.bin"), b.At("/"))
+	r, moving := copyOverRDMA(t, a.At("/big.bin"), b.At("/"))
 	var downAt time.Time
+	var netdev string
 	select {
 	case e := <-moving:
-		t.Logf("taking %s down at %d of %d bytes", netdev, e.BytesDone, e.BytesTotal)
+		t.Logf("taking %s's port down at %d of %d bytes", rxeDevice, e.BytesDone, e.BytesTotal)
 		downAt = time.Now()
-		if out, err := system("ip", "link", "set", netdev, "down"); err != nil {
-			t.Fatalf("ip link set %s down: %v: %s", netdev, err, out)
-		}
-		if err := waitEvent(verbs.EventPortErr); err != nil {
-			t.Errorf("%s went down but %s reported no PORT_ERR: %v", netdev, rxeDevice, err)
-		}
+		netdev = testbedenv.TakePortDown(t, rxeDevice) // it comes back up when the test ends
 	case <-r.scanned:
 		t.Fatalf("no MOVING event over RDMA with bytes_done > 0:\n%s", r.Wait(t))
 	}
@@ -532,7 +487,7 @@ func TestRDMAPortDownDuringCopy(t *testing.T) {
 // again: keep it LAST.
 func TestRDMALinkDeleteDuringCopy(t *testing.T) {
 	requireRDMA(t)
-	netdev := rxeNetdev()
+	netdev := testbedenv.Netdev(rxeDevice)
 	// Registered before the daemons start, so it runs after they stopped.
 	t.Cleanup(func() {
 		if _, err := system("rdma", "link", "show", rxeDevice+"/1"); err == nil {
@@ -554,15 +509,7 @@ func TestRDMALinkDeleteDuringCopy(t *testing.T) {
 		}
 	}
 
-	moving := make(chan *pb.TransferInfo, 1)
-	var once sync.Once
-	r := startRxfer(t, "", func(line string) {
-		var e pb.TransferInfo
-		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
-			e.Transport == pb.Transport_TRANSPORT_RDMA {
-			once.Do(func() { moving <- &e })
-		}
-	}, "cp", "--json", a.At("/big.bin"), b.At("/"))
+	r, moving := copyOverRDMA(t, a.At("/big.bin"), b.At("/"))
 	deleted := make(chan result, 1) // the `rdma link delete` run, once it returned
 	var deleteAt time.Time
 	select {

@@ -5,6 +5,7 @@ package testbedenv
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rxfer/rxfer/verbs"
 )
 
 // Device is the Soft-RoCE device the testbed creates on eth0.
@@ -89,4 +92,64 @@ func FirstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// Netdev is the netdev dev runs over, from `rdma link show` (eth0 in the
+// testbed).
+func Netdev(dev string) string {
+	if out, err := exec.Command("rdma", "link", "show", dev+"/1").CombinedOutput(); err == nil {
+		if f := strings.Fields(string(out)); len(f) > 2 && f[len(f)-2] == "netdev" {
+			return f[len(f)-1]
+		}
+	}
+	return "eth0"
+}
+
+// TakePortDown takes dev's netdev down and returns its name once dev reported
+// IBV_EVENT_PORT_ERR on port 1 (failing the test if it does not within 30 s).
+// When the test ends the netdev comes back up and the clean-up waits for
+// IBV_EVENT_PORT_ACTIVE, so later tests find the device usable.
+func TakePortDown(t testing.TB, dev string) (netdev string) {
+	t.Helper()
+	netdev = Netdev(dev)
+	ctx, err := verbs.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := ctx.AsyncEvents()
+	if err != nil {
+		ctx.Close()
+		t.Fatal(err)
+	}
+	wait := func(want verbs.AsyncEventType) error {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for {
+			ev, err := events.Next(c)
+			if err != nil {
+				return fmt.Errorf("waiting for %v on %s port 1: %w", want, dev, err)
+			}
+			if ev.Type == want && ev.Port == 1 {
+				return nil
+			}
+		}
+	}
+	t.Cleanup(func() {
+		defer ctx.Close()
+		defer events.Close()
+		if out, err := exec.Command("ip", "link", "set", netdev, "up").CombinedOutput(); err != nil {
+			t.Errorf("ip link set %s up: %v: %s", netdev, err, out)
+			return
+		}
+		if err := wait(verbs.EventPortActive); err != nil {
+			t.Errorf("%s came back up but %v", netdev, err)
+		}
+	})
+	if out, err := exec.Command("ip", "link", "set", netdev, "down").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set %s down: %v: %s", netdev, err, out)
+	}
+	if err := wait(verbs.EventPortErr); err != nil {
+		t.Fatalf("%s went down but %v", netdev, err)
+	}
+	return netdev
 }
