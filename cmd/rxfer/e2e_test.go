@@ -470,17 +470,10 @@ func TestInterrupt(t *testing.T) {
 				}
 				src = a.At("/big.bin")
 			}
-			moving := make(chan string, 1)
-			var once sync.Once
-			r := startRxfer(t, "", func(line string) {
-				var e pb.TransferInfo
-				if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
-					once.Do(func() { moving <- e.TransferId })
-				}
-			}, "cp", "--json", "--chunk-size", "4096", src, b.At("/"))
+			r, moving := firstMoving(t, pb.Transport_TRANSPORT_UNSPECIFIED, "--chunk-size", "4096", src, b.At("/"))
 			select {
-			case id := <-moving:
-				tt.stop(t, a, b, r, id)
+			case e := <-moving:
+				tt.stop(t, a, b, r, e.TransferId)
 			case <-r.scanned:
 			}
 			res := r.Wait(t)

@@ -29,7 +29,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
@@ -536,4 +538,21 @@ func mountTmpfs(t *testing.T, size string) string {
 		}
 	})
 	return dir
+}
+
+// firstMoving starts `rxfer cp --json args...` and returns the run and a
+// channel that receives its first MOVING event with bytes_done > 0 — over
+// transport, unless that is TRANSPORT_UNSPECIFIED.
+func firstMoving(t *testing.T, transport pb.Transport, args ...string) (*running, <-chan *pb.TransferInfo) {
+	t.Helper()
+	moving := make(chan *pb.TransferInfo, 1)
+	var once sync.Once
+	r := startRxfer(t, "", func(line string) {
+		var e pb.TransferInfo
+		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
+			(transport == pb.Transport_TRANSPORT_UNSPECIFIED || e.Transport == transport) {
+			once.Do(func() { moving <- &e })
+		}
+	}, append([]string{"cp", "--json"}, args...)...)
+	return r, moving
 }

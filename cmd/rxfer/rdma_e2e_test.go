@@ -193,21 +193,6 @@ func resourceLine(c map[string]int) string {
 	return fmt.Sprintf("pd %d cq %d qp %d mr %d", c["pd"], c["cq"], c["qp"], c["mr"])
 }
 
-// firstMoving starts `rxfer cp --json args...` and returns the run and a
-// channel that receives the first MOVING event with bytes_done > 0.
-func firstMoving(t *testing.T, args ...string) (*running, <-chan *pb.TransferInfo) {
-	t.Helper()
-	moving := make(chan *pb.TransferInfo, 1)
-	var once sync.Once
-	r := startRxfer(t, "", func(line string) {
-		var e pb.TransferInfo
-		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
-			once.Do(func() { moving <- &e })
-		}
-	}, append([]string{"cp", "--json"}, args...)...)
-	return r, moving
-}
-
 func TestRDMACancelReleasesResources(t *testing.T) {
 	requireRDMA(t)
 	a, b := startPair(t)
@@ -215,7 +200,7 @@ func TestRDMACancelReleasesResources(t *testing.T) {
 	base := testbedenv.ResourceCounts(t, rxeDevice)
 	t.Logf("idle daemons: %s", resourceLine(base))
 
-	r, moving := firstMoving(t, a.At("/big.bin"), b.At("/"))
+	r, moving := firstMoving(t, pb.Transport_TRANSPORT_UNSPECIFIED, a.At("/big.bin"), b.At("/"))
 	var e *pb.TransferInfo
 	select {
 	case e = <-moving:
@@ -416,21 +401,6 @@ func daemonPID(root string) int {
 	return 0
 }
 
-// copyOverRDMA starts `rxfer cp --json src dst` and returns it with a
-// channel that receives its first MOVING event over RDMA with bytes done.
-func copyOverRDMA(t *testing.T, src, dst string) (*running, <-chan *pb.TransferInfo) {
-	moving := make(chan *pb.TransferInfo, 1)
-	var once sync.Once
-	r := startRxfer(t, "", func(line string) {
-		var e pb.TransferInfo
-		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 &&
-			e.Transport == pb.Transport_TRANSPORT_RDMA {
-			once.Do(func() { moving <- &e })
-		}
-	}, "cp", "--json", src, dst)
-	return r, moving
-}
-
 // TestRDMAPortDownDuringCopy takes rxe0's netdev down under a running copy
 // (AUTO policy). rxe reports IBV_EVENT_PORT_ERR (this test reads it too) and
 // fails the WRITEs posted after it; the source breaks its QP on whichever it
@@ -441,7 +411,7 @@ func TestRDMAPortDownDuringCopy(t *testing.T) {
 	requireRDMA(t)
 	a, b := startPair(t)
 	writeRandom(t, a.Path("big.bin"), 256<<20)
-	r, moving := copyOverRDMA(t, a.At("/big.bin"), b.At("/"))
+	r, moving := firstMoving(t, pb.Transport_TRANSPORT_RDMA, a.At("/big.bin"), b.At("/"))
 	var downAt time.Time
 	var netdev string
 	select {
@@ -509,7 +479,7 @@ func TestRDMALinkDeleteDuringCopy(t *testing.T) {
 		}
 	}
 
-	r, moving := copyOverRDMA(t, a.At("/big.bin"), b.At("/"))
+	r, moving := firstMoving(t, pb.Transport_TRANSPORT_RDMA, a.At("/big.bin"), b.At("/"))
 	deleted := make(chan result, 1) // the `rdma link delete` run, once it returned
 	var deleteAt time.Time
 	select {
