@@ -26,7 +26,8 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 		ChunkSize: i.ChunkSize, Streams: int32(i.Streams), StartedUnixMs: i.Started.UnixMilli(),
 	}
 	if r := i.Result; r != nil {
-		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds()}
+		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds(),
+			SetupSeconds: r.Setup.Seconds(), MovingSeconds: r.Moving.Seconds(), CommitSeconds: r.Commit.Seconds()}
 	}
 	return out
 }

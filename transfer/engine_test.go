@@ -104,6 +104,10 @@ func TestPushSizes(t *testing.T) {
 		if info.State != StateCommitted || info.Result == nil || info.Result.CRC32C != crc32c.Checksum(want) {
 			t.Fatalf("%d bytes: info %+v, want committed with CRC32C %08x", n, info, crc32c.Checksum(want))
 		}
+		if r := info.Result; r.Setup <= 0 || r.Moving < 0 || r.Commit <= 0 || r.Setup+r.Moving+r.Commit > r.Duration {
+			t.Fatalf("%d bytes: phases setup %v + moving %v + commit %v, want positive (moving may be 0) and within the whole %v",
+				n, r.Setup, r.Moving, r.Commit, r.Duration)
+		}
 		if names := entries(t, p.dstDir); len(names) != 1 {
 			t.Fatalf("%d bytes: destination directory holds %v, want only out", n, names)
 		}

@@ -217,6 +217,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 		return err
 	}
 	p.prepared = true
+	prepared := time.Now()
 	rec.mu.Lock()
 	rec.info.Transport = resp.Transport
 	rec.info.FallbackReason = resp.FallbackReason
@@ -228,6 +229,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	if err := p.move(ctx, resp); err != nil {
 		return err
 	}
+	moved := time.Now()
 	rec.setState(StateVerifying)
 	p.emit()
 	sum := p.plan.Combine(p.sched.crcs)
@@ -238,8 +240,10 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	if cresp.CRC32C != sum {
 		return fmt.Errorf("%w: destination committed CRC32C %08x, source computed %08x", ErrCorrupt, cresp.CRC32C, sum)
 	}
+	now := time.Now()
 	rec.mu.Lock()
-	rec.info.Result = &Result{CRC32C: sum, FinalPath: cresp.FinalPath, Duration: time.Since(rec.info.Started)}
+	rec.info.Result = &Result{CRC32C: sum, FinalPath: cresp.FinalPath, Duration: now.Sub(rec.info.Started),
+		Setup: prepared.Sub(rec.info.Started), Moving: moved.Sub(prepared), Commit: now.Sub(moved)}
 	rec.mu.Unlock()
 	return nil
 }

@@ -73,7 +73,13 @@ const (
 type Result struct {
 	CRC32C    uint32
 	FinalPath string
-	Duration  time.Duration
+	Duration  time.Duration // from the request to the commit
+	// Where Duration went, on the source (zero on the destination): Setup
+	// until the destination prepared (partial file, transport, queue
+	// pairs), Moving until every chunk was verified, Commit until the
+	// destination made the file durable and visible. Admission and
+	// bookkeeping are the rest.
+	Setup, Moving, Commit time.Duration
 }
 
 // Info is a snapshot of one transfer.

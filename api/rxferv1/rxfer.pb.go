@@ -1141,7 +1141,14 @@ type TransferResult struct {
 	// Final path beneath the destination's export root.
 	FinalPath string `protobuf:"bytes,2,opt,name=final_path,json=finalPath,proto3" json:"final_path,omitempty"`
 	// Wall time from start to commit, in seconds.
-	Seconds       float64 `protobuf:"fixed64,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Seconds float64 `protobuf:"fixed64,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// Where those seconds went, as the source measured them (0 in the
+	// destination's record): until the destination had prepared (partial
+	// file, transport, queue pairs), moving the bytes until every chunk was
+	// verified, and the commit (whole-file check, fsync, rename).
+	SetupSeconds  float64 `protobuf:"fixed64,4,opt,name=setup_seconds,json=setupSeconds,proto3" json:"setup_seconds,omitempty"`
+	MovingSeconds float64 `protobuf:"fixed64,5,opt,name=moving_seconds,json=movingSeconds,proto3" json:"moving_seconds,omitempty"`
+	CommitSeconds float64 `protobuf:"fixed64,6,opt,name=commit_seconds,json=commitSeconds,proto3" json:"commit_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1193,6 +1200,27 @@ func (x *TransferResult) GetFinalPath() string {
 func (x *TransferResult) GetSeconds() float64 {
 	if x != nil {
 		return x.Seconds
+	}
+	return 0
+}
+
+func (x *TransferResult) GetSetupSeconds() float64 {
+	if x != nil {
+		return x.SetupSeconds
+	}
+	return 0
+}
+
+func (x *TransferResult) GetMovingSeconds() float64 {
+	if x != nil {
+		return x.MovingSeconds
+	}
+	return 0
+}
+
+func (x *TransferResult) GetCommitSeconds() float64 {
+	if x != nil {
+		return x.CommitSeconds
 	}
 	return 0
 }
@@ -2414,12 +2442,15 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\rsource_region\x18\t \x01(\v2\x13.rxfer.v1.RegionRefR\fsourceRegion\x124\n" +
 	"\vdest_region\x18\n" +
 	" \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
-	"destRegion\"a\n" +
+	"destRegion\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x02 \x01(\tR\tfinalPath\x12\x18\n" +
-	"\aseconds\x18\x03 \x01(\x01R\aseconds\"\xd6\x04\n" +
+	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
+	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
+	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xd6\x04\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +

@@ -6,7 +6,8 @@ package main
 // region) and file→file (partial file, verify, fsync, rename). Across two
 // VMs the same, vm1 pulling from vm0. A copy is timed by the daemon from the
 // request to the commit (TransferResult.seconds: setup, RDMA, verification
-// and commit included); see rdmaBench for the rounds. Skipped unless
+// and commit included) and, separately, its moving phase alone (the span
+// ib_write_bw's figure covers); see rdmaBench for the rounds. Skipped unless
 // RXFER_RDMA_BENCH=1.
 //
 //	RXFER_RDMA_BENCH_MIB   bytes per copy in MiB (default 128 with one VM, 64 with two)
@@ -45,6 +46,12 @@ type rdmaBench struct {
 	FileRuns       []float64 `json:"file_mib_s"`
 	RegionRatio    float64   `json:"region_ratio"`
 	FileRatio      float64   `json:"file_ratio"`
+	// The same for the moving phase alone (from the destination's Prepare
+	// answer to the last chunk verified): no setup, fsync or rename.
+	RegionMoving      []float64 `json:"region_moving_mib_s"`
+	FileMoving        []float64 `json:"file_moving_mib_s"`
+	RegionMovingRatio float64   `json:"region_moving_ratio"`
+	FileMovingRatio   float64   `json:"file_moving_ratio"`
 	ServeArguments []string  `json:"serve_args,omitempty"`
 }
 
@@ -52,16 +59,21 @@ type rdmaBench struct {
 const benchRounds = 5
 
 func (b *rdmaBench) finish(t *testing.T) {
-	var region, file []float64
-	for i, base := range b.IBWriteBW {
-		region = append(region, b.RegionRuns[i]/base)
-		file = append(file, b.FileRuns[i]/base)
+	ratio := func(runs []float64) float64 {
+		var r []float64
+		for i, base := range b.IBWriteBW {
+			r = append(r, runs[i]/base)
+		}
+		return median(r)
 	}
-	b.RegionRatio, b.FileRatio = median(region), median(file)
+	b.RegionRatio, b.FileRatio = ratio(b.RegionRuns), ratio(b.FileRuns)
+	b.RegionMovingRatio, b.FileMovingRatio = ratio(b.RegionMoving), ratio(b.FileMoving)
 	line, _ := json.Marshal(b)
 	t.Logf("ib_write_bw (1 MiB messages), median of %d rounds: %.1f MiB/s", len(b.IBWriteBW), median(slices.Clone(b.IBWriteBW)))
-	t.Logf("rxfer region→region: %.1f MiB/s, %.2fx ib_write_bw; file→file: %.1f MiB/s, %.2fx ib_write_bw (medians of the per-round ratios)",
+	t.Logf("rxfer request to commit: region→region %.1f MiB/s, %.2fx ib_write_bw; file→file %.1f MiB/s, %.2fx ib_write_bw (medians of the per-round ratios)",
 		median(slices.Clone(b.RegionRuns)), b.RegionRatio, median(slices.Clone(b.FileRuns)), b.FileRatio)
+	t.Logf("rxfer moving phase only: region→region %.1f MiB/s, %.2fx; file→file %.1f MiB/s, %.2fx",
+		median(slices.Clone(b.RegionMoving)), b.RegionMovingRatio, median(slices.Clone(b.FileMoving)), b.FileMovingRatio)
 	t.Logf("BENCH %s", line)
 }
 
@@ -199,8 +211,9 @@ func countersSince(t *testing.T, c0 map[string]int64) string {
 }
 
 // timedCopy runs `rxfer cp --json --transport rdma args...` and returns the
-// daemon-measured rate in MiB/s; the copy must have stayed on RDMA.
-func timedCopy(t *testing.T, size int64, args ...string) float64 {
+// daemon-measured rates in MiB/s, from the request to the commit and of the
+// moving phase alone; the copy must have stayed on RDMA.
+func timedCopy(t *testing.T, size int64, args ...string) (whole, moving float64) {
 	t.Helper()
 	c0, n0 := readCPU(t), rxeCounters(t)
 	last, r := copyJSON(t, append([]string{"--transport", "rdma"}, args...)...)
@@ -208,11 +221,12 @@ func timedCopy(t *testing.T, size int64, args ...string) float64 {
 	if last.Transport != pb.Transport_TRANSPORT_RDMA || last.FallbackReason != "" {
 		t.Fatalf("transport %v, fallback_reason %q; want TRANSPORT_RDMA\n%s", last.Transport, last.FallbackReason, r)
 	}
-	secs := last.GetResult().GetSeconds()
-	if secs <= 0 {
-		t.Fatalf("no result.seconds in the final event\n%s", r)
+	res := last.GetResult()
+	if res.GetSeconds() <= 0 || res.GetMovingSeconds() <= 0 {
+		t.Fatalf("no result.seconds or moving_seconds in the final event\n%s", r)
 	}
-	return float64(size) / mib / secs
+	t.Logf("%.2fs: setup %.2fs, moving %.2fs, commit %.2fs", res.GetSeconds(), res.GetSetupSeconds(), res.GetMovingSeconds(), res.GetCommitSeconds())
+	return float64(size) / mib / res.GetSeconds(), float64(size) / mib / res.GetMovingSeconds()
 }
 
 // benchRun registers the regions, warms up (one copy of each kind) and runs
@@ -230,13 +244,17 @@ func benchRun(t *testing.T, b *rdmaBench, srcCtl, dstCtl string, baseline func()
 	run("cp", "--transport", "rdma", srcCtl+":/bench.bin", srcCtl+":@bench-src")
 	region := []string{srcCtl + ":@bench-src", dstCtl + ":@bench-dst"}
 	file := []string{"--force", srcCtl + ":/bench.bin", dstCtl + ":/bench.bin"}
-	t.Logf("warm-up: region→region %.1f MiB/s, file→file %.1f MiB/s", timedCopy(t, b.Bytes, region...), timedCopy(t, b.Bytes, file...))
+	wr, _ := timedCopy(t, b.Bytes, region...)
+	wf, _ := timedCopy(t, b.Bytes, file...)
+	t.Logf("warm-up: region→region %.1f MiB/s, file→file %.1f MiB/s", wr, wf)
 	for i := range benchRounds {
 		bw := baseline()
-		r := timedCopy(t, b.Bytes, region...)
-		f := timedCopy(t, b.Bytes, file...)
-		t.Logf("round %d: ib_write_bw %.1f, region→region %.1f (%.2fx), file→file %.1f MiB/s (%.2fx)", i, bw, r, r/bw, f, f/bw)
+		r, rm := timedCopy(t, b.Bytes, region...)
+		f, fm := timedCopy(t, b.Bytes, file...)
+		t.Logf("round %d: ib_write_bw %.1f, region→region %.1f (%.2fx; moving %.1f, %.2fx), file→file %.1f MiB/s (%.2fx; moving %.1f, %.2fx)",
+			i, bw, r, r/bw, rm, rm/bw, f, f/bw, fm, fm/bw)
 		b.IBWriteBW, b.RegionRuns, b.FileRuns = append(b.IBWriteBW, bw), append(b.RegionRuns, r), append(b.FileRuns, f)
+		b.RegionMoving, b.FileMoving = append(b.RegionMoving, rm), append(b.FileMoving, fm)
 	}
 	run("regions", srcCtl, "rm", "bench-src")
 	run("regions", dstCtl, "rm", "bench-dst")
