@@ -1,5 +1,7 @@
 // Package rdma is rxfer's RDMA transport: device and GID selection, one
-// reliable-connected (RC) queue pair per transfer, registered staging slots on
+// reliable-connected (RC) queue pair per connection (the engine stripes a
+// transfer over one or more connections, its lanes; several Sends may share
+// one chunk channel), registered staging slots on
 // the receiver and a pipelined RDMA WRITE sender. It mirrors the contract of
 // the TCP transport in package fallback ([fallback.Chunk], [fallback.Sink],
 // the done callback of [Sender.Send]) so the engine can switch between them.

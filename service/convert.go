@@ -33,16 +33,37 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 }
 
 func endpointToProto(e *rdma.EndpointInfo) *pb.RdmaEndpoint {
-	if e == nil {
-		return nil
-	}
 	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU), ConnectedQpn: e.ConnectedQPN}
+}
+
+func endpointsToProto(es []rdma.EndpointInfo) []*pb.RdmaEndpoint {
+	var out []*pb.RdmaEndpoint
+	for i := range es {
+		out = append(out, endpointToProto(&es[i]))
+	}
+	return out
+}
+
+// endpointsFromProto validates and converts a source's offered lanes.
+func endpointsFromProto(es []*pb.RdmaEndpoint) ([]rdma.EndpointInfo, error) {
+	if len(es) > transfer.MaxRDMALanes {
+		return nil, fmt.Errorf("%w: %d RDMA lanes offered, at most %d", transfer.ErrInvalid, len(es), transfer.MaxRDMALanes)
+	}
+	var out []rdma.EndpointInfo
+	for _, e := range es {
+		ep, err := endpointFromProto(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *ep)
+	}
+	return out, nil
 }
 
 // endpointFromProto validates and converts a peer's queue-pair description.
 func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
 	if e == nil {
-		return nil, nil
+		return nil, fmt.Errorf("%w: empty RDMA endpoint", transfer.ErrInvalid)
 	}
 	if len(e.Gid) != 16 {
 		return nil, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
@@ -52,10 +73,27 @@ func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
 	return out, nil
 }
 
-func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
-	if c == nil {
-		return nil
+func channelsToProto(cs []transfer.RDMAChannel) []*pb.RdmaChannel {
+	var out []*pb.RdmaChannel
+	for i := range cs {
+		out = append(out, channelToProto(&cs[i]))
 	}
+	return out
+}
+
+func channelsFromProto(cs []*pb.RdmaChannel) ([]transfer.RDMAChannel, error) {
+	var out []transfer.RDMAChannel
+	for _, c := range cs {
+		ch, err := channelFromProto(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *ch)
+	}
+	return out, nil
+}
+
+func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
 	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint), Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, &pb.RdmaBuffer{Addr: b.Addr, Rkey: b.RKey, Length: b.Len})
@@ -64,15 +102,12 @@ func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
 }
 
 func channelFromProto(c *pb.RdmaChannel) (*transfer.RDMAChannel, error) {
-	if c == nil {
-		return nil, nil
+	if c == nil || c.Endpoint == nil || len(c.Slots) == 0 {
+		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
 	}
 	ep, err := endpointFromProto(c.Endpoint)
 	if err != nil {
 		return nil, err
-	}
-	if ep == nil || len(c.Slots) == 0 {
-		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
 	}
 	out := &transfer.RDMAChannel{Endpoint: *ep, Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {

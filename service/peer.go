@@ -24,7 +24,7 @@ type peerServer struct {
 }
 
 func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.PrepareResponse, error) {
-	offer, err := endpointFromProto(req.Rdma)
+	offer, err := endpointsFromProto(req.Rdma)
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -43,7 +43,7 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	}
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		Rdma: channelToProto(resp.RDMA),
+		Rdma: channelsToProto(resp.RDMA),
 	}
 	if resp.TCP.Addr != "" {
 		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token}
@@ -130,13 +130,13 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
-		Rdma: endpointToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
+		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
 	}
-	ch, err := channelFromProto(resp.Rdma)
+	ch, err := channelsFromProto(resp.Rdma)
 	if err != nil {
 		return transfer.PrepareResponse{}, err
 	}

@@ -36,7 +36,12 @@ type RDMAConfig struct {
 	Disabled bool  // never use RDMA
 	Slots    int   // registered receive slots per incoming transfer
 	Chunk    int64 // chunk (and slot) size when a transfer may use RDMA
-	Depth    int   // WRITEs in flight per transfer; 0 = rdma's default
+	Depth    int   // WRITEs in flight per transfer (shared by its lanes); 0 = rdma's default
+	// Lanes is the number of queue pairs a transfer stripes its chunks over
+	// (0 = DefaultRDMALanes). Each lane is a connection of its own with
+	// its share of the slots and the depth; a destination takes at most
+	// as many lanes as it is configured for.
+	Lanes int
 	// IdleExpiry is how long a connection to a peer stays parked for reuse
 	// after a transfer committed over it (0 = DefaultRDMAIdleExpiry;
 	// negative: no reuse, every transfer sets up its own queue pairs).
@@ -46,6 +51,8 @@ type RDMAConfig struct {
 // RDMA defaults.
 const (
 	DefaultRDMASlots = 16
+	DefaultRDMALanes = 2
+	MaxRDMALanes     = 16
 	DefaultRDMAChunk = 1 << 20
 	// DefaultRDMAIdleExpiry is how long an idle queue pair stays parked.
 	DefaultRDMAIdleExpiry = 60 * time.Second
@@ -132,6 +139,7 @@ func NewNode(cfg Config) *Node {
 	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	cfg.RDMA.Slots = cmp.Or(cfg.RDMA.Slots, DefaultRDMASlots)
+	cfg.RDMA.Lanes = min(cmp.Or(cfg.RDMA.Lanes, DefaultRDMALanes), MaxRDMALanes)
 	cfg.RDMA.Chunk = cmp.Or(cfg.RDMA.Chunk, DefaultRDMAChunk)
 	cfg.RDMA.IdleExpiry = cmp.Or(cfg.RDMA.IdleExpiry, DefaultRDMAIdleExpiry)
 	switch {

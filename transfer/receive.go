@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,10 +27,10 @@ type incoming struct {
 	nLanded int
 	viaRDMA int // chunks of nLanded that landed over RDMA
 	source  string
-	release func()         // unregisters the TCP data-channel token (nil: no TCP)
-	rdma    *rdma.Receiver // the RDMA side (nil: no RDMA)
-	unmap   func() error   // unmaps a direct RDMA window, after rdma is closed
-	closed  sync.Once      // closeChannels ran
+	release func()           // unregisters the TCP data-channel token (nil: no TCP)
+	rdma    []*rdma.Receiver // the RDMA lanes (none: no RDMA)
+	unmap   func() error     // unmaps a direct RDMA window, after the lanes are closed
+	closed  sync.Once        // closeChannels ran
 	idle    *time.Timer
 	movingT time.Time
 }
@@ -94,7 +95,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	if req.Policy == PolicyRDMA && in.rdma == nil {
+	if req.Policy == PolicyRDMA && len(in.rdma) == 0 {
 		return fail(fmt.Errorf("%w: %s", ErrTransportUnavailable, rdmaReason))
 	}
 	if req.Policy != PolicyRDMA { // TCP carries the transfer, or takes over if RDMA breaks
@@ -105,7 +106,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		in.release = n.cfg.Data.Expect(tok, in)
 		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]}
 	}
-	if in.rdma == nil && req.Policy == PolicyAuto {
+	if len(in.rdma) == 0 && req.Policy == PolicyAuto {
 		resp.FallbackReason = rdmaReason
 	}
 	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
@@ -134,15 +135,51 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 // use it, or returns why not.
 func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse) (reason string) {
 	switch {
-	case req.RDMA == nil:
+	case len(req.RDMA) == 0:
 		return fmt.Sprintf("source %s cannot use RDMA: %s", req.SourceNode, req.RDMAUnavailable)
 	case n.cfg.RDMAUnavailable != "":
 		return fmt.Sprintf("destination %s cannot use RDMA: %s", n.cfg.ID, n.cfg.RDMAUnavailable)
 	}
-	// The source's QP may still be connected to one of ours parked after an
-	// earlier transfer: resume that one. Whatever else is parked for that
-	// source QP is stale (the source's QP is offered afresh or elsewhere).
-	off := req.RDMA
+	// One lane per offered queue pair, up to our own lane count; the
+	// receive slots are shared out among them. A lane that cannot be set
+	// up ends the list (the source stripes over the lanes it gets), unless
+	// it is the first.
+	lanes := min(len(req.RDMA), n.cfg.RDMA.Lanes)
+	slots := max(1, (n.cfg.RDMA.Slots+lanes-1)/lanes)
+	window := n.directWindow(req, in)
+	for i, off := range req.RDMA[:lanes] {
+		ch, r, err := n.openLane(req, in, off, window, slots)
+		if err != nil {
+			if i == 0 {
+				reason = fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
+			} else {
+				n.log.Info("RDMA lane not set up; striping over fewer", "transfer", req.ID, "lanes", i, "err", err)
+			}
+			break
+		}
+		in.rdma = append(in.rdma, r)
+		resp.RDMA = append(resp.RDMA, ch)
+	}
+	if window != nil {
+		if slices.ContainsFunc(resp.RDMA, func(c RDMAChannel) bool { return c.Direct }) {
+			in.unmap = window.unmap // after the lanes are closed (stopChannels)
+		} else if err := window.unmap(); err != nil {
+			n.log.Warn("unmapping the RDMA window", "transfer", req.ID, "err", err)
+		}
+	}
+	if len(in.rdma) == 0 {
+		return reason
+	}
+	resp.Transport = TransportRDMA
+	return ""
+}
+
+// openLane sets up the receiving side of one lane for the source's offer:
+// the parked endpoint that queue pair is still connected to, if there is
+// one (whatever else is parked for it is stale), else a fresh one; it lands
+// chunks straight in window when there is one and that works, else in
+// staging slots.
+func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, window *rdmaWindow, slots int) (RDMAChannel, *rdma.Receiver, error) {
 	var idle *rdma.IdleEndpoint
 	key := endpointKey(req.SourceNode, off.QPN, off.GID)
 	if off.ConnectedQPN != 0 {
@@ -151,28 +188,36 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 		})
 	}
 	n.idleEndpoints.drop(key, false)
-	if n.openDirectRDMA(req, in, resp, &idle) {
-		return ""
-	}
 	sink := rdmaSink{in}
-	if idle != nil {
-		r, info, slots, err := rdma.ResumeReceiver(idle, n.cfg.RDMA.Slots, int(req.ChunkSize), sink)
+	if window != nil {
+		var r *rdma.Receiver
+		var info rdma.EndpointInfo
+		var bufs []rdma.RemoteBuffer
+		var err error
+		reused := idle != nil
+		if reused {
+			r, info, bufs, err = rdma.ResumeWindowReceiver(idle, window.mem, int(req.ChunkSize), sink)
+			idle = nil // closed on error
+		} else {
+			r, info, bufs, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, off, window.mem, int(req.ChunkSize), sink)
+		}
 		if err == nil {
-			in.rdma = r
-			resp.Transport = TransportRDMA
-			resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Reused: true}
-			return ""
+			return RDMAChannel{Endpoint: info, Slots: bufs, Direct: true, Reused: reused}, r, nil
+		}
+		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
+	}
+	if idle != nil {
+		r, info, bufs, err := rdma.ResumeReceiver(idle, slots, int(req.ChunkSize), sink)
+		if err == nil {
+			return RDMAChannel{Endpoint: info, Slots: bufs, Reused: true}, r, nil
 		}
 		n.log.Info("resuming a parked RDMA connection failed; using a fresh one", "transfer", req.ID, "err", err)
 	}
-	r, info, slots, err := rdma.NewReceiver(n.cfg.RDMA.Options, *req.RDMA, n.cfg.RDMA.Slots, int(req.ChunkSize), sink)
+	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, slots, int(req.ChunkSize), sink)
 	if err != nil {
-		return fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
+		return RDMAChannel{}, nil, err
 	}
-	in.rdma = r
-	resp.Transport = TransportRDMA
-	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots}
-	return ""
+	return RDMAChannel{Endpoint: info, Slots: bufs}, r, nil
 }
 
 // endpointKey names a parked endpoint by the source QP it is connected to.
@@ -186,63 +231,51 @@ type rdmaSink struct{ *incoming }
 
 func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true) }
 
-// openDirectRDMA lands an incoming transfer straight in its destination when
-// that is a window of a memfd-backed region: the window is mapped and
-// registered for remote writes for this transfer only, and chunk i is written
-// into its place by the source (no staging slot, no pwrite). Any other
-// destination, or a failure (e.g. RLIMIT_MEMLOCK refusing the registration),
-// leaves it to the staging receiver.
-//
-// A parked endpoint in *idle is resumed for it when there is one; if that
-// fails, *idle is nil (it was closed).
-func (n *Node) openDirectRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse, idle **rdma.IdleEndpoint) bool {
+// rdmaWindow is the mapping of a destination region's window that the
+// lanes of a transfer register (each in its own protection domain) so the
+// source writes chunk i straight into its place.
+type rdmaWindow struct {
+	mem   []byte
+	unmap func() error
+}
+
+// directWindow maps the destination for direct RDMA when it is a window of
+// a memfd-backed region: registered for remote writes for this transfer
+// only, chunk i is written into its place by the source (no staging slot,
+// no pwrite). Any other destination, or a failure, returns nil: the lanes
+// use staging slots (as does a lane whose registration fails, e.g. refused
+// by RLIMIT_MEMLOCK).
+func (n *Node) directWindow(req PrepareRequest, in *incoming) *rdmaWindow {
 	t, ok := in.dest.(*regionTarget)
 	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t.ref.Name, t.file) {
-		return false
+		return nil
 	}
 	mem, unmap, err := t.mapWindow()
 	if err != nil {
 		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
-		return false
+		return nil
 	}
-	var r *rdma.Receiver
-	var info rdma.EndpointInfo
-	var slots []rdma.RemoteBuffer
-	reused := *idle != nil
-	if reused {
-		r, info, slots, err = rdma.ResumeWindowReceiver(*idle, mem, int(req.ChunkSize), rdmaSink{in})
-		*idle = nil
-	} else {
-		r, info, slots, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, *req.RDMA, mem, int(req.ChunkSize), rdmaSink{in})
-	}
-	if err != nil {
-		unmap()
-		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
-		return false
-	}
-	in.rdma, in.unmap = r, unmap
-	resp.Transport = TransportRDMA
-	resp.RDMA = &RDMAChannel{Endpoint: info, Slots: slots, Direct: true, Reused: reused}
-	return true
+	return &rdmaWindow{mem: mem, unmap: unmap}
 }
 
 // closeChannels stops both data channels: afterwards no chunk lands, the
 // RDMA slots are deregistered (their rkeys are dead) and the token refused.
 func (in *incoming) closeChannels() { in.stopChannels(false) }
 
-// stopChannels is closeChannels; with keep, a clean RDMA connection is
-// detached instead (slots deregistered, queue pair kept) and returned, to be
-// parked once the transfer committed.
-func (in *incoming) stopChannels(keep bool) (idle *rdma.IdleEndpoint) {
+// stopChannels is closeChannels; with keep, the clean RDMA lanes are
+// detached instead (slots deregistered, queue pairs kept) and returned, to
+// be parked once the transfer committed.
+func (in *incoming) stopChannels(keep bool) (idle []*rdma.IdleEndpoint) {
 	in.closed.Do(func() {
-		if in.rdma != nil && keep {
-			var err error
-			if idle, err = in.rdma.Detach(); err != nil {
+		for _, r := range in.rdma {
+			if !keep {
+				if err := r.Close(); err != nil {
+					in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
+				}
+			} else if e, err := r.Detach(); err != nil {
 				in.node.log.Info("RDMA connection not kept for reuse", "transfer", in.rec.info.ID, "err", err)
-			}
-		} else if in.rdma != nil {
-			if err := in.rdma.Close(); err != nil {
-				in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
+			} else {
+				idle = append(idle, e)
 			}
 		}
 		if in.unmap != nil { // the window's memory region is deregistered: nothing writes it now
@@ -323,12 +356,12 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	if err == nil {
 		in.idle.Stop()
-		// Every chunk came over RDMA: keep the queue pair for the source's
+		// Every chunk came over RDMA: keep the queue pairs for the source's
 		// next transfer (parked only if the commit succeeds).
-		idle := in.stopChannels(in.rdma != nil && nLanded > 0 && viaRDMA == nLanded && n.cfg.RDMA.IdleExpiry > 0)
+		idle := in.stopChannels(len(in.rdma) > 0 && nLanded > 0 && viaRDMA == nLanded && n.cfg.RDMA.IdleExpiry > 0)
 		defer func() {
-			if idle != nil {
-				idle.Close()
+			for _, e := range idle {
+				e.Close()
 			}
 		}()
 		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
@@ -337,10 +370,10 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			rec.mu.Lock()
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
-			if idle != nil {
-				n.idleEndpoints.put(endpointKey(in.source, idle.Peer().QPN, idle.Peer().GID), idle.Device(), idle)
-				idle = nil
+			for _, e := range idle {
+				n.idleEndpoints.put(endpointKey(in.source, e.Peer().QPN, e.Peer().GID), e.Device(), e)
 			}
+			idle = nil
 			n.finish(rec, StateCommitted, nil)
 			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
 			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got}, nil

@@ -12,8 +12,8 @@ import (
 	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
-// rdmaOf returns whether an incoming transfer's RDMA receiver landed chunks
-// in place in the destination window, and how many.
+// rdmaOf returns whether every RDMA lane of an incoming transfer landed
+// chunks in place in the destination window, and how many they landed so.
 func rdmaOf(t *testing.T, n *Node, id string) (window bool, inPlace int64) {
 	t.Helper()
 	rec, err := n.incomingRecord(id)
@@ -23,10 +23,15 @@ func rdmaOf(t *testing.T, n *Node, id string) (window bool, inPlace int64) {
 	rec.mu.Lock()
 	in := rec.in
 	rec.mu.Unlock()
-	if in == nil || in.rdma == nil {
+	if in == nil || len(in.rdma) == 0 {
 		t.Fatalf("transfer %s had no RDMA receiver", id)
 	}
-	return in.rdma.Window(), in.rdma.InPlace()
+	window = true
+	for _, r := range in.rdma {
+		window = window && r.Window()
+		inPlace += r.InPlace()
+	}
+	return window, inPlace
 }
 
 func TestRegionToRegionOverRDMA(t *testing.T) {

@@ -25,6 +25,10 @@ type qpConn struct {
 	reused        bool
 }
 
+// oneLane configures a pair for one RDMA lane per transfer, so that a
+// transfer's connection is one queue pair on each side.
+func oneLane(c *Config) { c.RDMA.Lanes = 1 }
+
 func connHook(ch chan<- qpConn) Hooks {
 	return Hooks{RDMAConnected: func(l, r uint32, reused bool) { ch <- qpConn{l, r, reused} }}
 }
@@ -75,7 +79,7 @@ func countsLine(c map[string]int) string {
 // between them only the QPs and their own buffers stay registered.
 func TestRDMAReuseConnection(t *testing.T) {
 	conns := make(chan qpConn, 4)
-	p := newPair(t, connHook(conns))
+	p := newPair(t, connHook(conns), oneLane)
 	needRDMA(t, p.src)
 	base := testbedenv.ResourceCounts(t, rxeDevice)
 	c1 := pushVerified(t, p, conns, "a", 64<<10)
@@ -105,11 +109,83 @@ func TestRDMAReuseConnection(t *testing.T) {
 	}
 }
 
+// A transfer stripes its chunks over two lanes, each a queue pair of its
+// own landing chunks in the destination window; both are parked at the
+// commit and both carry the next transfer.
+func TestRDMALanes(t *testing.T) {
+	conns := make(chan qpConn, 8)
+	p := newPair(t, connHook(conns), func(c *Config) { c.RDMA.Lanes = 2 })
+	needRDMA(t, p.src)
+	base := testbedenv.ResourceCounts(t, rxeDevice)
+	const size = 16<<20 + 1 // 257 chunks of 64 KiB: long enough for both lanes to get going
+	for _, n := range []*Node{p.src, p.dst} {
+		if _, err := n.RegisterRegion("r", size, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := writeRandom(t, filepath.Join(p.srcDir, "f"), size)
+	fillRegion(t, p.src, "r", data, 0)
+	push := func(round int) [2]qpConn {
+		fillRegion(t, p.dst, "r", make([]byte, size), 0)
+		info, err := p.src.Push(context.Background(), PushRequest{Policy: PolicyRDMA,
+			SourceRegion: &RegionRef{Name: "r"}, DestRegion: &RegionRef{Name: "r"}}, p.dst.LocalPeer(), nil)
+		if err != nil || info.Transport != TransportRDMA {
+			t.Fatalf("push %d: err %v, transport %v", round, err, info.Transport)
+		}
+		if got := regionBytes(t, p.dst, "r", 0, size); !bytes.Equal(got, data) {
+			t.Fatalf("push %d: destination region differs", round)
+		}
+		rec, err := p.dst.incomingRecord(info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.mu.Lock()
+		in := rec.in
+		rec.mu.Unlock()
+		var landed []int64
+		for _, r := range in.rdma {
+			landed = append(landed, r.InPlace())
+		}
+		t.Logf("push %d: chunks per lane %v", round, landed)
+		if len(landed) != 2 || landed[0] == 0 || landed[1] == 0 || landed[0]+landed[1] != 257 {
+			t.Fatalf("push %d: chunks landed per lane %v, want 257 over two lanes, each carrying some", round, landed)
+		}
+		var c [2]qpConn
+		for i := range c {
+			select {
+			case c[i] = <-conns:
+			default:
+				t.Fatalf("push %d: %d lanes connected, want 2", round, i)
+			}
+		}
+		if c[0].local == c[1].local || c[0].remote == c[1].remote {
+			t.Fatalf("push %d: lanes %+v share a queue pair", round, c)
+		}
+		return c
+	}
+	first := push(1)
+	parked := testbedenv.ResourceCounts(t, rxeDevice)
+	wantIdle(t, p, 2, 2)
+	second := push(2)
+	wantIdle(t, p, 2, 2)
+	for i, c := range second {
+		if !c.reused || !slices.Contains(first[:], qpConn{c.local, c.remote, false}) {
+			t.Errorf("push 2 lane %d %+v: want one of push 1's lanes %+v, reused", i, c, first)
+		}
+	}
+	if after := testbedenv.ResourceCounts(t, rxeDevice); countsLine(after) != countsLine(parked) {
+		t.Errorf("resources changed across a reused transfer: parked %s, after %s", countsLine(parked), countsLine(after))
+	}
+	if parked["qp"]-base["qp"] != 4 {
+		t.Errorf("two parked lanes hold %d QPs beyond the idle nodes, want 4", parked["qp"]-base["qp"])
+	}
+}
+
 // A parked sender whose peer endpoint is gone (expired, daemon restarted)
 // gets a fresh endpoint from the destination and reconnects to it.
 func TestRDMAReuseFallsBackWhenPeerClosed(t *testing.T) {
 	conns := make(chan qpConn, 4)
-	p := newPair(t, connHook(conns))
+	p := newPair(t, connHook(conns), oneLane)
 	needRDMA(t, p.src)
 	base := testbedenv.ResourceCounts(t, rxeDevice)
 	c1 := pushVerified(t, p, conns, "a", 64<<10)
@@ -152,7 +228,7 @@ func TestRDMAIdleExpiry(t *testing.T) {
 	hook := func(out bool, qpn uint32) { expired <- closed{out, qpn} }
 	hooks := connHook(conns)
 	hooks.IdleRDMAClosed = hook
-	p := newPair(t, hooks, func(c *Config) {
+	p := newPair(t, hooks, oneLane, func(c *Config) {
 		c.RDMA.IdleExpiry = 300 * time.Millisecond
 		c.Hooks.IdleRDMAClosed = hook
 	})

@@ -73,37 +73,44 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	if req.DestRegion != nil {
 		req.DestPath = req.DestRegion.String()
 	}
-	// Offer RDMA unless TCP was asked for: the queue pair exists before
-	// Prepare so the destination can connect to it at once.
-	var sender *rdma.Sender
-	var offer *rdma.EndpointInfo
+	// Offer RDMA unless TCP was asked for: the queue pairs (one per lane)
+	// exist before Prepare so the destination can connect to them at once.
+	// Connections parked by an earlier transfer to the same destination are
+	// offered first (their QPs are still connected to the destination's).
+	var senders []*rdma.Sender // closed when Push returns unless parked (set to nil)
+	var offers []rdma.EndpointInfo
 	rdmaReason := n.cfg.RDMAUnavailable
-	// A connection parked by an earlier transfer to the same destination is
-	// offered first (its QP is still connected to the destination's).
 	poolKey := req.DestNode + "\x00" + n.cfg.RDMA.Options.Device
-	keepSender := false
 	if req.Policy != PolicyTCP && rdmaReason == "" {
-		if s, ok := n.idleSenders.take(poolKey, nil); ok {
-			info := s.Offer()
-			sender, offer = s, &info
-		} else if s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode)); err != nil {
-			rdmaReason = err.Error()
-		} else {
-			sender, offer = s, &info
-		}
-		if sender != nil {
-			defer func() {
-				if !keepSender {
-					sender.Close()
+		defer func() {
+			for _, s := range senders {
+				if s != nil {
+					s.Close()
 				}
-			}()
+			}
+		}()
+		for len(senders) < n.cfg.RDMA.Lanes {
+			if s, ok := n.idleSenders.take(poolKey, nil); ok {
+				senders, offers = append(senders, s), append(offers, s.Offer())
+				continue
+			}
+			s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
+			if err != nil {
+				if len(senders) == 0 {
+					rdmaReason = err.Error()
+				} else {
+					n.log.Info("RDMA lane not set up; striping over fewer", "lanes", len(senders), "err", err)
+				}
+				break
+			}
+			senders, offers = append(senders, s), append(offers, info)
 		}
 	}
-	if req.Policy == PolicyRDMA && offer == nil {
+	if req.Policy == PolicyRDMA && len(senders) == 0 {
 		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, rdmaReason)
 	}
 	chunkSize := cmp.Or(req.ChunkSize, n.cfg.ChunkSize)
-	if offer != nil && req.ChunkSize == 0 {
+	if len(senders) > 0 && req.ChunkSize == 0 {
 		chunkSize = n.cfg.RDMA.Chunk
 	}
 
@@ -118,16 +125,20 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		return Info{}, err
 	}
 	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, srcAnon: srcAnon, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: sender, offer: offer, rdmaReason: rdmaReason}
+		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: senders, offers: offers, rdmaReason: rdmaReason}
 	p.emit()
 	err := p.run(ctx, req)
 	if err == nil {
-		// Committed over RDMA all the way: park the connection for the next
+		// Committed over RDMA all the way: park the lanes for the next
 		// transfer to this destination (the destination parked its side).
-		if sender != nil && p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
-			if _, perr := sender.Park(); perr == nil {
-				keepSender = true
-				n.idleSenders.put(poolKey, sender.Device(), sender)
+		// A lane the destination did not take is not connected: Park
+		// refuses it and it is closed.
+		for i, s := range senders {
+			if p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
+				if _, perr := s.Park(); perr == nil {
+					senders[i] = nil
+					n.idleSenders.put(poolKey, s.Device(), s)
+				}
 			}
 		}
 		n.finish(rec, StateCommitted, nil)
@@ -170,10 +181,10 @@ type push struct {
 	prepared bool
 	policy   Policy
 
-	rdma       *rdma.Sender       // nil: no RDMA offered
-	offer      *rdma.EndpointInfo // the queue pair offered in Prepare
-	rdmaReason string             // why no RDMA was offered
-	rdmaDone   bool               // every chunk was verified over RDMA
+	rdma       []*rdma.Sender      // the lanes offered (none: no RDMA)
+	offers     []rdma.EndpointInfo // their queue pairs, as offered in Prepare
+	rdmaReason string              // why no RDMA was offered
+	rdmaDone   bool                // every chunk was verified over RDMA
 
 	emitMu   sync.Mutex
 	lastEmit time.Time
@@ -211,7 +222,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
-		RDMA: p.offer, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
+		RDMA: p.offers, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 	})
 	if err != nil {
 		return err
@@ -458,7 +469,7 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	length := int(p.srcBase + p.plan.Size)
 	var data []byte
 	var err error
-	if p.srcAnon && p.rdma != nil {
+	if p.srcAnon && len(p.rdma) > 0 {
 		// Read-write (nothing writes through it): on 6.1 a read-only
 		// MAP_SHARED mapping cannot be registered.
 		data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -493,44 +504,65 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	return p.attempt(ctx, tcp)
 }
 
-// moveRDMA connects the offered queue pair to the destination's and sends
-// over it. A failure to connect counts as a broken transport.
+// moveRDMA connects the lanes the destination took and stripes the chunks
+// over them: each lane's Send takes the next chunk from the shared queue
+// when it has room. A failure to connect counts as a broken transport, and
+// so does any lane breaking: the transfer continues over TCP (under AUTO)
+// with every chunk not yet verified.
 func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
-	if resp.RDMA == nil || p.rdma == nil {
-		return fmt.Errorf("%w: destination chose RDMA without an RDMA channel", ErrInvalid)
+	if len(resp.RDMA) == 0 || len(resp.RDMA) > len(p.rdma) {
+		return fmt.Errorf("%w: destination answered %d RDMA lanes to the %d offered", ErrInvalid, len(resp.RDMA), len(p.rdma))
 	}
-	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
-		p.rdma.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
+	lanes := p.rdma[:len(resp.RDMA)]
+	for i, ch := range resp.RDMA {
+		s := lanes[i]
+		if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
+			s.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
+		}
+		reused := p.offers[i].ConnectedQPN != 0 && ch.Reused
+		var err error
+		switch {
+		case reused: // the destination resumed the QP ours is still connected to
+			err = s.Resume(ch.Endpoint, ch.Slots, ch.Direct)
+		case ch.Direct: // the slots are the destination region's window: chunk i → slot i
+			err = s.ConnectWindow(ch.Endpoint, ch.Slots)
+		default: // a fresh QP (a parked one of ours is reset and reconnected)
+			err = s.Connect(ch.Endpoint, ch.Slots)
+		}
+		if err != nil {
+			return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
+		}
+		if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
+			h(s.QPN(), ch.Endpoint.QPN, reused)
+		}
 	}
-	connect := p.rdma.Connect
-	if resp.RDMA.Direct { // the slots are the destination region's window: chunk i → slot i
-		connect = p.rdma.ConnectWindow
-	}
-	reused := p.offer != nil && p.offer.ConnectedQPN != 0 && resp.RDMA.Reused
-	var err error
-	if reused { // the destination resumed the QP ours is still connected to
-		err = p.rdma.Resume(resp.RDMA.Endpoint, resp.RDMA.Slots, resp.RDMA.Direct)
-	} else { // a fresh QP (a parked one of ours is reset and reconnected)
-		err = connect(resp.RDMA.Endpoint, resp.RDMA.Slots)
-	}
-	if err != nil {
-		return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
-	}
-	if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
-		h(p.rdma.QPN(), resp.RDMA.Endpoint.QPN, reused)
-	}
-	err = p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+	// The depth is the transfer's: each lane gets its share.
+	depth := cmp.Or(p.node.cfg.RDMA.Depth, rdma.DefaultDepth)
+	depth = max(1, (depth+len(lanes)-1)/len(lanes))
+	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
+	err := p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
 		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
+			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
 			inner := done
 			done = func(c fallback.Chunk, err error) {
+				mu.Lock()
 				inner(c, err)
-				if err == nil && brk(p.sched.verified()) {
-					p.rdma.Break()
+				verified := p.sched.verified()
+				mu.Unlock()
+				if err == nil && brk(verified) {
+					for _, s := range lanes {
+						s.Break()
+					}
 				}
 			}
 		}
-		src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
-		return p.rdma.Send(ctx, src, queue, done, p.node.cfg.RDMA.Depth)
+		errs := make([]error, len(lanes))
+		var wg sync.WaitGroup
+		for i, s := range lanes {
+			wg.Go(func() { errs[i] = s.Send(ctx, src, queue, done, depth) })
+		}
+		wg.Wait()
+		return errors.Join(errs...)
 	})
 	p.rdmaDone = err == nil
 	return err

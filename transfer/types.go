@@ -117,14 +117,15 @@ type PrepareRequest struct {
 	// instead of a file; SourceOffset is the source's offset of byte 0.
 	DestRegion   *RegionRef
 	SourceOffset int64
-	// RDMA is the source's queue pair, nil when it cannot use RDMA
-	// (RDMAUnavailable says why).
-	RDMA            *rdma.EndpointInfo
+	// RDMA is the source's queue pairs, one per lane, empty when it cannot
+	// use RDMA (RDMAUnavailable says why). Chunks are striped over the
+	// lanes the destination takes (a prefix of these, at least one).
+	RDMA            []rdma.EndpointInfo
 	RDMAUnavailable string
 }
 
-// RDMAChannel is the destination's RDMA side: its queue pair and the
-// registered slots the source may write into.
+// RDMAChannel is the destination's RDMA side of one lane: its queue pair
+// and the registered slots the source may write into.
 type RDMAChannel struct {
 	Endpoint rdma.EndpointInfo
 	Slots    []rdma.RemoteBuffer
@@ -149,7 +150,7 @@ type TCPChannel struct {
 type PrepareResponse struct {
 	Transport      Transport
 	TCP            TCPChannel // empty Addr: no TCP (policy RDMA)
-	RDMA           *RDMAChannel
+	RDMA           []RDMAChannel // a lane for each of the first len(RDMA) offers
 	FinalPath      string
 	FallbackReason string
 }

@@ -1892,8 +1892,11 @@ type PrepareRequest struct {
 	Overwrite  bool            `protobuf:"varint,8,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
 	Transport  TransportPolicy `protobuf:"varint,9,opt,name=transport,proto3,enum=rxfer.v1.TransportPolicy" json:"transport,omitempty"`
 	Tcp        *TcpOffer       `protobuf:"bytes,10,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	// The source's queue pair, when it can use RDMA.
-	Rdma *RdmaEndpoint `protobuf:"bytes,11,opt,name=rdma,proto3" json:"rdma,omitempty"`
+	// The source's queue pairs (lanes), when it can use RDMA: chunks are
+	// striped over every lane the destination connects. The destination
+	// answers with a channel for each lane it takes, in this order; it may
+	// take fewer (at least the first).
+	Rdma []*RdmaEndpoint `protobuf:"bytes,11,rep,name=rdma,proto3" json:"rdma,omitempty"`
 	// Why the source offers no RDMA (empty when it does).
 	RdmaUnavailable string `protobuf:"bytes,12,opt,name=rdma_unavailable,json=rdmaUnavailable,proto3" json:"rdma_unavailable,omitempty"`
 	// Write into a window of a region instead of dest_path.
@@ -2004,7 +2007,7 @@ func (x *PrepareRequest) GetTcp() *TcpOffer {
 	return nil
 }
 
-func (x *PrepareRequest) GetRdma() *RdmaEndpoint {
+func (x *PrepareRequest) GetRdma() []*RdmaEndpoint {
 	if x != nil {
 		return x.Rdma
 	}
@@ -2093,8 +2096,9 @@ type PrepareResponse struct {
 	// Resolved final path beneath the destination root.
 	FinalPath      string `protobuf:"bytes,3,opt,name=final_path,json=finalPath,proto3" json:"final_path,omitempty"`
 	FallbackReason string `protobuf:"bytes,4,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
-	// Set when transport is RDMA.
-	Rdma          *RdmaChannel `protobuf:"bytes,5,opt,name=rdma,proto3" json:"rdma,omitempty"`
+	// Set when transport is RDMA: a channel per lane taken, in the order of
+	// the source's offers.
+	Rdma          []*RdmaChannel `protobuf:"bytes,5,rep,name=rdma,proto3" json:"rdma,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2157,7 +2161,7 @@ func (x *PrepareResponse) GetFallbackReason() string {
 	return ""
 }
 
-func (x *PrepareResponse) GetRdma() *RdmaChannel {
+func (x *PrepareResponse) GetRdma() []*RdmaChannel {
 	if x != nil {
 		return x.Rdma
 	}
@@ -2522,7 +2526,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\ttransport\x18\t \x01(\x0e2\x19.rxfer.v1.TransportPolicyR\ttransport\x12$\n" +
 	"\x03tcp\x18\n" +
 	" \x01(\v2\x12.rxfer.v1.TcpOfferR\x03tcp\x12*\n" +
-	"\x04rdma\x18\v \x01(\v2\x16.rxfer.v1.RdmaEndpointR\x04rdma\x12)\n" +
+	"\x04rdma\x18\v \x03(\v2\x16.rxfer.v1.RdmaEndpointR\x04rdma\x12)\n" +
 	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\x124\n" +
 	"\vdest_region\x18\r \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
 	"destRegion\x12#\n" +
@@ -2537,7 +2541,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\n" +
 	"final_path\x18\x03 \x01(\tR\tfinalPath\x12'\n" +
 	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\x12)\n" +
-	"\x04rdma\x18\x05 \x01(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"\\\n" +
+	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"\\\n" +
 	"\rCommitRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x12\n" +

@@ -36,7 +36,8 @@ func cmdServe(args []string) error {
 	gidIndex := fs.Int("gid-index", -1, "GID index to use (default: chosen per peer)")
 	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
 	rdmaSlots := fs.Int("rdma-slots", transfer.DefaultRDMASlots, "registered receive slots per incoming RDMA transfer")
-	rdmaDepth := fs.Int("rdma-depth", rdma.DefaultDepth, fmt.Sprintf("RDMA WRITEs in flight per transfer this node sends (1 to %d, bounded by the receiver's slots)", rdma.MaxDepth))
+	rdmaDepth := fs.Int("rdma-depth", rdma.DefaultDepth, fmt.Sprintf("RDMA WRITEs in flight per transfer this node sends, shared by its lanes (1 to %d, bounded by the receiver's slots)", rdma.MaxDepth))
+	rdmaLanes := fs.Int("rdma-lanes", transfer.DefaultRDMALanes, fmt.Sprintf("queue pairs a transfer stripes its chunks over (1 to %d; a transfer uses the smaller of both ends' values)", transfer.MaxRDMALanes))
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +45,9 @@ func cmdServe(args []string) error {
 	}
 	if *rdmaDepth < 1 || *rdmaDepth > rdma.MaxDepth {
 		return usagef("--rdma-depth %d: want 1 to %d", *rdmaDepth, rdma.MaxDepth)
+	}
+	if *rdmaLanes < 1 || *rdmaLanes > transfer.MaxRDMALanes {
+		return usagef("--rdma-lanes %d: want 1 to %d", *rdmaLanes, transfer.MaxRDMALanes)
 	}
 	if *root == "" || fs.NArg() > 0 {
 		return usagef("--root DIR is required and no arguments are taken")
@@ -76,7 +80,7 @@ func cmdServe(args []string) error {
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
-			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
+			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
