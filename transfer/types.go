@@ -149,7 +149,7 @@ type TCPChannel struct {
 // PrepareResponse is the destination's answer to Prepare.
 type PrepareResponse struct {
 	Transport      Transport
-	TCP            TCPChannel // empty Addr: no TCP (policy RDMA)
+	TCP            TCPChannel    // empty Addr: no TCP (policy RDMA)
 	RDMA           []RDMAChannel // a lane for each of the first len(RDMA) offers
 	FinalPath      string
 	FallbackReason string

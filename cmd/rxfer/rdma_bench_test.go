@@ -39,20 +39,20 @@ const mib = 1 << 20
 // file→file, back to back, and a round's ratios are to its own baseline;
 // the reported ratio is the median over the rounds.
 type rdmaBench struct {
-	VMs            int       `json:"vms"`
-	Bytes          int64     `json:"bytes"`
-	IBWriteBW      []float64 `json:"ib_write_bw_mib_s"`
-	RegionRuns     []float64 `json:"region_mib_s"`
-	FileRuns       []float64 `json:"file_mib_s"`
-	RegionRatio    float64   `json:"region_ratio"`
-	FileRatio      float64   `json:"file_ratio"`
+	VMs         int       `json:"vms"`
+	Bytes       int64     `json:"bytes"`
+	IBWriteBW   []float64 `json:"ib_write_bw_mib_s"`
+	RegionRuns  []float64 `json:"region_mib_s"`
+	FileRuns    []float64 `json:"file_mib_s"`
+	RegionRatio float64   `json:"region_ratio"`
+	FileRatio   float64   `json:"file_ratio"`
 	// The same for the moving phase alone (from the destination's Prepare
 	// answer to the last chunk verified): no setup, fsync or rename.
 	RegionMoving      []float64 `json:"region_moving_mib_s"`
 	FileMoving        []float64 `json:"file_moving_mib_s"`
 	RegionMovingRatio float64   `json:"region_moving_ratio"`
 	FileMovingRatio   float64   `json:"file_moving_ratio"`
-	ServeArguments []string  `json:"serve_args,omitempty"`
+	ServeArguments    []string  `json:"serve_args,omitempty"`
 }
 
 // benchRounds is the number of measured rounds, after one warm-up copy of each kind.
