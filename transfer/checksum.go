@@ -6,39 +6,42 @@ const crc32cPoly = 0x82f63b78
 // CombineCRC32C returns the CRC32C of A||B given crcA = CRC32C(A),
 // crcB = CRC32C(B) and lenB = len(B). It lets the whole-file checksum be
 // derived from verified chunk checksums without reading the file again.
-// (The GF(2) matrix method from zlib's crc32_combine.)
+// (The GF(2) matrix method of zlib's crc32_combine.)
 func CombineCRC32C(crcA, crcB uint32, lenB int64) uint32 {
 	if lenB <= 0 {
 		return crcA
 	}
-	var even, odd [32]uint32
-	odd[0] = crc32cPoly // operator for one zero bit
-	row := uint32(1)
-	for n := 1; n < 32; n++ {
-		odd[n] = row
-		row <<= 1
+	op := zerosOperator(lenB)
+	return gf2Times(op[:], crcA) ^ crcB
+}
+
+// zerosOperator returns the GF(2) matrix (column i is the image of bit i)
+// that advances a CRC32C register over n zero bytes: the register's part of
+// appending n bytes.
+func zerosOperator(n int64) [32]uint32 {
+	var op, sq, tmp [32]uint32
+	sq[0] = crc32cPoly // one zero bit
+	for i := 1; i < 32; i++ {
+		sq[i] = 1 << (i - 1)
 	}
-	gf2Square(even[:], odd[:]) // two zero bits
-	gf2Square(odd[:], even[:]) // four zero bits
-	for {
-		gf2Square(even[:], odd[:])
-		if lenB&1 != 0 {
-			crcA = gf2Times(even[:], crcA)
-		}
-		lenB >>= 1
-		if lenB == 0 {
-			break
-		}
-		gf2Square(odd[:], even[:])
-		if lenB&1 != 0 {
-			crcA = gf2Times(odd[:], crcA)
-		}
-		lenB >>= 1
-		if lenB == 0 {
-			break
-		}
+	for range 3 { // one zero byte
+		gf2Square(tmp[:], sq[:])
+		sq = tmp
 	}
-	return crcA ^ crcB
+	for i := range op {
+		op[i] = 1 << i
+	}
+	for ; n > 0; n >>= 1 {
+		if n&1 != 0 {
+			for i := range op { // op ∘ sq; powers of one operator commute
+				tmp[i] = gf2Times(sq[:], op[i])
+			}
+			op = tmp
+		}
+		gf2Square(tmp[:], sq[:])
+		sq = tmp
+	}
+	return op
 }
 
 func gf2Times(mat []uint32, vec uint32) uint32 {
@@ -79,11 +82,17 @@ func (p ChunkPlan) Span(i int) (off int64, n int64) {
 }
 
 // Combine folds per-chunk CRC32Cs (in chunk order) into the whole-file CRC32C.
+// Every chunk but the last has the same length, so one operator serves
+// them all: a 32-step product per chunk.
 func (p ChunkPlan) Combine(crcs []uint32) uint32 {
 	var sum uint32
+	full := zerosOperator(p.ChunkSize)
 	for i, c := range crcs {
-		_, n := p.Span(i)
-		sum = CombineCRC32C(sum, c, n)
+		if _, n := p.Span(i); n == p.ChunkSize {
+			sum = gf2Times(full[:], sum) ^ c
+		} else {
+			sum = CombineCRC32C(sum, c, n)
+		}
 	}
 	return sum
 }

@@ -53,3 +53,14 @@ func TestChunkPlan(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkCombine(b *testing.B) {
+	p := ChunkPlan{Size: 128 << 20, ChunkSize: 1 << 20}
+	crcs := make([]uint32, p.Count())
+	for i := range crcs {
+		crcs[i] = uint32(i) * 2654435761
+	}
+	for b.Loop() {
+		p.Combine(crcs)
+	}
+}
