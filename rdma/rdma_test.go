@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -608,5 +609,64 @@ func TestCloseWithoutConnect(t *testing.T) {
 	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, 2, 4096, newTestSink(t, t.TempDir()))
 	if !errors.Is(err, ErrMismatch) {
 		t.Errorf("NewReceiver with a peer MTU of 1500: %v, %v; want ErrMismatch", r, err)
+	}
+}
+
+// mappedSink is a testSink whose destination is a mapping of another file
+// than File: what lands there came through the mapping, not pwrite.
+type mappedSink struct {
+	*testSink
+	mem []byte
+}
+
+func (s mappedSink) Mapping() ([]byte, int64) { return s.mem, 0 }
+
+// A MappedSink gets its chunks copied into its mapping; a mapping that
+// faults (its file shrank) fails the chunks with ErrReceiverIO instead of
+// crashing the receiver.
+func TestMappedSink(t *testing.T) {
+	requireDevice(t)
+	const chunk, size = 1 << 20, 4<<20 + 1
+	dir := t.TempDir()
+	mf, err := os.OpenFile(filepath.Join(dir, "mapped"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	if err := mf.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := syscall.Mmap(int(mf.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(mem)
+	var sink *testSink
+	p := connectPair(t, func(sinfo EndpointInfo, s *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+		sink = s
+		return NewReceiver(Options{}, sinfo, 4, chunk, mappedSink{s, mem})
+	}, nil, (*Sender).Connect)
+	src, data, chunks := sourceFile(t, dir, size, chunk, 7)
+	if res := runSend(t, p.s, Source{File: src}, chunks, 0, nil); res.err != nil {
+		t.Fatalf("Send: %v", res.err)
+	}
+	got, err := os.ReadFile(mf.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := testbedenv.FirstDiff(got, data); i >= 0 {
+		t.Fatalf("the mapped file differs from the source at byte %d", i)
+	}
+	if fi, _ := sink.File().Stat(); fi.Size() != 0 {
+		t.Fatalf("File() got %d bytes: chunks went through pwrite, not the mapping", fi.Size())
+	}
+	// The mapped file shrinks under the receiver: every page of the mapping
+	// now faults.
+	if err := mf.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	res := runSend(t, p.s, Source{File: src}, chunks[:1], 0, nil)
+	if v := res.verdict[0]; res.err != nil || len(v) != 1 || !errors.Is(v[0], ErrReceiverIO) {
+		t.Fatalf("chunk into a faulting mapping: Send %v, verdicts %v; want one wrapping ErrReceiverIO", res.err, v)
 	}
 }

@@ -353,12 +353,36 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
 		return statusChecksum
 	}
-	if _, err := r.sink.File().WriteAt(b, off); err != nil {
+	if err := r.write(b, off); err != nil {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, ErrReceiverIO, err))
 		return statusIO
 	}
 	r.sink.Landed(c, nil)
 	return statusOK
+}
+
+// MappedSink is a Sink whose destination is also mapped (MAP_SHARED,
+// read-write): a staging receiver copies verified chunks into the mapping
+// instead of pwriting them. Writers of one file through pwrite take turns on
+// its inode lock, page allocation included; page faults on a mapping do not,
+// so the lanes of a transfer fill the destination side by side.
+type MappedSink interface {
+	fallback.Sink
+	// Mapping returns the mapping and the file offset of its first byte, or
+	// nil to use File.
+	Mapping() (mem []byte, base int64)
+}
+
+// write puts a verified chunk's bytes at file offset off: through the
+// sink's mapping when it covers them, else with pwrite.
+func (r *Receiver) write(b []byte, off int64) error {
+	if ms, ok := r.sink.(MappedSink); ok {
+		if mem, base := ms.Mapping(); mem != nil && off >= base && off-base+int64(len(b)) <= int64(len(mem)) {
+			return copyMapped(mem[off-base:off-base+int64(len(b))], b)
+		}
+	}
+	_, err := r.sink.File().WriteAt(b, off)
+	return err
 }
 
 // verdictInPlace admits and verifies a chunk in its window slot, which must

@@ -714,14 +714,16 @@ func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
 	return st.SGE(off, int(c.Length)), nil
 }
 
-// copyMapped copies from a file mapping, turning the fault of a page beyond
-// a file that shrank meanwhile into an error.
+// copyMapped copies from or into a file mapping, turning the fault of a page
+// beyond a file that shrank meanwhile (or that the file system could not
+// provide: no space) into an error wrapping io.ErrUnexpectedEOF instead of a
+// crash.
 func copyMapped(dst, src []byte) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
-			err = fmt.Errorf("the source changed while being read (%v): %w", r, io.ErrUnexpectedEOF)
+			err = fmt.Errorf("a file mapping faulted (%v): %w", r, io.ErrUnexpectedEOF)
 		}
 	}()
 	copy(dst, src)

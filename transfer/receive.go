@@ -29,7 +29,8 @@ type incoming struct {
 	source  string
 	release func()           // unregisters the TCP data-channel token (nil: no TCP)
 	rdma    []*rdma.Receiver // the RDMA lanes (none: no RDMA)
-	unmap   func() error     // unmaps a direct RDMA window, after the lanes are closed
+	unmap   func() error     // unmaps a direct RDMA window or mapped, after the lanes are closed
+	mapped  []byte           // the destination range, mapped for staging RDMA lanes (rdma.MappedSink)
 	closed  sync.Once        // closeChannels ran
 	idle    *time.Timer
 	movingT time.Time
@@ -147,6 +148,18 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	lanes := min(len(req.RDMA), n.cfg.RDMA.Lanes)
 	slots := max(1, (n.cfg.RDMA.Slots+lanes-1)/lanes)
 	window := n.directWindow(req, in)
+	if window == nil && req.Size > 0 {
+		// Staging lanes copy verified chunks into a mapping of the
+		// destination (rdma.MappedSink); without one they pwrite. In the
+		// testbed (tmpfs) that took a 128 MiB file→file copy's moving
+		// phase from a median 2.70 s to 2.50 s over six copies each: the
+		// two lanes' writers no longer take turns on the inode lock.
+		if mem, unmap, err := mapRange(in.dest.File(), in.dest.Base(), req.Size); err == nil {
+			in.mapped, in.unmap = mem, unmap // after the lanes are closed (stopChannels)
+		} else {
+			n.log.Info("destination not mapped; RDMA lanes write with pwrite", "transfer", req.ID, "err", err)
+		}
+	}
 	for i, off := range req.RDMA[:lanes] {
 		ch, r, err := n.openLane(req, in, off, window, slots)
 		if err != nil {
@@ -168,6 +181,10 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 		}
 	}
 	if len(in.rdma) == 0 {
+		if in.mapped != nil {
+			in.unmap()
+			in.mapped, in.unmap = nil, nil
+		}
 		return reason
 	}
 	resp.Transport = TransportRDMA
@@ -231,6 +248,9 @@ type rdmaSink struct{ *incoming }
 
 func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true) }
 
+// Mapping implements rdma.MappedSink.
+func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }
+
 // rdmaWindow is the mapping of a destination region's window that the
 // lanes of a transfer register (each in its own protection domain) so the
 // source writes chunk i straight into its place.
@@ -278,9 +298,9 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.IdleEndpoint) {
 				idle = append(idle, e)
 			}
 		}
-		if in.unmap != nil { // the window's memory region is deregistered: nothing writes it now
+		if in.unmap != nil { // the lanes are stopped and the window deregistered: nothing writes the mapping now
 			if err := in.unmap(); err != nil {
-				in.node.log.Warn("unmapping the RDMA window", "transfer", in.rec.info.ID, "err", err)
+				in.node.log.Warn("unmapping the RDMA destination", "transfer", in.rec.info.ID, "err", err)
 			}
 		}
 		if in.release != nil {

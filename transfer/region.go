@@ -204,7 +204,7 @@ var directRDMA = true
 // file-backed region is not: a long-term writable pin of a MAP_SHARED mapping
 // of a regular file (what ibv_reg_mr with REMOTE_WRITE needs) is discouraged
 // by the kernel's mm developers and refused by recent kernels, so those
-// windows keep the staging receiver and its pwrite.
+// windows keep the staging receiver, which writes through a plain mapping.
 func (n *Node) anonymousRegion(name string, f *os.File) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -219,13 +219,23 @@ func (t *regionTarget) mapWindow() (window []byte, unmap func() error, err error
 	if t.ref.Length <= 0 {
 		return nil, nil, fmt.Errorf("%w: empty window %s", ErrInvalid, t.ref)
 	}
-	start := t.off &^ int64(unix.Getpagesize()-1)
-	lead := int(t.off - start)
-	m, err := unix.Mmap(int(t.file.Fd()), start, lead+int(t.ref.Length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	window, unmap, err = mapRange(t.file, t.off, t.ref.Length)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mapping region %q [%d, %d): %w", t.ref.Name, t.off, t.off+t.ref.Length, err)
 	}
-	return m[lead : lead+int(t.ref.Length)], func() error { return unix.Munmap(m) }, nil
+	return window, unmap, nil
+}
+
+// mapRange maps [off, off+length) of f MAP_SHARED, read-write: from the
+// page boundary below off, sliced to the range.
+func mapRange(f *os.File, off, length int64) (mem []byte, unmap func() error, err error) {
+	start := off &^ int64(unix.Getpagesize()-1)
+	lead := int(off - start)
+	m, err := unix.Mmap(int(f.Fd()), start, lead+int(length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m[lead : lead+int(length)], func() error { return unix.Munmap(m) }, nil
 }
 
 func (t *regionTarget) File() *os.File { return t.file }
