@@ -140,7 +140,7 @@ func ibWriteBWArgs(size int64, qps int) []string {
 // baseline is the better of ib_write_bw over one queue pair and over as many
 // as rxfer stripes a transfer over.
 func benchLanes(serveArgs []string) int {
-	lanes := transfer.DefaultRDMALanes
+	lanes := transfer.DefaultLanes()
 	for i, a := range serveArgs {
 		v, ok := strings.CutPrefix(a, "--rdma-lanes=")
 		if !ok && a == "--rdma-lanes" && i+1 < len(serveArgs) {

@@ -37,7 +37,7 @@ func cmdServe(args []string) error {
 	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
 	rdmaSlots := fs.Int("rdma-slots", transfer.DefaultRDMASlots, "registered receive slots per incoming RDMA transfer")
 	rdmaDepth := fs.Int("rdma-depth", rdma.DefaultDepth, fmt.Sprintf("RDMA WRITEs in flight per transfer this node sends, shared by its lanes (1 to %d, bounded by the receiver's slots)", rdma.MaxDepth))
-	rdmaLanes := fs.Int("rdma-lanes", transfer.DefaultRDMALanes, fmt.Sprintf("queue pairs a transfer stripes its chunks over (1 to %d; a transfer uses the smaller of both ends' values)", transfer.MaxRDMALanes))
+	rdmaLanes := fs.Int("rdma-lanes", transfer.DefaultLanes(), fmt.Sprintf("queue pairs a transfer stripes its chunks over (1 to %d; a transfer uses the smaller of both ends' values; default %d, 1 on a single-CPU host)", transfer.MaxRDMALanes, transfer.DefaultRDMALanes))
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
