@@ -36,11 +36,21 @@ func endpointToProto(e *rdma.EndpointInfo) *pb.RdmaEndpoint {
 	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU), ConnectedQpn: e.ConnectedQPN}
 }
 
-func endpointsToProto(es []rdma.EndpointInfo) []*pb.RdmaEndpoint {
-	var out []*pb.RdmaEndpoint
-	for i := range es {
-		out = append(out, endpointToProto(&es[i]))
+// convertAll converts every element of in, stopping at the first error.
+func convertAll[T, U any](in []T, conv func(T) (U, error)) ([]U, error) {
+	out := make([]U, 0, len(in))
+	for _, v := range in {
+		u, err := conv(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
 	}
+	return out, nil
+}
+
+func endpointsToProto(es []rdma.EndpointInfo) []*pb.RdmaEndpoint {
+	out, _ := convertAll(es, func(e rdma.EndpointInfo) (*pb.RdmaEndpoint, error) { return endpointToProto(&e), nil })
 	return out
 }
 
@@ -49,15 +59,13 @@ func endpointsFromProto(es []*pb.RdmaEndpoint) ([]rdma.EndpointInfo, error) {
 	if len(es) > transfer.MaxRDMALanes {
 		return nil, fmt.Errorf("%w: %d RDMA lanes offered, at most %d", transfer.ErrInvalid, len(es), transfer.MaxRDMALanes)
 	}
-	var out []rdma.EndpointInfo
-	for _, e := range es {
+	return convertAll(es, func(e *pb.RdmaEndpoint) (rdma.EndpointInfo, error) {
 		ep, err := endpointFromProto(e)
 		if err != nil {
-			return nil, err
+			return rdma.EndpointInfo{}, err
 		}
-		out = append(out, *ep)
-	}
-	return out, nil
+		return *ep, nil
+	})
 }
 
 // endpointFromProto validates and converts a peer's queue-pair description.
@@ -74,23 +82,18 @@ func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
 }
 
 func channelsToProto(cs []transfer.RDMAChannel) []*pb.RdmaChannel {
-	var out []*pb.RdmaChannel
-	for i := range cs {
-		out = append(out, channelToProto(&cs[i]))
-	}
+	out, _ := convertAll(cs, func(c transfer.RDMAChannel) (*pb.RdmaChannel, error) { return channelToProto(&c), nil })
 	return out
 }
 
 func channelsFromProto(cs []*pb.RdmaChannel) ([]transfer.RDMAChannel, error) {
-	var out []transfer.RDMAChannel
-	for _, c := range cs {
+	return convertAll(cs, func(c *pb.RdmaChannel) (transfer.RDMAChannel, error) {
 		ch, err := channelFromProto(c)
 		if err != nil {
-			return nil, err
+			return transfer.RDMAChannel{}, err
 		}
-		out = append(out, *ch)
-	}
-	return out, nil
+		return *ch, nil
+	})
 }
 
 func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
