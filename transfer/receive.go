@@ -147,6 +147,11 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	// it is the first.
 	lanes := min(len(req.RDMA), n.cfg.RDMA.Lanes)
 	slots := max(1, (n.cfg.RDMA.Slots+lanes-1)/lanes)
+	for _, off := range req.RDMA[lanes:] {
+		// Not taken: the source closes that queue pair, so whatever of
+		// ours is parked connected to it is of no more use.
+		n.idleEndpoints.drop(endpointKey(req.SourceNode, off.QPN, off.GID), false)
+	}
 	window := n.directWindow(req, in)
 	if window == nil && req.Size > 0 {
 		// Staging lanes copy verified chunks into a mapping of the

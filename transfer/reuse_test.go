@@ -315,3 +315,26 @@ func TestRDMAReuseLatency(t *testing.T) {
 		t.Errorf("reuse disabled but %d senders parked", s)
 	}
 }
+
+// A transfer uses the smaller of both ends' lane counts: the source's
+// untaken queue pair is closed, not parked, and the next push reuses the
+// one lane.
+func TestRDMALanesFewerAtDestination(t *testing.T) {
+	conns := make(chan qpConn, 4)
+	p := newPair(t, connHook(conns))
+	needRDMA(t, p.src)
+	p.src.cfg.RDMA.Lanes, p.dst.cfg.RDMA.Lanes = 2, 1
+	base := testbedenv.ResourceCounts(t, rxeDevice)
+	c1 := pushVerified(t, p, conns, "a", 1<<20+3)
+	wantIdle(t, p, 1, 1)
+	c2 := pushVerified(t, p, conns, "b", 64<<10)
+	if len(conns) != 0 || !c2.reused || c2.local != c1.local {
+		t.Errorf("push 1 %+v, push 2 %+v (%d more connections): want one lane each, the second reusing the first", c1, c2, len(conns))
+	}
+	wantIdle(t, p, 1, 1)
+	p.src.DropIdleRDMA()
+	p.dst.DropIdleRDMA()
+	if end := testbedenv.ResourceCounts(t, rxeDevice); countsLine(end) != countsLine(base) {
+		t.Errorf("after dropping the parked connection: %s, want the idle nodes' %s (the untaken lane must be closed)", countsLine(end), countsLine(base))
+	}
+}
