@@ -72,8 +72,9 @@ type Hooks struct {
 	// given attempt (1-based), so the receiver's verification is exercised.
 	CorruptChunk func(index uint32, attempt int) bool
 	// BreakRDMA is asked after each chunk verified over RDMA, with the
-	// number verified so far; true breaks the RDMA connection (the queue
-	// pair goes to the error state, as on a link failure).
+	// number verified so far; true breaks the first lane's queue pair (it
+	// goes to the error state, as on a link failure); the other lanes must
+	// notice that the RDMA attempt is over.
 	BreakRDMA func(verified int) bool
 	// RDMAConnected is told, on the source, which queue pairs carry a
 	// transfer (ours, the destination's) and whether the connection was

@@ -550,9 +550,7 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 				verified := p.sched.verified()
 				mu.Unlock()
 				if err == nil && brk(verified) {
-					for _, s := range lanes {
-						s.Break()
-					}
+					lanes[0].Break() // the others stop when the attempt does
 				}
 			}
 		}
