@@ -663,7 +663,9 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		size = max(size, int(b.Len))
 	}
 	size = (size + 4095) &^ 4095
-	if s.staging == nil || s.bufSize != size || s.staging.Len() < depth*size {
+	// Buffers at least as large as before are kept: a parked sender does
+	// not re-register them for a smaller transfer.
+	if s.staging == nil || s.bufSize < size || s.staging.Len() < depth*s.bufSize {
 		if s.staging != nil {
 			s.staging.Close()
 			s.staging = nil

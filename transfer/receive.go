@@ -146,7 +146,10 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 	// up ends the list (the source stripes over the lanes it gets), unless
 	// it is the first.
 	lanes := min(len(req.RDMA), n.cfg.RDMA.Lanes)
-	slots := max(1, (n.cfg.RDMA.Slots+lanes-1)/lanes)
+	// Each lane's share of the slots, and no more than its share of the
+	// chunks; slots no larger than the file (a 64 KiB copy registers 64 KiB).
+	slots := max(1, min((n.cfg.RDMA.Slots+lanes-1)/lanes, (in.plan.Count()+lanes-1)/lanes))
+	slotSize := int(max(1, min(req.ChunkSize, req.Size)))
 	for _, off := range req.RDMA[lanes:] {
 		// Not taken: the source closes that queue pair, so whatever of
 		// ours is parked connected to it is of no more use.
@@ -166,7 +169,7 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 		}
 	}
 	for i, off := range req.RDMA[:lanes] {
-		ch, r, err := n.openLane(req, in, off, window, slots)
+		ch, r, err := n.openLane(req, in, off, window, slots, slotSize)
 		if err != nil {
 			if i == 0 {
 				reason = fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
@@ -201,7 +204,7 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 // one (whatever else is parked for it is stale), else a fresh one; it lands
 // chunks straight in window when there is one and that works, else in
 // staging slots.
-func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, window *rdmaWindow, slots int) (RDMAChannel, *rdma.Receiver, error) {
+func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, window *rdmaWindow, slots, slotSize int) (RDMAChannel, *rdma.Receiver, error) {
 	var idle *rdma.IdleEndpoint
 	key := endpointKey(req.SourceNode, off.QPN, off.GID)
 	if off.ConnectedQPN != 0 {
@@ -229,13 +232,13 @@ func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo,
 		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
 	}
 	if idle != nil {
-		r, info, bufs, err := rdma.ResumeReceiver(idle, slots, int(req.ChunkSize), sink)
+		r, info, bufs, err := rdma.ResumeReceiver(idle, slots, slotSize, sink)
 		if err == nil {
 			return RDMAChannel{Endpoint: info, Slots: bufs, Reused: true}, r, nil
 		}
 		n.log.Info("resuming a parked RDMA connection failed; using a fresh one", "transfer", req.ID, "err", err)
 	}
-	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, slots, int(req.ChunkSize), sink)
+	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, slots, slotSize, sink)
 	if err != nil {
 		return RDMAChannel{}, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/rxfer/rxfer/internal/crc32c"
 
 	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // rxeDevice is the testbed's RDMA device.
@@ -336,5 +338,36 @@ func TestRDMALanesFewerAtDestination(t *testing.T) {
 	p.dst.DropIdleRDMA()
 	if end := testbedenv.ResourceCounts(t, rxeDevice); countsLine(end) != countsLine(base) {
 		t.Errorf("after dropping the parked connection: %s, want the idle nodes' %s (the untaken lane must be closed)", countsLine(end), countsLine(base))
+	}
+}
+
+// A destination registers no more slot memory than the transfer needs: as
+// many slots as chunks (up to its share), none larger than the file.
+func TestRDMASlotsFitTheTransfer(t *testing.T) {
+	p := newPair(t, Hooks{})
+	needRDMA(t, p.dst)
+	for _, tc := range []struct {
+		size              int64
+		wantSlots, wantSz int
+	}{
+		{100, 1, 100},               // one short chunk
+		{3 * 64 << 10, 3, 64 << 10}, // three chunks
+		{64 << 20, 16, 64 << 10},    // the node's 16 slots
+	} {
+		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: -1}, netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := NewID()
+		resp, err := p.dst.Prepare(context.Background(), PrepareRequest{ID: id, SourceNode: "src", SourcePath: "/f", DestPath: "/slots",
+			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []rdma.EndpointInfo{offer}})
+		s.Close()
+		if err != nil {
+			t.Fatalf("%d bytes: Prepare: %v", tc.size, err)
+		}
+		p.dst.Abort(context.Background(), id, "test")
+		if len(resp.RDMA) != 1 || len(resp.RDMA[0].Slots) != tc.wantSlots || int(resp.RDMA[0].Slots[0].Len) != tc.wantSz {
+			t.Errorf("%d bytes in 64 KiB chunks: channels %+v, want one with %d slots of %d bytes", tc.size, resp.RDMA, tc.wantSlots, tc.wantSz)
+		}
 	}
 }

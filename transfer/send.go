@@ -89,7 +89,9 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 				}
 			}
 		}()
-		for len(senders) < n.cfg.RDMA.Lanes {
+		// No more lanes than chunks: a small file needs one.
+		chunks := ChunkPlan{Size: size, ChunkSize: cmp.Or(req.ChunkSize, n.cfg.RDMA.Chunk)}.Count()
+		for len(senders) < min(n.cfg.RDMA.Lanes, max(1, chunks)) {
 			if s, ok := n.idleSenders.take(poolKey, nil); ok {
 				senders, offers = append(senders, s), append(offers, s.Offer())
 				continue
