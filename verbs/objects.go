@@ -478,6 +478,12 @@ func (qp *QueuePair) MaxInline() int { return qp.maxInline }
 func (qp *QueuePair) do(op string, f func(h unsafe.Pointer) error) error {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
+	return qp.call(op, f)
+}
+
+// call runs f with the handle (the caller holds mu, shared or not) and
+// names op, the device and the QP in its error.
+func (qp *QueuePair) call(op string, f func(h unsafe.Pointer) error) error {
 	if qp.h == nil {
 		return &Error{Op: op, Device: qp.pd.ctx.name, Err: ErrClosed}
 	}
@@ -576,16 +582,15 @@ func (qp *QueuePair) Reset() error {
 func (qp *QueuePair) post(op string, pool chan unsafe.Pointer, f func(h, scratch unsafe.Pointer) (int, error)) (int, error) {
 	qp.mu.RLock()
 	defer qp.mu.RUnlock()
-	if qp.h == nil {
-		return 0, &Error{Op: op, Device: qp.pd.ctx.name, Err: ErrClosed}
-	}
-	scratch := <-pool
-	defer func() { pool <- scratch }()
-	n, err := f(qp.h, scratch)
-	if err != nil {
-		return n, &Error{Op: op, Device: qp.pd.ctx.name, Err: fmt.Errorf("QP %#x: %w", qp.qpn, err)}
-	}
-	return n, nil
+	var n int
+	err := qp.call(op, func(h unsafe.Pointer) error {
+		scratch := <-pool // after the closed check: Close took them all
+		defer func() { pool <- scratch }()
+		var err error
+		n, err = f(h, scratch)
+		return err
+	})
+	return n, err
 }
 
 // PostSend posts send work requests in order, in batches of up to 32 per
