@@ -173,13 +173,6 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	return d, nil
 }
 
-// Filesystems whose fallocate allocates and clears every page up front.
-const (
-	tmpfsMagic   = 0x01021994
-	ramfsMagic   = 0x858458f6
-	overlayMagic = 0x794c7630 // container roots; the upper layer is often tmpfs
-)
-
 // reserve makes room for size bytes in the partial file, so that a copy
 // that cannot fit fails before moving a byte. On disk filesystems that is
 // fallocate: extents reserved, nothing written. On memory filesystems
@@ -193,7 +186,7 @@ func reserve(fd int, size int64) error {
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &fs); err == nil {
 		switch fs.Type {
-		case tmpfsMagic, ramfsMagic, overlayMagic:
+		case unix.TMPFS_MAGIC, unix.RAMFS_MAGIC, unix.OVERLAYFS_SUPER_MAGIC: // overlay: container roots, the upper layer often tmpfs
 			if fs.Blocks > 0 && int64(fs.Bavail)*fs.Bsize < size { // ramfs has no limit (0 blocks)
 				return unix.ENOSPC
 			}
@@ -224,16 +217,14 @@ func (d *Destination) Commit() error {
 	}
 	dfd := int(d.dir.Fd())
 	var flags uint
-	replaced := -1
 	if !d.overwrite {
 		flags = unix.RENAME_NOREPLACE
-	} else if fd, err := unix.Openat(dfd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+	} else if old, err := unix.Openat(dfd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
 		// Hold the file being replaced open across the rename: its last
 		// reference then goes in the background, so freeing its pages
 		// or extents (85 ms for 128 MiB on the testbed's tmpfs) is not
 		// part of the commit.
-		replaced = fd
-		defer func() { go unix.Close(replaced) }()
+		defer func() { go unix.Close(old) }()
 	}
 	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {
 		return fmt.Errorf("renaming into place %q: %w", d.FinalPath, osErr(err))
