@@ -41,6 +41,11 @@ type Receiver struct {
 	slotSize int
 	inPlace  atomic.Int64 // chunks verified in place in the window
 
+	// Staging mode with a MappedSink: its mapping, and the file offset of
+	// mapped[0]; verified chunks are copied there instead of pwritten.
+	mapped     []byte
+	mappedBase int64
+
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	err     error         // why draining stopped, if not Close; read after drained
@@ -172,6 +177,9 @@ func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots in
 		return nil, EndpointInfo{}, nil, err
 	}
 	r := &Receiver{ep: ep, sink: sink, nslots: nslots, drained: make(chan struct{}), peer: remote}
+	if ms, ok := sink.(MappedSink); ok {
+		r.mapped, r.mappedBase = ms.Mapping()
+	}
 	defer func() {
 		if err != nil {
 			r.ep.close(append(r.slots, r.windowMR)...)
@@ -362,24 +370,22 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 }
 
 // MappedSink is a Sink whose destination is also mapped (MAP_SHARED,
-// read-write): a staging receiver copies verified chunks into the mapping
-// instead of pwriting them. Writers of one file through pwrite take turns on
+// read-write, for the receiver's lifetime): a staging receiver copies
+// verified chunks into the mapping instead of pwriting them. Writers of one file through pwrite take turns on
 // its inode lock, page allocation included; page faults on a mapping do not,
 // so the lanes of a transfer fill the destination side by side.
 type MappedSink interface {
 	fallback.Sink
 	// Mapping returns the mapping and the file offset of its first byte, or
-	// nil to use File.
+	// nil to use File. The receiver asks once, when it is created.
 	Mapping() (mem []byte, base int64)
 }
 
 // write puts a verified chunk's bytes at file offset off: through the
 // sink's mapping when it covers them, else with pwrite.
 func (r *Receiver) write(b []byte, off int64) error {
-	if ms, ok := r.sink.(MappedSink); ok {
-		if mem, base := ms.Mapping(); mem != nil && off >= base && off-base+int64(len(b)) <= int64(len(mem)) {
-			return copyMapped(mem[off-base:off-base+int64(len(b))], b)
-		}
+	if at := off - r.mappedBase; r.mapped != nil && at >= 0 && at+int64(len(b)) <= int64(len(r.mapped)) {
+		return copyMapped(r.mapped[at:at+int64(len(b))], b)
 	}
 	_, err := r.sink.File().WriteAt(b, off)
 	return err
