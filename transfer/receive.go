@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -155,21 +154,22 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 		// ours is parked connected to it is of no more use.
 		n.idleEndpoints.drop(endpointKey(req.SourceNode, off.QPN, off.GID), false)
 	}
-	window := n.directWindow(req, in)
-	if window == nil && req.Size > 0 {
-		// Staging lanes copy verified chunks into a mapping of the
-		// destination (rdma.MappedSink); without one they pwrite. In the
-		// testbed (tmpfs) that took a 128 MiB file→file copy's moving
-		// phase from a median 2.70 s to 2.50 s over six copies each: the
-		// two lanes' writers no longer take turns on the inode lock.
+	// The destination range is mapped once, for every lane: window lanes
+	// register it (a memfd-backed region: chunk i lands in place), staging
+	// lanes copy verified chunks into it (rdma.MappedSink) and without it
+	// pwrite. In the testbed (tmpfs) the mapping took a 128 MiB file→file
+	// copy's moving phase from a median 2.70 s to 2.50 s over six copies
+	// each: the two lanes' writers no longer take turns on the inode lock.
+	if req.Size > 0 {
 		if mem, unmap, err := mapRange(in.dest.File(), in.dest.Base(), req.Size); err == nil {
 			in.mapped, in.unmap = mem, unmap // after the lanes are closed (stopChannels)
 		} else {
-			n.log.Info("destination not mapped; RDMA lanes write with pwrite", "transfer", req.ID, "err", err)
+			n.log.Info("destination not mapped; RDMA lanes use staging slots and pwrite", "transfer", req.ID, "err", err)
 		}
 	}
+	inPlace := in.mapped != nil && n.landsInPlace(in)
 	for i, off := range req.RDMA[:lanes] {
-		ch, r, err := n.openLane(req, in, off, window, slots, slotSize)
+		ch, r, err := n.openLane(req, in, off, inPlace, slots, slotSize)
 		if err != nil {
 			if i == 0 {
 				reason = fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
@@ -180,13 +180,6 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 		}
 		in.rdma = append(in.rdma, r)
 		resp.RDMA = append(resp.RDMA, ch)
-	}
-	if window != nil {
-		if slices.ContainsFunc(resp.RDMA, func(c RDMAChannel) bool { return c.Direct }) {
-			in.unmap = window.unmap // after the lanes are closed (stopChannels)
-		} else if err := window.unmap(); err != nil {
-			n.log.Warn("unmapping the RDMA window", "transfer", req.ID, "err", err)
-		}
 	}
 	if len(in.rdma) == 0 {
 		if in.mapped != nil {
@@ -201,10 +194,10 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 
 // openLane sets up the receiving side of one lane for the source's offer:
 // the parked endpoint that queue pair is still connected to, if there is
-// one (whatever else is parked for it is stale), else a fresh one; it lands
-// chunks straight in window when there is one and that works, else in
-// staging slots.
-func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, window *rdmaWindow, slots, slotSize int) (RDMAChannel, *rdma.Receiver, error) {
+// one (whatever else is parked for it is stale), else a fresh one; with
+// inPlace it lands chunks straight in the mapped destination if that
+// registers, else in staging slots.
+func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, inPlace bool, slots, slotSize int) (RDMAChannel, *rdma.Receiver, error) {
 	var idle *rdma.IdleEndpoint
 	key := endpointKey(req.SourceNode, off.QPN, off.GID)
 	if off.ConnectedQPN != 0 {
@@ -214,17 +207,17 @@ func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo,
 	}
 	n.idleEndpoints.drop(key, false)
 	sink := rdmaSink{in}
-	if window != nil {
+	if inPlace {
 		var r *rdma.Receiver
 		var info rdma.EndpointInfo
 		var bufs []rdma.RemoteBuffer
 		var err error
 		reused := idle != nil
 		if reused {
-			r, info, bufs, err = rdma.ResumeWindowReceiver(idle, window.mem, int(req.ChunkSize), sink)
+			r, info, bufs, err = rdma.ResumeWindowReceiver(idle, in.mapped, int(req.ChunkSize), sink)
 			idle = nil // closed on error
 		} else {
-			r, info, bufs, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, off, window.mem, int(req.ChunkSize), sink)
+			r, info, bufs, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, off, in.mapped, int(req.ChunkSize), sink)
 		}
 		if err == nil {
 			return RDMAChannel{Endpoint: info, Slots: bufs, Direct: true, Reused: reused}, r, nil
@@ -259,31 +252,14 @@ func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true
 // Mapping implements rdma.MappedSink.
 func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }
 
-// rdmaWindow is the mapping of a destination region's window that the
-// lanes of a transfer register (each in its own protection domain) so the
-// source writes chunk i straight into its place.
-type rdmaWindow struct {
-	mem   []byte
-	unmap func() error
-}
-
-// directWindow maps the destination for direct RDMA when it is a window of
-// a memfd-backed region: registered for remote writes for this transfer
-// only, chunk i is written into its place by the source (no staging slot,
-// no pwrite). Any other destination, or a failure, returns nil: the lanes
-// use staging slots (as does a lane whose registration fails, e.g. refused
-// by RLIMIT_MEMLOCK).
-func (n *Node) directWindow(req PrepareRequest, in *incoming) *rdmaWindow {
+// landsInPlace tells whether the destination may take chunks straight into
+// its memory: a window of a memfd-backed region, registered for remote
+// writes for this transfer only (no staging slot, no copy). Any other
+// destination uses staging slots, as does a lane whose registration fails
+// (e.g. refused by RLIMIT_MEMLOCK).
+func (n *Node) landsInPlace(in *incoming) bool {
 	t, ok := in.dest.(*regionTarget)
-	if !ok || !directRDMA || req.Size == 0 || in.plan.Count() > rdma.MaxWindowSlots || !n.anonymousRegion(t.ref.Name, t.file) {
-		return nil
-	}
-	mem, unmap, err := t.mapWindow()
-	if err != nil {
-		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
-		return nil
-	}
-	return &rdmaWindow{mem: mem, unmap: unmap}
+	return ok && directRDMA && in.plan.Count() <= rdma.MaxWindowSlots && n.anonymousRegion(t.ref.Name, t.file)
 }
 
 // closeChannels stops both data channels: afterwards no chunk lands, the

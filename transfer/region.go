@@ -195,7 +195,7 @@ type regionTarget struct {
 }
 
 // directRDMA lets RDMA transfers into memfd-backed region windows land in
-// place (openDirectRDMA); tests turn it off to measure the staging path.
+// place (landsInPlace); tests turn it off to measure the staging path.
 var directRDMA = true
 
 // anonymousRegion reports whether f is the file of region name and the
@@ -210,20 +210,6 @@ func (n *Node) anonymousRegion(name string, f *os.File) bool {
 	defer n.mu.Unlock()
 	r, ok := n.regions[name]
 	return ok && r.file == f && r.info.Backing == "anonymous"
-}
-
-// mapWindow maps the target's window MAP_SHARED, read-write: from the page
-// boundary below its offset, sliced to the window. unmap must be called
-// only once nothing (no registered memory region) uses the window any more.
-func (t *regionTarget) mapWindow() (window []byte, unmap func() error, err error) {
-	if t.ref.Length <= 0 {
-		return nil, nil, fmt.Errorf("%w: empty window %s", ErrInvalid, t.ref)
-	}
-	window, unmap, err = mapRange(t.file, t.off, t.ref.Length)
-	if err != nil {
-		return nil, nil, fmt.Errorf("mapping region %q [%d, %d): %w", t.ref.Name, t.off, t.off+t.ref.Length, err)
-	}
-	return window, unmap, nil
 }
 
 // mapRange maps [off, off+length) of f MAP_SHARED, read-write: from the
