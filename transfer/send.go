@@ -136,11 +136,12 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		// A lane the destination did not take is not connected: Park
 		// refuses it and it is closed.
 		for i, s := range senders {
-			if p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
-				if _, perr := s.Park(); perr == nil {
-					senders[i] = nil
-					n.idleSenders.put(poolKey, s.Device(), s)
-				}
+			if !p.rdmaDone || n.cfg.RDMA.IdleExpiry <= 0 {
+				break // nothing is parked; the deferred loop closes them all
+			}
+			if _, perr := s.Park(); perr == nil {
+				senders[i] = nil // parked: not closed
+				n.idleSenders.put(poolKey, s.Device(), s)
 			}
 		}
 		n.finish(rec, StateCommitted, nil)
