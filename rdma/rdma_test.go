@@ -206,6 +206,7 @@ type pair struct {
 	s    *Sender
 	r    *Receiver
 	sink *testSink
+	bufs []RemoteBuffer // the receiver's slots
 }
 
 func newPair(t *testing.T, slots, slotSize int) *pair {
@@ -248,7 +249,7 @@ func connectPair(t *testing.T, newReceiver func(EndpointInfo, *testSink) (*Recei
 	if err := connect(s, rinfo, bufs); err != nil {
 		t.Fatal(err)
 	}
-	return &pair{s: s, r: r, sink: sink}
+	return &pair{s: s, r: r, sink: sink, bufs: bufs}
 }
 
 // checkGoroutines fails the test if a goroutine of this package is still

@@ -30,7 +30,8 @@ const MaxWindowSlots = 1 << 16
 // straight into its place in caller-owned memory.
 type Receiver struct {
 	ep     *endpoint
-	slots  []*verbs.MemoryRegion // staging mode
+	slots  []*verbs.MemoryRegion // staging mode, registered over mem
+	mem    []*verbs.Buffer       // staging memory, kept when parked (Detach)
 	nslots int
 	sink   fallback.Sink
 
@@ -92,11 +93,31 @@ func ResumeReceiver(idle *IdleEndpoint, slots, slotSize int, sink fallback.Sink)
 	return newReceiver(Options{}, idle.peer, idle, slots, sink, stagingSlots(slots, slotSize))
 }
 
+// stagingSlots registers slots over the staging memory a parked endpoint
+// kept (big enough buffers are reused: their pages are already there, so
+// registering them pins without faulting and zeroing fresh memory) and new
+// buffers for the rest. The memory held bytes of this same peer's previous
+// transfer, and a slot is only read after the peer said a chunk landed in it.
 func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error) {
 	return func(r *Receiver) ([]RemoteBuffer, error) {
 		bufs := make([]RemoteBuffer, slots)
 		for i := range slots {
-			mr, err := r.ep.pd.AllocMemoryRegion(slotSize, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
+			if i < len(r.mem) && len(r.mem[i].Bytes()) < slotSize {
+				r.mem[i].Close()
+				r.mem[i] = nil
+			}
+			if i == len(r.mem) || r.mem[i] == nil {
+				b, err := verbs.NewBuffer(slotSize)
+				if err != nil {
+					return nil, err
+				}
+				if i == len(r.mem) {
+					r.mem = append(r.mem, b)
+				} else {
+					r.mem[i] = b
+				}
+			}
+			mr, err := r.ep.pd.RegisterMemory(r.mem[i].Bytes()[:slotSize], verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
 			if err != nil {
 				return nil, err
 			}
@@ -168,21 +189,24 @@ func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer,
 // one can serve either mode.
 func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots int, sink fallback.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
 	var ep *endpoint
+	var mem []*verbs.Buffer
 	if idle != nil {
 		ep, idle.ep = idle.ep, nil
+		mem, idle.mem = idle.mem, nil
 		if ep == nil {
 			return nil, EndpointInfo{}, nil, errors.New("rdma: parked endpoint already used or closed")
 		}
 	} else if ep, err = openEndpoint(opt, remote.Addr(), 2*MaxDepth+8, MaxDepth+8, verbs.AccessLocalWrite|verbs.AccessRemoteWrite); err != nil {
 		return nil, EndpointInfo{}, nil, err
 	}
-	r := &Receiver{ep: ep, sink: sink, nslots: nslots, drained: make(chan struct{}), peer: remote}
+	r := &Receiver{ep: ep, mem: mem, sink: sink, nslots: nslots, drained: make(chan struct{}), peer: remote}
 	if ms, ok := sink.(MappedSink); ok {
 		r.mapped, r.mappedBase = ms.Mapping()
 	}
 	defer func() {
 		if err != nil {
 			r.ep.close(append(r.slots, r.windowMR)...)
+			freeBuffers(r.mem)
 		}
 	}()
 	bufs, err := register(r)
@@ -432,9 +456,20 @@ func (r *Receiver) Err() error {
 // device. It is idempotent.
 func (r *Receiver) Close() error {
 	r.closeOnce.Do(func() {
-		r.closeErr = errors.Join(r.stop(), r.ep.close())
+		r.closeErr = errors.Join(r.stop(), r.ep.close(), freeBuffers(r.mem))
 	})
 	return r.closeErr
+}
+
+// freeBuffers unmaps staging memory no region is registered over any more.
+func freeBuffers(mem []*verbs.Buffer) error {
+	var errs []error
+	for _, b := range mem {
+		if b != nil {
+			errs = append(errs, b.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // stop ends draining, waits for it and deregisters the slots or the window
@@ -459,8 +494,9 @@ func (r *Receiver) stop() error {
 // is valid). Take it with ResumeReceiver or ResumeWindowReceiver, or Close it.
 type IdleEndpoint struct {
 	ep   *endpoint
-	info EndpointInfo // ours
-	peer EndpointInfo // the sender's QP ours is connected to
+	mem  []*verbs.Buffer // staging memory for the next transfer's slots (no region over it)
+	info EndpointInfo    // ours
+	peer EndpointInfo    // the sender's QP ours is connected to
 }
 
 // QPN returns the parked queue pair's number.
@@ -486,9 +522,29 @@ func (e *IdleEndpoint) Close() error {
 	if e.ep == nil {
 		return nil
 	}
-	ep := e.ep
-	e.ep = nil
-	return ep.close()
+	ep, mem := e.ep, e.mem
+	e.ep, e.mem = nil, nil
+	return errors.Join(ep.close(), freeBuffers(mem))
+}
+
+// maxParkedStaging bounds the staging memory a parked endpoint keeps: the
+// default window (16 slots of 1 MiB, over two lanes) fits; a transfer that
+// asked for more slots or larger ones gives the rest back when it ends.
+const maxParkedStaging = 16 << 20
+
+// keptStaging frees the buffers beyond maxParkedStaging and returns the rest.
+func keptStaging(mem []*verbs.Buffer) []*verbs.Buffer {
+	total := 0
+	for i, b := range mem {
+		if b == nil {
+			continue
+		}
+		if total += len(b.Bytes()); total > maxParkedStaging {
+			freeBuffers(mem[i:])
+			return mem[:i]
+		}
+	}
+	return mem
 }
 
 // settleTimeout bounds how long Detach waits for the completions of the
@@ -511,11 +567,11 @@ func (r *Receiver) Detach() (*IdleEndpoint, error) {
 			reason = r.settle()
 		}
 		if reason == nil {
-			idle = &IdleEndpoint{ep: r.ep, info: r.ep.info, peer: r.peer}
+			idle = &IdleEndpoint{ep: r.ep, mem: keptStaging(r.mem), info: r.ep.info, peer: r.peer}
 			r.closeErr = nil
 			return
 		}
-		r.closeErr = errors.Join(reason, r.ep.close())
+		r.closeErr = errors.Join(reason, r.ep.close(), freeBuffers(r.mem))
 	})
 	if idle == nil {
 		if reason == nil {

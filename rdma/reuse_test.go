@@ -25,7 +25,7 @@ func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunk int, seed uint
 }
 
 // A parked connection carries a second transfer on the same QPs with fresh
-// slots; a parked sender whose receiver answers with a fresh QP resets and
+// slots (registered over the staging memory it kept); a parked sender whose receiver answers with a fresh QP resets and
 // reconnects.
 func TestParkAndResume(t *testing.T) {
 	requireDevice(t)
@@ -53,6 +53,13 @@ func TestParkAndResume(t *testing.T) {
 	t.Cleanup(func() { r2.Close() })
 	if rinfo.QPN != offer.ConnectedQPN {
 		t.Fatalf("resumed receiver QPN %#x, want %#x", rinfo.QPN, offer.ConnectedQPN)
+	}
+	// The slots are the parked staging memory again, under new keys: the
+	// first transfer's rkeys died when it ended.
+	for i, b := range bufs {
+		if old := p.bufs[i]; b.Addr != old.Addr || b.Len != old.Len || b.RKey == old.RKey {
+			t.Errorf("resumed slot %d: %+v; the parked one was %+v (want the same memory, a new rkey)", i, b, old)
+		}
 	}
 	if err := p.s.Resume(rinfo, bufs, false); err != nil {
 		t.Fatal(err)
