@@ -28,9 +28,10 @@
 // to. [Receiver.Detach] stops draining, deregisters the slots or window
 // (their rkeys die, as in Close), waits until every acknowledgement's SEND
 // completed and no chunk message is left unhandled, and returns an
-// [IdleEndpoint]: QP (RTS), CQ, PD, control buffers and posted receives. The
-// receiver's [ResumeReceiver] / [ResumeWindowReceiver] registers fresh slots
-// on it, and the sender's [Sender.Resume] takes them without touching the
+// [IdleEndpoint]: QP (RTS), CQ, PD, control buffers and posted receives, and
+// the staging memory (up to 16 MiB, no region over it). The receiver's
+// [ResumeReceiver] / [ResumeWindowReceiver] registers fresh slots on it (new
+// rkeys, over the kept memory where it is large enough), and the sender's [Sender.Resume] takes them without touching the
 // QP. If the receiver answers with a fresh QP instead, [Sender.Connect] on
 // the parked sender resets its QP (RESET, INIT, receives reposted) and
 // connects it to the new peer with the PSN it offered. Every endpoint has
