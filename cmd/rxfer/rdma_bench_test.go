@@ -1,7 +1,9 @@
 package main
 
-// The RDMA benchmark (make bench-rdma): in one testbed run, ib_write_bw at
-// 1 MiB messages on rxe0 — before and after — and rxfer copies between real
+// The RDMA benchmark (make bench-rdma): in one testbed run, ib_write_bw on
+// rxe0 (at 1 MiB messages over one queue pair, and shaped like rxfer's
+// transfers: as many queue pairs as lanes, in messages of its chunk size;
+// the fastest is the baseline) and rxfer copies between real
 // daemons on the same device: region→region (straight into the destination
 // region) and file→file (partial file, verify, fsync, rename). Across two
 // VMs the same, vm1 pulling from vm0. A copy is timed by the daemon from the
@@ -70,7 +72,7 @@ func (b *rdmaBench) finish(t *testing.T) {
 	b.RegionRatio, b.FileRatio = ratio(b.RegionRuns), ratio(b.FileRuns)
 	b.RegionMovingRatio, b.FileMovingRatio = ratio(b.RegionMoving), ratio(b.FileMoving)
 	line, _ := json.Marshal(b)
-	t.Logf("ib_write_bw (1 MiB messages), median of %d rounds: %.1f MiB/s", len(b.IBWriteBW), median(slices.Clone(b.IBWriteBW)))
+	t.Logf("ib_write_bw (the best shape each round), median of %d rounds: %.1f MiB/s", len(b.IBWriteBW), median(slices.Clone(b.IBWriteBW)))
 	t.Logf("rxfer request to commit: region→region %.1f MiB/s, %.2fx ib_write_bw; file→file %.1f MiB/s, %.2fx ib_write_bw (medians of the per-round ratios)",
 		median(slices.Clone(b.RegionRuns)), b.RegionRatio, median(slices.Clone(b.FileRuns)), b.FileRatio)
 	t.Logf("rxfer moving phase only: region→region %.1f MiB/s, %.2fx; file→file %.1f MiB/s, %.2fx",
@@ -94,12 +96,21 @@ func benchSetup(t *testing.T, defMiB int64) (size int64, serveArgs []string) {
 	return size, strings.Fields(os.Getenv("RXFER_BENCH_SERVE_ARGS"))
 }
 
-// ibWriteBW runs ib_write_bw (1 MiB messages, size bytes over qps queue
-// pairs) against server, starting the server here too when local is set,
-// and returns the client's average in MiB/s.
-func ibWriteBW(t *testing.T, server string, size int64, qps int, local bool) float64 {
+// ibShape is how ib_write_bw moves the bytes: over qps queue pairs, in
+// messages of msg bytes.
+type ibShape struct {
+	qps int
+	msg int64
+}
+
+func (s ibShape) String() string { return fmt.Sprintf("%d QP, %d KiB messages", s.qps, s.msg>>10) }
+
+// ibWriteBW runs ib_write_bw (size bytes in all, shaped as s) against
+// server, starting the server here too when local is set, and returns the
+// client's average in MiB/s.
+func ibWriteBW(t *testing.T, server string, size int64, s ibShape, local bool) float64 {
 	t.Helper()
-	args := ibWriteBWArgs(size, qps)
+	args := ibWriteBWArgs(size, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c0, n0 := readCPU(t), rxeCounters(t)
@@ -117,7 +128,7 @@ func ibWriteBW(t *testing.T, server string, size int64, qps int, local bool) flo
 	for attempt := 1; ; attempt++ {
 		out, err := exec.CommandContext(ctx, "ib_write_bw", append(args, server)...).CombinedOutput()
 		if err == nil {
-			return parseIBWriteBW(t, string(out))
+			return parseIBWriteBW(t, string(out), s.msg)
 		}
 		if attempt == 40 || ctx.Err() != nil {
 			t.Fatalf("ib_write_bw client to %s: %v\n%s", server, err, out)
@@ -129,54 +140,67 @@ func ibWriteBW(t *testing.T, server string, size int64, qps int, local bool) flo
 	}
 }
 
-// ibWriteBWArgs: rxe0, GID index 1 (RoCE v2 IPv4), 1 MiB messages, size
-// bytes in all over qps queue pairs (-n counts per queue pair).
-func ibWriteBWArgs(size int64, qps int) []string {
-	return []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.Itoa(mib), "-q", strconv.Itoa(qps),
-		"-n", strconv.FormatInt(max(1, size/mib/int64(qps)), 10)}
+// ibWriteBWArgs: rxe0, GID index 1 (RoCE v2 IPv4), size bytes in all,
+// shaped as s (-n counts per queue pair).
+func ibWriteBWArgs(size int64, s ibShape) []string {
+	return []string{"-d", rxeDevice, "-x", "1", "-F", "-s", strconv.FormatInt(s.msg, 10), "-q", strconv.Itoa(s.qps),
+		"-n", strconv.FormatInt(max(1, size/s.msg/int64(s.qps)), 10)}
 }
 
-// benchLanes is the number of RDMA lanes the benchmark's daemons use: the
-// baseline is the better of ib_write_bw over one queue pair and over as many
-// as rxfer stripes a transfer over.
-func benchLanes(serveArgs []string) int {
-	lanes := transfer.DefaultLanes()
+// baselineShapes are the ways ib_write_bw runs each round; the baseline is
+// the fastest. The targets are set against one queue pair at 1 MiB messages;
+// rxfer stripes a transfer over lanes queue pairs in chunks of its own
+// size, so ib_write_bw gets to do the same.
+func baselineShapes(serveArgs []string) []ibShape {
+	lanes, chunk := transfer.DefaultLanes(), int64(transfer.DefaultRDMAChunk)
 	for i, a := range serveArgs {
-		v, ok := strings.CutPrefix(a, "--rdma-lanes=")
-		if !ok && a == "--rdma-lanes" && i+1 < len(serveArgs) {
-			v, ok = serveArgs[i+1], true
+		name, v, ok := strings.Cut(a, "=")
+		if !ok && i+1 < len(serveArgs) {
+			v = serveArgs[i+1]
 		}
-		if n, err := strconv.Atoi(v); ok && err == nil {
-			lanes = n
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+		case name == "--rdma-lanes":
+			lanes = int(n)
+		case name == "--rdma-chunk-size":
+			chunk = n
 		}
 	}
-	return lanes
-}
-
-// bestBaseline runs bw over one queue pair and, with lanes > 1, over lanes
-// queue pairs, and returns the higher rate.
-func bestBaseline(t *testing.T, lanes int, bw func(qps int) float64) float64 {
-	one := bw(1)
-	if lanes == 1 {
-		return one
+	shapes := []ibShape{{1, mib}}
+	for _, s := range []ibShape{{lanes, mib}, {lanes, chunk}} {
+		if !slices.Contains(shapes, s) {
+			shapes = append(shapes, s)
+		}
 	}
-	many := bw(lanes)
-	t.Logf("ib_write_bw: %.1f MiB/s over 1 QP, %.1f over %d; the baseline is the higher", one, many, lanes)
-	return max(one, many)
+	return shapes
 }
 
-// parseIBWriteBW reads the BW average column of the 1 MiB line.
-func parseIBWriteBW(t *testing.T, out string) float64 {
+// bestBaseline runs bw in each shape and returns the highest rate.
+func bestBaseline(t *testing.T, shapes []ibShape, bw func(ibShape) float64) float64 {
+	best, runs := 0.0, make([]string, len(shapes))
+	for i, s := range shapes {
+		v := bw(s)
+		best, runs[i] = max(best, v), fmt.Sprintf("%.1f MiB/s over %s", v, s)
+	}
+	if len(shapes) > 1 {
+		t.Logf("ib_write_bw: %s; the baseline is the highest", strings.Join(runs, ", "))
+	}
+	return best
+}
+
+// parseIBWriteBW reads the BW average column of the line for msg-byte messages.
+func parseIBWriteBW(t *testing.T, out string, msg int64) float64 {
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 4 && f[0] == strconv.Itoa(mib) {
+		if len(f) >= 4 && f[0] == strconv.FormatInt(msg, 10) {
 			v, err := strconv.ParseFloat(f[3], 64)
 			if err == nil && v > 0 {
 				return v
 			}
 		}
 	}
-	t.Fatalf("no 1 MiB result in ib_write_bw's output:\n%s", out)
+	t.Fatalf("no %d-byte result in ib_write_bw's output:\n%s", msg, out)
 	return 0
 }
 
@@ -302,9 +326,9 @@ func TestRDMABench(t *testing.T) {
 	b := startDaemon(t, daemonConfig{ID: "bench-b", Extra: extra})
 	writeRandom(t, a.Path("bench.bin"), size)
 	res := &rdmaBench{VMs: 1, Bytes: size, ServeArguments: extra}
-	lanes := benchLanes(extra)
+	shapes := baselineShapes(extra)
 	benchRun(t, res, a.Control, b.Control, func() float64 {
-		return bestBaseline(t, lanes, func(qps int) float64 { return ibWriteBW(t, "127.0.0.1", size, qps, true) })
+		return bestBaseline(t, shapes, func(s ibShape) float64 { return ibWriteBW(t, "127.0.0.1", size, s, true) })
 	})
 	sameFile(t, a.Path("bench.bin"), b.Path("bench.bin"))
 	res.finish(t)
@@ -313,7 +337,8 @@ func TestRDMABench(t *testing.T) {
 // TestRDMABenchTwoVM: vm0 serves bench.bin; vm1 pulls it. The baseline runs
 // the same way round: vm1 starts an ib_write_bw server, vm0's client writes
 // into it. They step together over a plain TCP connection on which vm1 sends
-// "bw N" (vm0 answers with its client's MiB/s over N queue pairs), "crc" (the source's CRC32C)
+// "bw Q M" (vm0 answers with its client's MiB/s over Q queue pairs in M-byte
+// messages), "crc" (the source's CRC32C)
 // or "done".
 func TestRDMABenchTwoVM(t *testing.T) {
 	size, extra := benchSetup(t, 64)
@@ -335,8 +360,11 @@ func TestRDMABenchTwoVM(t *testing.T) {
 			cmd, arg, _ := strings.Cut(in.Text(), " ")
 			switch cmd {
 			case "bw":
-				qps, _ := strconv.Atoi(arg)
-				fmt.Fprintf(conn, "%f\n", ibWriteBW(t, peer, size, max(qps, 1), false))
+				var s ibShape
+				if _, err := fmt.Sscan(arg, &s.qps, &s.msg); err != nil || s.qps < 1 || s.msg < 1 {
+					t.Fatalf("vm1 asked for %q", in.Text())
+				}
+				fmt.Fprintf(conn, "%f\n", ibWriteBW(t, peer, size, s, false))
 			case "crc":
 				fmt.Fprintf(conn, "%d\n", fileCRC(t, d.Path("bench.bin")))
 			case "done":
@@ -361,16 +389,16 @@ func TestRDMABenchTwoVM(t *testing.T) {
 		}
 		peerCtl := net.JoinHostPort(peer, twoVMCtlPort)
 		res := &rdmaBench{VMs: 2, Bytes: size, ServeArguments: extra}
-		bw := func(qps int) float64 {
+		bw := func(s ibShape) float64 {
 			c0, n0 := readCPU(t), rxeCounters(t)
-			srv := exec.Command("ib_write_bw", ibWriteBWArgs(size, qps)...)
+			srv := exec.Command("ib_write_bw", ibWriteBWArgs(size, s)...)
 			var out strings.Builder
 			srv.Stdout, srv.Stderr = &out, &out
 			if err := srv.Start(); err != nil {
 				t.Fatalf("ib_write_bw server: %v", err)
 			}
 			// vm0's client retries until the server listens.
-			v, err := strconv.ParseFloat(ask(fmt.Sprintf("bw %d", qps)), 64)
+			v, err := strconv.ParseFloat(ask(fmt.Sprintf("bw %d %d", s.qps, s.msg)), 64)
 			if err := srv.Wait(); err != nil {
 				t.Fatalf("ib_write_bw server: %v\n%s", err, out.String())
 			}
@@ -380,13 +408,30 @@ func TestRDMABenchTwoVM(t *testing.T) {
 			}
 			return v
 		}
-		lanes := benchLanes(extra)
-		benchRun(t, res, peerCtl, d.Control, func() float64 { return bestBaseline(t, lanes, bw) })
+		shapes := baselineShapes(extra)
+		benchRun(t, res, peerCtl, d.Control, func() float64 { return bestBaseline(t, shapes, bw) })
 		if got, want := fileCRC(t, d.Path("bench.bin")), ask("crc"); strconv.FormatUint(uint64(got), 10) != want {
 			t.Errorf("bench.bin at vm1 has CRC32C %d, vm0's has %s", got, want)
 		}
 		res.finish(t)
 	default:
 		t.Fatalf("RXFER_VM_INDEX=%q, want 0 or 1", os.Getenv("RXFER_VM_INDEX"))
+	}
+}
+
+// The baseline's shapes follow the daemons' lanes and chunk size, without
+// running the same shape twice.
+func TestBaselineShapes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []ibShape
+	}{
+		{[]string{"--rdma-lanes", "3", "--rdma-chunk-size=2097152"}, []ibShape{{1, mib}, {3, mib}, {3, 2 * mib}}},
+		{[]string{"--rdma-lanes=1", "--rdma-chunk-size", "1048576"}, []ibShape{{1, mib}}},
+		{[]string{"--rdma-depth", "8", "--rdma-lanes", "1"}, []ibShape{{1, mib}, {1, transfer.DefaultRDMAChunk}}},
+	} {
+		if got := baselineShapes(tc.args); !slices.Equal(got, tc.want) {
+			t.Errorf("baselineShapes(%q) = %v, want %v", tc.args, got, tc.want)
+		}
 	}
 }
