@@ -51,10 +51,18 @@ type RDMAConfig struct {
 
 // RDMA defaults.
 const (
-	DefaultRDMASlots = 16
+	// DefaultRDMAChunk and DefaultRDMASlots: 4 MiB chunks, four slots
+	// (16 MiB of staging per incoming transfer, as 16 × 1 MiB before). Side
+	// by side in the testbed (daemon pairs with each setting, interleaved, one
+	// VM and two), 128 MiB file→file copies took ~2.0 s against ~2.3 s with
+	// 1 MiB chunks and region→region ~1.7 s against ~1.8 s; across two VMs,
+	// medians of five 64 MiB copies 2.46 s against 2.57 s (file) and 2.07 s
+	// against 2.27 s (region); 2 MiB × 8 fell in between. Every chunk costs
+	// a message, an acknowledgement, completions and wake-ups on both ends.
+	DefaultRDMASlots = 4
 	DefaultRDMALanes = 2 // on hosts with more than one CPU: see DefaultLanes
 	MaxRDMALanes     = 16
-	DefaultRDMAChunk = 1 << 20
+	DefaultRDMAChunk = 4 << 20
 	// DefaultRDMAIdleExpiry is how long an idle queue pair stays parked.
 	DefaultRDMAIdleExpiry = 60 * time.Second
 )

@@ -350,9 +350,9 @@ func TestRDMASlotsFitTheTransfer(t *testing.T) {
 		size              int64
 		wantSlots, wantSz int
 	}{
-		{100, 1, 100},               // one short chunk
-		{3 * 64 << 10, 3, 64 << 10}, // three chunks
-		{64 << 20, 16, 64 << 10},    // the node's 16 slots
+		{100, 1, 100},                          // one short chunk
+		{3 * 64 << 10, 3, 64 << 10},            // three chunks
+		{64 << 20, DefaultRDMASlots, 64 << 10}, // the node's slots
 	} {
 		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: -1}, netip.Addr{})
 		if err != nil {
