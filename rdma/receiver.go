@@ -528,8 +528,9 @@ func (e *IdleEndpoint) Close() error {
 }
 
 // maxParkedStaging bounds the staging memory a parked endpoint keeps: the
-// default window (16 slots of 1 MiB, over two lanes) fits; a transfer that
-// asked for more slots or larger ones gives the rest back when it ends.
+// engine's default window (4 slots of 4 MiB, shared by a transfer's lanes)
+// fits; a transfer with more slots or larger ones gives the rest back when
+// it ends.
 const maxParkedStaging = 16 << 20
 
 // keptStaging frees the buffers beyond maxParkedStaging and returns the rest.
