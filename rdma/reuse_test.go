@@ -105,3 +105,57 @@ func TestParkAfterFailure(t *testing.T) {
 		t.Fatal("Park of a broken sender succeeded")
 	}
 }
+
+// Memory registered ahead (RegisterSource) is what the next Send over the
+// same bytes writes from; registered for other bytes, it is dropped and
+// Send registers its own; not taken, Park drops it. No region outlives the
+// sender (checkResources).
+func TestRegisterSourceAhead(t *testing.T) {
+	requireDevice(t)
+	checkResources(t)
+	const size, chunk = 1<<20 + 5, 64 << 10
+	p := newPair(t, 4, chunk)
+	_, data, chunks := sourceFile(t, t.TempDir(), size, chunk, 9)
+	_, mem := memfdWindow(t, size)
+	copy(mem, data)
+	send := func(what string) {
+		t.Helper()
+		if res := runSend(t, p.s, Source{Bytes: mem, Register: true}, chunks, 0, nil); res.err != nil {
+			t.Fatalf("%s: Send: %v", what, res.err)
+		}
+		if p.s.pre != nil {
+			t.Fatalf("%s: the memory registered ahead outlived the Send", what)
+		}
+		got, err := os.ReadFile(p.sink.f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := testbedenv.FirstDiff(got[:size], data); i >= 0 {
+			t.Fatalf("%s: destination differs from source at byte %d", what, i)
+		}
+	}
+
+	if err := p.s.RegisterSource(mem); err != nil {
+		t.Fatal(err)
+	}
+	pre := p.s.pre
+	if pre == nil || !sameMemory(pre.Bytes(), mem) {
+		t.Fatalf("RegisterSource kept %v, want a region over the source", pre)
+	}
+	send("registered ahead")
+
+	if err := p.s.RegisterSource(mem[:chunk]); err != nil { // other bytes
+		t.Fatal(err)
+	}
+	send("registered ahead for other bytes")
+
+	if err := p.s.RegisterSource(mem); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.s.Park(); err != nil {
+		t.Fatal(err)
+	}
+	if p.s.pre != nil {
+		t.Fatal("Park kept the memory registered ahead")
+	}
+}

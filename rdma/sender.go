@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/verbs"
@@ -70,6 +71,10 @@ type Sender struct {
 	staging    *verbs.MemoryRegion // depth buffers of bufSize bytes, local access only
 	bufSize    int
 	sourceMode sourceMode
+
+	// pre is source memory registered ahead of the next Send
+	// (RegisterSource); that Send takes it if its Source is the same memory.
+	pre *verbs.MemoryRegion
 
 	// corrupt is a test hook: when it returns true for a chunk, the CRC in its
 	// control message has a bit flipped, as if the bytes were corrupted.
@@ -201,7 +206,39 @@ func (s *Sender) Park() (EndpointInfo, error) {
 	}
 	s.ep.info.PSN = psn
 	s.slots, s.window, s.connected, s.parked, s.clean = nil, false, false, true, false
+	s.dropSource()
 	return s.Offer(), nil
+}
+
+// RegisterSource registers mem (local read access only) for the next Send,
+// ahead of it: a caller that knows the source memory before the receiver has
+// answered (Source.Register) overlaps the registration, which pins every
+// page, with the receiver's own set-up. That Send writes from it when its
+// Source.Bytes is mem (else it is deregistered) and deregisters it at the
+// end; Park and Close drop it if no Send took it. It must not be called
+// while Send runs.
+func (s *Sender) RegisterSource(mem []byte) error {
+	if s.ep == nil {
+		return errors.New("rdma: sender closed")
+	}
+	s.dropSource()
+	if len(mem) == 0 {
+		return nil
+	}
+	mr, err := s.ep.pd.RegisterMemory(mem, 0) // local read only
+	if err != nil {
+		return fmt.Errorf("rdma: registering the source memory: %w", err)
+	}
+	s.pre = mr
+	return nil
+}
+
+// dropSource deregisters what RegisterSource registered, if no Send took it.
+func (s *Sender) dropSource() {
+	if s.pre != nil {
+		s.pre.Close()
+		s.pre = nil
+	}
 }
 
 // Offer returns the endpoint to offer a receiver: for a parked sender it
@@ -607,8 +644,8 @@ func (s *Sender) Close() error {
 	if s.ep == nil {
 		return nil
 	}
-	err := s.ep.close(s.staging)
-	s.ep, s.staging = nil, nil
+	err := s.ep.close(s.staging, s.pre)
+	s.ep, s.staging, s.pre = nil, nil, nil
 	if s.broken == nil {
 		s.broken = errors.New("rdma: sender closed")
 	}
@@ -651,6 +688,11 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		if len(src.mem) == 0 {
 			return src, nil
 		}
+		if pre := s.pre; pre != nil && !src.mapped && sameMemory(pre.Bytes(), src.mem) {
+			src.mr, s.pre = pre, nil // registered ahead (RegisterSource)
+			return src, nil
+		}
+		s.dropSource()
 		var err error
 		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil { // local read only
 			src.close()
@@ -658,6 +700,7 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		}
 		return src, nil
 	}
+	s.dropSource() // registered ahead for a Source that is not this one
 	var size int
 	for _, b := range s.slots {
 		size = max(size, int(b.Len))
@@ -677,6 +720,11 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		s.staging, s.bufSize = mr, size
 	}
 	return src, nil
+}
+
+// sameMemory reports whether a and b are the same bytes (not equal ones).
+func sameMemory(a, b []byte) bool {
+	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // sge returns where chunk c's bytes are, putting them into staging buffer

@@ -181,9 +181,10 @@ type push struct {
 	src     *os.File
 	srcBase int64 // offset in src of the transfer's first byte
 	srcAnon bool  // src is a memfd-backed region: RDMA WRITEs straight from its mapping
-	// register: sched.data is a read-write mapping of such a region, which
-	// the RDMA sender registers instead of copying from it.
+	// register: data is a read-write mapping of such a region, which the
+	// RDMA sender registers instead of copying from it.
 	register bool
+	data     []byte // the source mapped (from offset 0), while run runs
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
@@ -227,11 +228,21 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	rec := p.rec
 	rec.setState(StatePreparing)
 	p.emit()
+	if err := p.mapSource(); err != nil {
+		return err
+	}
+	defer func() {
+		if p.data != nil {
+			unix.Munmap(p.data)
+		}
+	}()
+	registered := p.registerAhead()
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
 		RDMA: p.offers, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 	})
+	registered.Wait()
 	if err != nil {
 		return err
 	}
@@ -474,23 +485,7 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	if count == 0 {
 		return nil
 	}
-	length := int(p.srcBase + p.plan.Size)
-	var data []byte
-	var err error
-	if p.srcAnon && len(p.rdma) > 0 {
-		// Read-write (nothing writes through it): on 6.1 a read-only
-		// MAP_SHARED mapping cannot be registered.
-		data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		p.register = err == nil
-	}
-	if data == nil {
-		if data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED); err != nil {
-			return fmt.Errorf("mapping source: %w", err)
-		}
-	}
-	defer unix.Munmap(data)
-	unix.Madvise(data, unix.MADV_SEQUENTIAL)
-	p.sched.data, p.sched.base = data[p.srcBase:], p.srcBase
+	p.sched.data, p.sched.base = p.data[p.srcBase:], p.srcBase
 	if resp.Transport == TransportRDMA {
 		err := p.moveRDMA(ctx, resp)
 		var broken *transportBroken
@@ -572,6 +567,53 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	})
 	p.rdmaDone = err == nil
 	return err
+}
+
+// mapSource maps the source (nothing for an empty transfer): a memfd-backed
+// region read-write when RDMA lanes are offered (on 6.1 a read-only
+// MAP_SHARED mapping cannot be registered; nothing writes through it), and
+// then registered by the lanes; anything else read-only.
+func (p *push) mapSource() error {
+	if p.plan.Count() == 0 {
+		return nil
+	}
+	length := int(p.srcBase + p.plan.Size)
+	var err error
+	if p.srcAnon && len(p.rdma) > 0 {
+		p.data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		p.register = err == nil
+	}
+	if p.data == nil {
+		if p.data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mapping source: %w", err)
+		}
+	}
+	unix.Madvise(p.data, unix.MADV_SEQUENTIAL)
+	return nil
+}
+
+// registerAhead registers a region source for each lane while the
+// destination prepares, one lane after the other (pinning the same pages
+// from two threads at once was slower): otherwise each lane's Send pins
+// every page after Prepare returned, while the destination waits. Across
+// two 1-vCPU testbed VMs, daemon pairs side by side, six 64 MiB
+// region→region copies each: median 2.12 s before, 2.01 s with it (moving
+// phase 1.96 → 1.87 s). A lane whose registration fails registers in Send
+// as before.
+func (p *push) registerAhead() *sync.WaitGroup {
+	var wg sync.WaitGroup
+	if !p.register {
+		return &wg
+	}
+	mem := p.data[p.srcBase:]
+	wg.Go(func() {
+		for _, s := range p.rdma {
+			if err := s.RegisterSource(mem); err != nil {
+				p.node.log.Info("source not registered ahead; the lane registers it when sending", "transfer", p.rec.info.ID, "err", err)
+			}
+		}
+	})
+	return &wg
 }
 
 // peerAddr is the IP address in a node's host:port, to pick the local GID
