@@ -215,8 +215,10 @@ func (s *Sender) Park() (EndpointInfo, error) {
 // answered (Source.Register) overlaps the registration, which pins every
 // page, with the receiver's own set-up. That Send writes from it when its
 // Source.Bytes is mem (else it is deregistered) and deregisters it at the
-// end; Park and Close drop it if no Send took it. It must not be called
-// while Send runs.
+// end; Park and Close drop it if no Send took it. mem must stay mapped until
+// then (the registration pins its pages, and a new mapping at the same
+// address would look like the same memory). It must not be called while
+// Send runs.
 func (s *Sender) RegisterSource(mem []byte) error {
 	if s.ep == nil {
 		return errors.New("rdma: sender closed")
@@ -225,12 +227,19 @@ func (s *Sender) RegisterSource(mem []byte) error {
 	if len(mem) == 0 {
 		return nil
 	}
-	mr, err := s.ep.pd.RegisterMemory(mem, 0) // local read only
-	if err != nil {
-		return fmt.Errorf("rdma: registering the source memory: %w", err)
-	}
+	mr, err := s.registerSource(mem)
 	s.pre = mr
-	return nil
+	return err
+}
+
+// registerSource registers source memory for local reads only: WRITEs take
+// their bytes from it, nothing else may touch it.
+func (s *Sender) registerSource(mem []byte) (*verbs.MemoryRegion, error) {
+	mr, err := s.ep.pd.RegisterMemory(mem, 0)
+	if err != nil {
+		return nil, fmt.Errorf("rdma: registering the source memory: %w", err)
+	}
+	return mr, nil
 }
 
 // dropSource deregisters what RegisterSource registered, if no Send took it.
@@ -688,15 +697,15 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		if len(src.mem) == 0 {
 			return src, nil
 		}
-		if pre := s.pre; pre != nil && !src.mapped && sameMemory(pre.Bytes(), src.mem) {
+		if pre := s.pre; pre != nil && sameMemory(pre.Bytes(), src.mem) {
 			src.mr, s.pre = pre, nil // registered ahead (RegisterSource)
 			return src, nil
 		}
 		s.dropSource()
 		var err error
-		if src.mr, err = s.ep.pd.RegisterMemory(src.mem, 0); err != nil { // local read only
+		if src.mr, err = s.registerSource(src.mem); err != nil {
 			src.close()
-			return nil, fmt.Errorf("rdma: registering the source memory: %w", err)
+			return nil, err
 		}
 		return src, nil
 	}
