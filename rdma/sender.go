@@ -206,7 +206,7 @@ func (s *Sender) Park() (EndpointInfo, error) {
 	}
 	s.ep.info.PSN = psn
 	s.slots, s.window, s.connected, s.parked, s.clean = nil, false, false, true, false
-	s.dropSource()
+	s.DropSource()
 	return s.Offer(), nil
 }
 
@@ -215,15 +215,15 @@ func (s *Sender) Park() (EndpointInfo, error) {
 // answered (Source.Register) overlaps the registration, which pins every
 // page, with the receiver's own set-up. That Send writes from it when its
 // Source.Bytes is mem (else it is deregistered) and deregisters it at the
-// end; Park and Close drop it if no Send took it. mem must stay mapped until
-// then (the registration pins its pages, and a new mapping at the same
-// address would look like the same memory). It must not be called while
-// Send runs.
+// end; Park, Close and DropSource drop it if no Send took it. mem must stay
+// mapped until then (the registration pins its pages, and a new mapping at
+// the same address would look like the same memory). It must not be called
+// while Send runs.
 func (s *Sender) RegisterSource(mem []byte) error {
 	if s.ep == nil {
 		return errors.New("rdma: sender closed")
 	}
-	s.dropSource()
+	s.DropSource()
 	if len(mem) == 0 {
 		return nil
 	}
@@ -242,8 +242,9 @@ func (s *Sender) registerSource(mem []byte) (*verbs.MemoryRegion, error) {
 	return mr, nil
 }
 
-// dropSource deregisters what RegisterSource registered, if no Send took it.
-func (s *Sender) dropSource() {
+// DropSource deregisters what RegisterSource registered, if no Send took it
+// (before its memory is unmapped). It must not be called while Send runs.
+func (s *Sender) DropSource() {
 	if s.pre != nil {
 		s.pre.Close()
 		s.pre = nil
@@ -701,7 +702,7 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 			src.mr, s.pre = pre, nil // registered ahead (RegisterSource)
 			return src, nil
 		}
-		s.dropSource()
+		s.DropSource()
 		var err error
 		if src.mr, err = s.registerSource(src.mem); err != nil {
 			src.close()
@@ -709,7 +710,7 @@ func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
 		}
 		return src, nil
 	}
-	s.dropSource() // registered ahead for a Source that is not this one
+	s.DropSource() // registered ahead for a Source that is not this one
 	var size int
 	for _, b := range s.slots {
 		size = max(size, int(b.Len))

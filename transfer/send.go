@@ -232,6 +232,9 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 		return err
 	}
 	defer func() {
+		for _, s := range p.rdma {
+			s.DropSource() // registered ahead but not taken: before the unmap
+		}
 		if p.data != nil {
 			unix.Munmap(p.data)
 		}
