@@ -184,7 +184,8 @@ type push struct {
 	// register: data is a read-write mapping of such a region, which the
 	// RDMA sender registers instead of copying from it.
 	register bool
-	data     []byte // the source mapped (from offset 0), while run runs
+	data     []byte       // the transfer's bytes of the source, mapped while run runs
+	unmap    func() error // unmaps data
 	plan     ChunkPlan
 	progress func(Info)
 	prepared bool
@@ -235,8 +236,8 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 		for _, s := range p.rdma {
 			s.DropSource() // registered ahead but not taken: before the unmap
 		}
-		if p.data != nil {
-			unix.Munmap(p.data)
+		if p.unmap != nil {
+			p.unmap()
 		}
 	}()
 	registered := p.registerAhead()
@@ -488,7 +489,7 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	if count == 0 {
 		return nil
 	}
-	p.sched.data, p.sched.base = p.data[p.srcBase:], p.srcBase
+	p.sched.data, p.sched.base = p.data, p.srcBase
 	if resp.Transport == TransportRDMA {
 		err := p.moveRDMA(ctx, resp)
 		var broken *transportBroken
@@ -580,18 +581,17 @@ func (p *push) mapSource() error {
 	if p.plan.Count() == 0 {
 		return nil
 	}
-	length := int(p.srcBase + p.plan.Size)
 	var err error
 	if p.srcAnon && len(p.rdma) > 0 {
-		p.data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		p.data, p.unmap, err = mapRange(p.src, p.srcBase, p.plan.Size, unix.PROT_READ|unix.PROT_WRITE)
 		p.register = err == nil
 	}
 	if p.data == nil {
-		if p.data, err = unix.Mmap(int(p.src.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+		if p.data, p.unmap, err = mapRange(p.src, p.srcBase, p.plan.Size, unix.PROT_READ); err != nil {
 			return fmt.Errorf("mapping source: %w", err)
 		}
+		unix.Madvise(p.data, unix.MADV_SEQUENTIAL) // a hint: refused (ignored) if the range starts mid-page
 	}
-	unix.Madvise(p.data, unix.MADV_SEQUENTIAL)
 	return nil
 }
 
@@ -608,10 +608,9 @@ func (p *push) registerAhead() *sync.WaitGroup {
 	if !p.register {
 		return &wg
 	}
-	mem := p.data[p.srcBase:]
 	wg.Go(func() {
 		for _, s := range p.rdma {
-			if err := s.RegisterSource(mem); err != nil {
+			if err := s.RegisterSource(p.data); err != nil {
 				p.node.log.Info("source not registered ahead; the lane registers it when sending", "transfer", p.rec.info.ID, "err", err)
 			}
 		}
