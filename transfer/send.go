@@ -139,14 +139,13 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		// Committed over RDMA all the way: park the lanes for the next
 		// transfer to this destination (the destination parked its side).
 		// A lane the destination did not take is not connected: Park
-		// refuses it and it is closed.
-		for i, s := range senders {
-			if !p.rdmaDone || n.cfg.RDMA.IdleExpiry <= 0 {
-				break // nothing is parked; the deferred loop closes them all
-			}
-			if _, perr := s.Park(); perr == nil {
-				senders[i] = nil // parked: not closed
-				n.idleSenders.put(poolKey, s.Device(), s)
+		// refuses it and it is closed, as are all of them otherwise.
+		if p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
+			for i, s := range senders {
+				if _, perr := s.Park(); perr == nil {
+					senders[i] = nil // parked: not closed
+					n.idleSenders.put(poolKey, s.Device(), s)
+				}
 			}
 		}
 		n.finish(rec, StateCommitted, nil)
