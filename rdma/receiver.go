@@ -102,19 +102,16 @@ func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error)
 	return func(r *Receiver) ([]RemoteBuffer, error) {
 		bufs := make([]RemoteBuffer, slots)
 		for i := range slots {
-			if i < len(r.mem) && len(r.mem[i].Bytes()) < slotSize {
-				r.mem[i].Close()
-				r.mem[i] = nil
+			if i == len(r.mem) {
+				r.mem = append(r.mem, nil)
 			}
-			if i == len(r.mem) || r.mem[i] == nil {
-				b, err := verbs.NewBuffer(slotSize)
-				if err != nil {
-					return nil, err
+			if b := r.mem[i]; b == nil || len(b.Bytes()) < slotSize {
+				if b != nil {
+					b.Close()
 				}
-				if i == len(r.mem) {
-					r.mem = append(r.mem, b)
-				} else {
-					r.mem[i] = b
+				var err error
+				if r.mem[i], err = verbs.NewBuffer(slotSize); err != nil {
+					return nil, err
 				}
 			}
 			mr, err := r.ep.pd.RegisterMemory(r.mem[i].Bytes()[:slotSize], verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
@@ -205,8 +202,7 @@ func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots in
 	}
 	defer func() {
 		if err != nil {
-			r.ep.close(append(r.slots, r.windowMR)...)
-			freeBuffers(r.mem)
+			r.release(append(r.slots, r.windowMR)...)
 		}
 	}()
 	bufs, err := register(r)
@@ -456,12 +452,19 @@ func (r *Receiver) Err() error {
 // device. It is idempotent.
 func (r *Receiver) Close() error {
 	r.closeOnce.Do(func() {
-		r.closeErr = errors.Join(r.stop(), r.ep.close(), freeBuffers(r.mem))
+		r.closeErr = errors.Join(r.stop(), r.release())
 	})
 	return r.closeErr
 }
 
-// freeBuffers unmaps staging memory no region is registered over any more.
+// release closes the endpoint (with the regions mrs, if still registered)
+// and unmaps the staging memory.
+func (r *Receiver) release(mrs ...*verbs.MemoryRegion) error {
+	return errors.Join(r.ep.close(mrs...), freeBuffers(r.mem))
+}
+
+// freeBuffers unmaps staging memory no region is registered over any more
+// (nil entries: none made).
 func freeBuffers(mem []*verbs.Buffer) error {
 	var errs []error
 	for _, b := range mem {
@@ -537,9 +540,6 @@ const maxParkedStaging = 16 << 20
 func keptStaging(mem []*verbs.Buffer) []*verbs.Buffer {
 	total := 0
 	for i, b := range mem {
-		if b == nil {
-			continue
-		}
 		if total += len(b.Bytes()); total > maxParkedStaging {
 			freeBuffers(mem[i:])
 			return mem[:i]
@@ -572,7 +572,7 @@ func (r *Receiver) Detach() (*IdleEndpoint, error) {
 			r.closeErr = nil
 			return
 		}
-		r.closeErr = errors.Join(reason, r.ep.close(), freeBuffers(r.mem))
+		r.closeErr = errors.Join(reason, r.release())
 	})
 	if idle == nil {
 		if reason == nil {
