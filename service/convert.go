@@ -32,7 +32,7 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 	return out
 }
 
-func endpointToProto(e *rdma.EndpointInfo) *pb.RdmaEndpoint {
+func endpointToProto(e rdma.EndpointInfo) *pb.RdmaEndpoint {
 	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU), ConnectedQpn: e.ConnectedQPN}
 }
 
@@ -50,7 +50,7 @@ func convertAll[T, U any](in []T, conv func(T) (U, error)) ([]U, error) {
 }
 
 func endpointsToProto(es []rdma.EndpointInfo) []*pb.RdmaEndpoint {
-	out, _ := convertAll(es, func(e rdma.EndpointInfo) (*pb.RdmaEndpoint, error) { return endpointToProto(&e), nil })
+	out, _ := convertAll(es, func(e rdma.EndpointInfo) (*pb.RdmaEndpoint, error) { return endpointToProto(e), nil })
 	return out
 }
 
@@ -59,60 +59,48 @@ func endpointsFromProto(es []*pb.RdmaEndpoint) ([]rdma.EndpointInfo, error) {
 	if len(es) > transfer.MaxRDMALanes {
 		return nil, fmt.Errorf("%w: %d RDMA lanes offered, at most %d", transfer.ErrInvalid, len(es), transfer.MaxRDMALanes)
 	}
-	return convertAll(es, func(e *pb.RdmaEndpoint) (rdma.EndpointInfo, error) {
-		ep, err := endpointFromProto(e)
-		if err != nil {
-			return rdma.EndpointInfo{}, err
-		}
-		return *ep, nil
-	})
+	return convertAll(es, endpointFromProto)
 }
 
 // endpointFromProto validates and converts a peer's queue-pair description.
-func endpointFromProto(e *pb.RdmaEndpoint) (*rdma.EndpointInfo, error) {
+func endpointFromProto(e *pb.RdmaEndpoint) (rdma.EndpointInfo, error) {
 	if e == nil {
-		return nil, fmt.Errorf("%w: empty RDMA endpoint", transfer.ErrInvalid)
+		return rdma.EndpointInfo{}, fmt.Errorf("%w: empty RDMA endpoint", transfer.ErrInvalid)
 	}
 	if len(e.Gid) != 16 {
-		return nil, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
+		return rdma.EndpointInfo{}, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
 	}
-	out := &rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu), ConnectedQPN: e.ConnectedQpn}
+	out := rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu), ConnectedQPN: e.ConnectedQpn}
 	copy(out.GID[:], e.Gid)
 	return out, nil
 }
 
 func channelsToProto(cs []transfer.RDMAChannel) []*pb.RdmaChannel {
-	out, _ := convertAll(cs, func(c transfer.RDMAChannel) (*pb.RdmaChannel, error) { return channelToProto(&c), nil })
+	out, _ := convertAll(cs, func(c transfer.RDMAChannel) (*pb.RdmaChannel, error) { return channelToProto(c), nil })
 	return out
 }
 
 func channelsFromProto(cs []*pb.RdmaChannel) ([]transfer.RDMAChannel, error) {
-	return convertAll(cs, func(c *pb.RdmaChannel) (transfer.RDMAChannel, error) {
-		ch, err := channelFromProto(c)
-		if err != nil {
-			return transfer.RDMAChannel{}, err
-		}
-		return *ch, nil
-	})
+	return convertAll(cs, channelFromProto)
 }
 
-func channelToProto(c *transfer.RDMAChannel) *pb.RdmaChannel {
-	out := &pb.RdmaChannel{Endpoint: endpointToProto(&c.Endpoint), Direct: c.Direct, Reused: c.Reused}
+func channelToProto(c transfer.RDMAChannel) *pb.RdmaChannel {
+	out := &pb.RdmaChannel{Endpoint: endpointToProto(c.Endpoint), Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, &pb.RdmaBuffer{Addr: b.Addr, Rkey: b.RKey, Length: b.Len})
 	}
 	return out
 }
 
-func channelFromProto(c *pb.RdmaChannel) (*transfer.RDMAChannel, error) {
+func channelFromProto(c *pb.RdmaChannel) (transfer.RDMAChannel, error) {
 	if c == nil || c.Endpoint == nil || len(c.Slots) == 0 {
-		return nil, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
+		return transfer.RDMAChannel{}, fmt.Errorf("%w: RDMA channel without an endpoint or slots", transfer.ErrInvalid)
 	}
 	ep, err := endpointFromProto(c.Endpoint)
 	if err != nil {
-		return nil, err
+		return transfer.RDMAChannel{}, err
 	}
-	out := &transfer.RDMAChannel{Endpoint: *ep, Direct: c.Direct, Reused: c.Reused}
+	out := transfer.RDMAChannel{Endpoint: ep, Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
 		out.Slots = append(out.Slots, rdma.RemoteBuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
 	}
