@@ -3,8 +3,10 @@ package rdma
 import (
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/verbs"
 )
 
 // sendAll sends a fresh file through p's sender into sink and checks it
@@ -44,6 +46,15 @@ func TestParkAndResume(t *testing.T) {
 	}
 	if offer.ConnectedQPN != idle.QPN() || idle.Peer().QPN != offer.QPN {
 		t.Fatalf("offer %+v, parked endpoint QPN %#x connected to %#x: not each other's", offer, idle.QPN(), idle.Peer().QPN)
+	}
+	// Parked, the endpoint still holds the slots' memory (no region over it).
+	if len(idle.mem) != len(p.bufs) {
+		t.Fatalf("parked endpoint keeps %d staging buffers, want %d", len(idle.mem), len(p.bufs))
+	}
+	for i, b := range idle.mem {
+		if addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b.Bytes())))); addr != p.bufs[i].Addr {
+			t.Fatalf("parked staging buffer %d at %#x, slot %d was at %#x", i, addr, i, p.bufs[i].Addr)
+		}
 	}
 	sink2 := newTestSink(t, t.TempDir())
 	r2, rinfo, bufs, err := ResumeReceiver(idle, 4, chunk, sink2)
@@ -108,8 +119,8 @@ func TestParkAfterFailure(t *testing.T) {
 
 // Memory registered ahead (RegisterSource) is what the next Send over the
 // same bytes writes from; registered for other bytes, it is dropped and
-// Send registers its own; not taken, Park drops it. No region outlives the
-// sender (checkResources).
+// Send registers its own; not taken, DropSource and Park drop it. No region
+// outlives the sender (checkResources).
 func TestRegisterSourceAhead(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
@@ -135,23 +146,46 @@ func TestRegisterSourceAhead(t *testing.T) {
 		}
 	}
 
-	if err := p.s.RegisterSource(mem); err != nil {
-		t.Fatal(err)
+	// Which region a Send writes from: prepareSource is where it is chosen.
+	writesFrom := func() *verbs.MemoryRegion {
+		t.Helper()
+		src, err := p.s.prepareSource(Source{Bytes: mem, Register: true}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.close()
+		return src.mr
 	}
-	pre := p.s.pre
-	if pre == nil || !sameMemory(pre.Bytes(), mem) {
-		t.Fatalf("RegisterSource kept %v, want a region over the source", pre)
+	register := func(b []byte) *verbs.MemoryRegion {
+		t.Helper()
+		if err := p.s.RegisterSource(b); err != nil {
+			t.Fatal(err)
+		}
+		if p.s.pre == nil || !sameMemory(p.s.pre.Bytes(), b) {
+			t.Fatalf("RegisterSource kept no region over the %d bytes given", len(b))
+		}
+		return p.s.pre
 	}
+
+	if pre := register(mem); writesFrom() != pre {
+		t.Fatal("a Send over the same bytes did not write from the region registered ahead")
+	}
+	register(mem)
 	send("registered ahead")
 
-	if err := p.s.RegisterSource(mem[:chunk]); err != nil { // other bytes
-		t.Fatal(err)
+	if pre := register(mem[:chunk]); writesFrom() == pre { // other bytes
+		t.Fatal("a Send over other bytes wrote from the region registered ahead")
 	}
+	register(mem[:chunk])
 	send("registered ahead for other bytes")
 
-	if err := p.s.RegisterSource(mem); err != nil {
-		t.Fatal(err)
+	register(mem)
+	p.s.DropSource()
+	if p.s.pre != nil {
+		t.Fatal("DropSource kept the memory registered ahead")
 	}
+
+	register(mem)
 	if _, err := p.s.Park(); err != nil {
 		t.Fatal(err)
 	}
