@@ -6,36 +6,50 @@ GO      ?= go
 BIN     := bin/rxfer
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
-# Debian packages the host suite and benchmarks use (the testbed adds its own).
-HOST_APT := iproute2 iperf3
+# Debian packages, by what needs them (the testbed's own list is TESTBED_APT in
+# testbed/testbed.mk). scripts/deps.sh checks them and, as root, installs the
+# missing ones before anything compiles.
+BUILD_APT := gcc libc6-dev libibverbs-dev
+HOST_APT  := iproute2 iperf3
+BENCH_APT := $(HOST_APT)
+DEPS      := scripts/deps.sh
 
-.PHONY: all build build-nocgo demo test test-host deps-host vet proto bench bench-rdma clean
+.PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean
 
 all: build
 
-build:
-	$(GO) build -o $(BIN) ./cmd/rxfer
+# demo's own run says "deps (demo)" (target-specific variables reach prerequisites).
+deps-build:
+	@$(DEPS) $(or $(DEPS_TARGET),build) $(BUILD_APT)
+
+# What `make test` needs, host suite and testbed together: one apt-get run.
+deps-test:
+	@$(DEPS) test $(BUILD_APT) $(HOST_APT) $(TESTBED_APT)
+
+deps-bench:
+	@$(DEPS) bench $(BUILD_APT) $(BENCH_APT) $(TESTBED_APT)
+
+deps: deps-test
+
+# cgo only where the libibverbs headers and a C compiler are there; otherwise
+# the TCP-only binary (deps.sh has said why).
+build: deps-build
+	@if [ -f /usr/include/infiniband/verbs.h ] && command -v gcc >/dev/null; then $(GO) build -o $(BIN) ./cmd/rxfer; \
+	else echo "build: TCP-only binary (CGO_ENABLED=0)"; CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/rxfer; fi
 
 # The TCP-only binary: no cgo, no libibverbs.
 build-nocgo:
 	CGO_ENABLED=0 $(GO) build -o bin/rxfer-nocgo ./cmd/rxfer
 
+demo: DEPS_TARGET := demo
 demo: build
 	@scripts/demo.sh $(BIN)
 
-test: testbed-check test-host testbed
+# deps-test first: a missing package fails here, before anything compiles.
+test: deps-test testbed-check test-host testbed
 
-# Installs what the host suite needs when run as root and it is missing.
 deps-host:
-	@missing=; for p in $(HOST_APT); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" = 0 ]; then \
-			echo "deps-host: installing$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-		else echo "deps-host: missing$$missing (install them, or run as root); namespace tests will skip"; fi; \
-	fi
+	@$(DEPS) test-host $(BUILD_APT) $(HOST_APT)
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -44,7 +58,7 @@ vet:
 test-host: deps-host vet build-nocgo
 	$(GO) test -count=1 -timeout 15m ./...
 
-bench: build deps-host
+bench: deps-bench build
 	@scripts/bench.sh $(BIN)
 	@$(MAKE) --no-print-directory bench-rdma
 

@@ -74,6 +74,12 @@ type GIDStatus struct {
 	Addr  netip.Addr // the IP address the GID maps to (IPv4 for ::ffff:a.b.c.d)
 }
 
+// UnavailableReason is err's text without the leading "rdma: unavailable: "
+// label, for places that already say RDMA is unavailable and want only why.
+func UnavailableReason(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrUnavailable.Error()+": ")
+}
+
 // unavailable wraps ErrUnavailable with a reason.
 func unavailable(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnavailable, fmt.Sprintf(format, args...))
@@ -293,7 +299,11 @@ func selectDevice(opt Options, peer netip.Addr) (*selection, error) {
 	case len(reasons) == 1:
 		return nil, reasons[0]
 	}
-	return nil, fmt.Errorf("%w: no usable device: %w", ErrUnavailable, errors.Join(reasons...))
+	why := make([]string, len(reasons))
+	for i, r := range reasons {
+		why[i] = UnavailableReason(r)
+	}
+	return nil, fmt.Errorf("%w: no usable device: %s", ErrUnavailable, strings.Join(why, "; "))
 }
 
 func selectOn(name string, opt Options, peer netip.Addr) (*selection, error) {

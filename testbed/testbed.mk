@@ -29,6 +29,8 @@ TESTBED_RUNFLAGS ?=
 # The host-only target named in the "cannot run" message.
 TESTBED_HOST_TARGET ?= test-host
 TESTBED_GO ?= go
+# The dependency step: checks packages and, as root, apt-get installs the missing ones.
+TESTBED_DEPS ?= scripts/deps.sh
 
 TESTBED_DIR := testbed
 TESTBED_CACHE := $(TESTBED_DIR)/.cache
@@ -50,13 +52,7 @@ testbed-check:
 	@$(TESTBED_DIR)/check.sh $(TESTBED_HOST_TARGET)
 
 testbed-deps: testbed-check
-	@missing=; for p in $(TESTBED_APT); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "testbed-deps: installing$$missing"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	@$(TESTBED_DEPS) testbed $(TESTBED_APT)
 
 testbed-guest: testbed-deps
 	@$(TESTBED_DIR)/guest/build.sh $(TESTBED_CACHE) >/dev/null

@@ -165,7 +165,7 @@ func NewNode(cfg Config) *Node {
 		cfg.RDMAUnavailable = "RDMA is disabled on this node"
 	default:
 		if err := rdma.Check(cfg.RDMA.Options); err != nil {
-			cfg.RDMAUnavailable = err.Error()
+			cfg.RDMAUnavailable = rdma.UnavailableReason(err)
 		}
 	}
 	if cfg.Logger == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/rxfer/rxfer/internal/crc32c"
 
 	"github.com/rxfer/rxfer/internal/testbedenv"
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // needRDMA skips on a host without the testbed and fails inside it when
@@ -145,9 +146,16 @@ func TestPolicyWithoutRDMA(t *testing.T) {
 	if !errors.Is(err, ErrTransportUnavailable) || !strings.Contains(err.Error(), p.src.Config().RDMAUnavailable) {
 		t.Fatalf("RDMA policy without a device: %v; want ErrTransportUnavailable with the reason", err)
 	}
+	policyErr := err
 	info, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "g"}, p.dst.LocalPeer(), nil)
 	if err != nil || info.Transport != TransportTCP || info.FallbackReason == "" {
 		t.Fatalf("AUTO without a device: err %v, transport %v, reason %q", err, info.Transport, info.FallbackReason)
 	}
 	t.Logf("AUTO fell back: %s", info.FallbackReason)
+	// Each layer says its context once: the reason is why, not another "rdma: unavailable:" label.
+	for _, msg := range []string{p.src.Config().RDMAUnavailable, info.FallbackReason, policyErr.Error()} {
+		if strings.Contains(msg, rdma.ErrUnavailable.Error()) {
+			t.Errorf("reason repeats the unavailable label: %q", msg)
+		}
+	}
 }

@@ -104,7 +104,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 			s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
 			if err != nil {
 				if len(senders) == 0 {
-					rdmaReason = err.Error()
+					rdmaReason = rdma.UnavailableReason(err)
 				} else {
 					n.log.Info("RDMA lane not set up; striping over fewer", "lanes", len(senders), "err", err)
 				}
