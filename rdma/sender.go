@@ -379,7 +379,9 @@ func (s *Sender) Send(ctx context.Context, src Source, chunks <-chan fallback.Ch
 		select {
 		case <-probe.C:
 			if st.inflight > 0 && time.Since(lastCompletion) > silenceLimit {
-				err = fmt.Errorf("%w: no completion from the receiver for %v with %d chunks in flight", ErrBroken, silenceLimit, st.inflight)
+				// Only reached when the probe itself could not run: the send
+				// queue is stalled (e.g. RNR retries against a wedged receiver).
+				err = fmt.Errorf("%w: no completion from the receiver for %v with %d chunks in flight, not even for the liveness probe", ErrBroken, silenceLimit, st.inflight)
 			} else if st.inflight > 0 && !probing {
 				rb := s.slots[0]
 				err = s.ep.qp.PostSend(verbs.SendWR{WRID: wrProbe, Opcode: verbs.OpWrite, RemoteAddr: rb.Addr, RKey: rb.RKey, Signaled: true})

@@ -398,12 +398,26 @@ type ConnectConfig struct {
 	MTU          MTU         // default: min(peer MTU, local active MTU)
 	HopLimit     uint8       // GRH hop limit, default 64
 	TrafficClass uint8
-	Timeout      uint8 // local ACK timeout, 4.096 µs * 2^Timeout; default 14 (~67 ms)
-	RetryCount   uint8 // default 7
+	Timeout      uint8 // local ACK timeout, 4.096 µs * 2^Timeout; default [DefaultTimeout]
+	RetryCount   uint8 // transport retries; default [DefaultRetryCount]
 	RNRRetry     uint8 // default 7 (infinite)
 	MinRNRTimer  uint8 // default 12
 	MaxRdAtomic  uint8 // outstanding RDMA READs both ways, default 1
 }
+
+// Transport retry defaults: a peer that stops answering fails the work
+// request with RETRY_EXC_ERR after about (DefaultRetryCount+1) ×
+// DefaultTimeout of silence (~1.9 s).
+const (
+	// DefaultTimeout is the local ACK timeout exponent: 4.096 µs × 2^16 ≈ 268 ms,
+	// long enough that a busy software device (rxe under emulation) does not
+	// spend its retries on acks that are merely late.
+	DefaultTimeout = 16
+	// DefaultRetryCount is 6, not the customary 7: rxe treats a transport
+	// retry count of 7 like an RNR retry count of 7, retrying forever, so a
+	// vanished peer would never fail a work request.
+	DefaultRetryCount = 6
+)
 
 func (c *ConnectConfig) withDefaults(peer PeerInfo, local MTU) ConnectConfig {
 	d := *c
@@ -420,10 +434,10 @@ func (c *ConnectConfig) withDefaults(peer PeerInfo, local MTU) ConnectConfig {
 		d.HopLimit = 64
 	}
 	if d.Timeout == 0 {
-		d.Timeout = 14
+		d.Timeout = DefaultTimeout
 	}
 	if d.RetryCount == 0 {
-		d.RetryCount = 7
+		d.RetryCount = DefaultRetryCount
 	}
 	if d.RNRRetry == 0 {
 		d.RNRRetry = 7
