@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/Mellanox/rdmamap"
-	"github.com/jsimonetti/rtnetlink"
+	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/rxfer/rxfer/verbs"
 	"github.com/vishvananda/netlink"
 )
@@ -389,12 +389,18 @@ func chooseGID(gids []gidEntry, addrs []netip.Prefix, peer netip.Addr) (gidEntry
 // kernel's device list (rdma netlink): a device being deleted (`rdma link
 // delete`) leaves the list at once, while the delete still waits for every
 // process to close it. Idle holders (parked connections) use it to let go.
-// It is false when it cannot tell (netlink unavailable, no name).
+// Sysfs cannot tell: /sys/class/infiniband/NAME stays until that wait ends.
+// It is false when it cannot tell (netlink unavailable, an interrupted dump,
+// no name).
+//
+// Similar to: rdma link show NAME
 func DeviceRemoved(name string) bool {
 	if name == "" {
 		return false
 	}
-	_, err := netlink.RdmaLinkByName(name)
-	// The library reports an absent device only through this message.
-	return err != nil && strings.HasSuffix(err.Error(), "not found")
+	links, err := netlink.RdmaLinkList()
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(links, func(l *netlink.RdmaLink) bool { return l.Attrs.Name == name })
 }

@@ -24,19 +24,11 @@ import (
 	"github.com/rxfer/rxfer/verbs"
 )
 
-// Tests that need a device run in the testbed VM (make testbed
-// TESTBED_PKGS=./rdma/), where the runner sets RXFER_TESTBED=1: there a
-// missing device FAILS them. Elsewhere they skip saying so.
-
-// requireDevice skips (or, in the testbed, fails) a test that needs RDMA.
+// requireDevice skips a test that needs RDMA on a host without a usable
+// device and fails it in the testbed (make testbed TESTBED_PKGS=./rdma/).
 func requireDevice(t *testing.T) {
 	t.Helper()
-	if err := Check(Options{}); err != nil {
-		if testbedenv.Active() {
-			t.Fatalf("testbed: RDMA must be usable: %v", err)
-		}
-		t.Skipf("no usable RDMA device here (%v); RDMA tests run in the testbed VM: make testbed", err)
-	}
+	testbedenv.RequireRDMA(t, Check(Options{}))
 }
 
 // vmIP is the testbed VM's address (the RoCE v2 GID's), or invalid.

@@ -20,6 +20,8 @@ type idlePool[T any] struct {
 	// (and by take): true closes it (its device reported it unusable).
 	broken   func(T) bool
 	watching bool
+	stop     chan struct{}  // closed by close, so the watcher ends at once
+	watcher  sync.WaitGroup // close waits for the watcher to end
 
 	mu     sync.Mutex
 	m      map[string][]*idleEntry[T]
@@ -33,7 +35,7 @@ type idleEntry[T any] struct {
 }
 
 func newIdlePool[T any](expiry time.Duration, closeFn, expired func(T)) *idlePool[T] {
-	return &idlePool[T]{expiry: expiry, closeFn: closeFn, expired: expired, m: make(map[string][]*idleEntry[T])}
+	return &idlePool[T]{expiry: expiry, closeFn: closeFn, expired: expired, m: make(map[string][]*idleEntry[T]), stop: make(chan struct{})}
 }
 
 // put parks v (which uses device) under key; when the pool is closed or
@@ -49,6 +51,7 @@ func (p *idlePool[T]) put(key, device string, v T) {
 	p.m[key] = append(p.m[key], e)
 	if (p.gone != nil || p.broken != nil) && !p.watching {
 		p.watching = true
+		p.watcher.Add(1)
 		go p.watch()
 	}
 	e.timer = time.AfterFunc(p.expiry, func() {
@@ -69,9 +72,15 @@ var watchEvery = time.Second
 // until the pool is empty or closed. An idle parked connection must not keep
 // a device open that is being removed (rdma link delete waits for it).
 func (p *idlePool[T]) watch() {
+	defer p.watcher.Done()
 	t := time.NewTicker(watchEvery)
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 		p.mu.Lock()
 		if p.closed || len(p.m) == 0 {
 			p.watching = false
@@ -164,11 +173,16 @@ func (p *idlePool[T]) drop(key string, all bool) int {
 	return len(out)
 }
 
-// close closes every entry; later puts close theirs at once.
+// close stops the watcher, waiting for it, and closes every entry; later
+// puts close theirs at once.
 func (p *idlePool[T]) close() {
 	p.mu.Lock()
-	p.closed = true
+	if !p.closed {
+		p.closed = true
+		close(p.stop)
+	}
 	p.mu.Unlock()
+	p.watcher.Wait()
 	p.drop("", true)
 }
 

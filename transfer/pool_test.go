@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // The pool hands out what it parked once, closes what expires, what it
@@ -85,4 +87,15 @@ func TestIdlePool(t *testing.T) {
 	if !closed[3] {
 		t.Fatal("put after close did not close")
 	}
+}
+
+// Closing the pool (Node.Shutdown) ends its device watcher at once, not at
+// its next tick: nothing of a shut-down node keeps running.
+func TestIdlePoolCloseStopsWatcher(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	p := newIdlePool(time.Hour, func(int) {}, nil)
+	p.gone = func(string) bool { return false }
+	p.put("k", "d0", 1) // starts the watcher, which ticks every watchEvery (1 s)
+	p.close()
+	goleak.VerifyNone(t, before)
 }

@@ -17,16 +17,15 @@ import (
 	"github.com/rxfer/rxfer/rdma"
 )
 
-// needRDMA skips on a host without the testbed and fails inside it when
-// RDMA is unusable: a test that claims RDMA must not pass without it.
+// needRDMA skips a test on a host where n cannot use RDMA and fails it in
+// the testbed: a test that claims RDMA must not pass without it.
 func needRDMA(t *testing.T, n *Node) {
 	t.Helper()
-	if !testbedenv.Active() {
-		t.Skip("needs an RDMA device: runs in the rdma_rxe testbed (make testbed)")
-	}
+	var probe error
 	if r := n.Config().RDMAUnavailable; r != "" {
-		t.Fatalf("testbed: RDMA unavailable: %s", r)
+		probe = errors.New(r)
 	}
+	testbedenv.RequireRDMA(t, probe)
 }
 
 func TestPushOverRDMA(t *testing.T) {

@@ -2,6 +2,8 @@ package verbs_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log"
 
 	"github.com/rxfer/rxfer/verbs"
@@ -10,11 +12,12 @@ import (
 // Example shows one side of an RDMA WRITE: open the device, register a
 // source buffer, create a CQ and an RC QP, connect it with the peer's info
 // (exchanged over the control plane), write, and wait for the completion.
-// Close runs child first.
+// Close runs child first. It is only compiled: it needs a device and a peer,
+// which rc_test.go sets up in the testbed.
 func Example() {
 	dev, err := verbs.Open("rxe0")
 	if err != nil {
-		log.Fatal(err) // errors.Is(err, verbs.ErrNoDevice) on a host without RDMA
+		log.Fatal(err) // see ExampleOpen for telling "no RDMA here" apart
 	}
 	defer dev.Close()
 	pd, err := dev.AllocPD()
@@ -56,8 +59,37 @@ func Example() {
 		log.Fatal(err)
 	}
 	if err := wcs[0].Err(); err != nil {
-		log.Fatal(err) // e.g. "work request 0x0 on QP 0x11: REM_ACCESS_ERR (remote access error)"
+		log.Fatal(err) // a *verbs.CompletionError, see ExampleWorkCompletion_Err
 	}
+}
+
+// ExampleOpen tells "no RDMA here" from a real failure: a missing device
+// and a build without cgo both mean the caller should use another transport.
+func ExampleOpen() {
+	dev, err := verbs.Open("nosuch0")
+	switch {
+	case errors.Is(err, verbs.ErrNoDevice), errors.Is(err, verbs.ErrNotSupported):
+		fmt.Println("no RDMA device nosuch0: use TCP")
+	case err != nil:
+		fmt.Println("RDMA failed:", err)
+	default:
+		fmt.Println("opened", dev.Name())
+		dev.Close()
+	}
+	// Output: no RDMA device nosuch0: use TCP
+}
+
+// ExampleWorkCompletion_Err shows the error a failed work request completes
+// with: it names the request, the QP and the status, and errors.Is matches
+// the status.
+func ExampleWorkCompletion_Err() {
+	wc := verbs.WorkCompletion{WRID: 3, QPN: 0x11, Status: verbs.WCRemAccessErr}
+	err := wc.Err()
+	fmt.Println(err)
+	fmt.Println(errors.Is(err, verbs.WCRemAccessErr))
+	// Output:
+	// verbs: work request 0x3 on QP 0x11: REM_ACCESS_ERR (remote access error)
+	// true
 }
 
 // exchange stands for the control plane: send ours, receive the peer's.

@@ -345,10 +345,7 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	gid := roceV2Index(t, ctx)
 	dev := ctx.Name()
 	if _, err := exec.LookPath("rdma"); err != nil {
-		if testbedenv.Active() {
-			t.Fatal("the rdma tool (iproute2) is missing in the testbed")
-		}
-		t.Skip("no rdma tool (iproute2)")
+		testbedenv.RequireRDMA(t, fmt.Errorf("no rdma tool (iproute2) to count the device's resources: %w", err))
 	}
 	cycles := 1000
 	if s := os.Getenv("RXFER_LEAK_CYCLES"); s != "" {

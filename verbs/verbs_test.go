@@ -13,23 +13,13 @@ import (
 	"github.com/rxfer/rxfer/verbs"
 )
 
-// Tests that need a device run in the testbed VMs (make testbed), where the
-// runner sets RXFER_TESTBED=1: there a missing device FAILS them. Elsewhere
-// they skip with a message saying so.
-
-// inTestbed reports whether a device must exist.
-
 // openDevice opens RXFER_RDMA_DEVICE (default: the first device) and closes
-// it when the test ends.
+// it when the test ends. Without a device the test skips on a host and fails
+// in the testbed (testbedenv.RequireRDMA).
 func openDevice(t *testing.T) *verbs.Context {
 	t.Helper()
 	ctx, err := verbs.Open(os.Getenv("RXFER_RDMA_DEVICE"))
-	if err != nil {
-		if testbedenv.Active() {
-			t.Fatalf("testbed: no usable RDMA device: %v", err)
-		}
-		t.Skipf("no RDMA device on this host (%v); RDMA tests run in the testbed VM: make testbed", err)
-	}
+	testbedenv.RequireRDMA(t, err)
 	t.Cleanup(func() {
 		if err := ctx.Close(); err != nil {
 			t.Errorf("closing the device: %v", err)

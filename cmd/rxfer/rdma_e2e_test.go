@@ -43,29 +43,43 @@ import (
 // rxeDevice is the testbed's soft-RoCE device (testbed/guest/setup.sh).
 const rxeDevice = "rxe0"
 
-// requireRDMA skips outside the testbed and fails inside it unless
-// `rxfer devices --json` lists a usable device: a test that claims RDMA
-// must not pass without it.
+// requireRDMA skips a test on a host and fails it in the testbed unless
+// `rxfer devices --json` lists rxeDevice as usable: a test that claims RDMA
+// must not pass without it. These tests count rxeDevice's resources, so no
+// other device will do.
 func requireRDMA(t *testing.T) {
 	t.Helper()
-	if !testbedenv.Active() {
-		t.Skip("needs the rdma_rxe testbed: make testbed")
-	}
 	requireBinary(t)
+	testbedenv.RequireRDMA(t, rxeUsable(t))
+}
+
+// rxeUsable returns nil if `rxfer devices --json` lists rxeDevice as usable,
+// else an error that says what it printed.
+func rxeUsable(t *testing.T) error {
+	t.Helper()
 	r := rxfer(t, "devices", "--json")
 	if r.Code != 0 {
-		t.Fatalf("testbed: rxfer devices failed:\n%s", r)
+		return fmt.Errorf("rxfer devices failed:\n%s", r)
 	}
 	var info pb.NodeInfo
 	if err := protojson.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &info); err != nil {
-		t.Fatalf("testbed: rxfer devices --json: %v\n%s", err, r)
+		return fmt.Errorf("rxfer devices --json: %w\n%s", err, r)
 	}
-	for _, d := range info.RdmaDevices {
-		if d.Usable {
-			return
+	why := "not listed"
+	for _, tr := range info.Transports {
+		if tr.Transport == pb.Transport_TRANSPORT_RDMA && tr.Reason != "" {
+			why = tr.Reason
 		}
 	}
-	t.Fatalf("testbed: no usable RDMA device in `rxfer devices --json`:\n%s", r.Stdout)
+	for _, d := range info.RdmaDevices {
+		if d.Name == rxeDevice && d.Usable {
+			return nil
+		}
+		if d.Name == rxeDevice {
+			why = d.Reason
+		}
+	}
+	return fmt.Errorf("`rxfer devices --json`: %s: %s", rxeDevice, why)
 }
 
 // parseEvents parses `rxfer cp --json` output: one TransferInfo per line.

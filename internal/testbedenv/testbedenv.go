@@ -24,6 +24,22 @@ const Device = "rxe0"
 // that claims RDMA must fail, not skip, when the device is missing.
 func Active() bool { return os.Getenv("RXFER_TESTBED") == "1" }
 
+// RequireRDMA gates a test that claims RDMA on probe, the caller's check that
+// what it needs (a usable device, the rdma tool) is there. A nil probe lets
+// the test go on. Otherwise the test skips on a host and fails inside the
+// testbed, where everything must be there: a missing device never passes a
+// test that claims RDMA.
+func RequireRDMA(t testing.TB, probe error) {
+	t.Helper()
+	switch {
+	case probe == nil:
+	case Active():
+		t.Fatalf("testbed: RDMA must be usable here: %v", probe)
+	default:
+		t.Skipf("RDMA is not usable here (%v); RDMA tests run in the testbed VM: make testbed", probe)
+	}
+}
+
 // ResourceCounts returns a device's `rdma resource show` counts, e.g.
 // {"pd": 1, "cq": 2, "qp": 2, "mr": 1, "ctx": 1} from
 // "0: rxe0: pd 1 cq 2 qp 2 cm_id 0 mr 1 ctx 1 srq 0".
