@@ -2,9 +2,10 @@
 // reliable-connected (RC) queue pair per connection (the engine stripes a
 // transfer over one or more connections, its lanes; several Sends may share
 // one chunk channel), registered staging slots on
-// the receiver and a pipelined RDMA WRITE sender. It mirrors the contract of
-// the TCP transport in package fallback ([fallback.Chunk], [fallback.Sink],
-// the done callback of [Sender.Send]) so the engine can switch between them.
+// the receiver and a pipelined RDMA WRITE sender. It speaks the chunk contract
+// the TCP transport in package fallback speaks too ([chunk.Chunk],
+// [chunk.Sink], the verdicts and the done callback of [Sender.Send]), so the
+// engine can switch between them; neither transport imports the other.
 // It has no cgo of its own: every verbs call goes through package verbs.
 //
 // # Setting up

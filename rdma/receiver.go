@@ -11,7 +11,7 @@ import (
 
 	"github.com/rxfer/rxfer/internal/crc32c"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -33,7 +33,7 @@ type Receiver struct {
 	slots  []*verbs.MemoryRegion // staging mode, registered over mem
 	mem    []*verbs.Buffer       // staging memory, kept when parked (Detach)
 	nslots int
-	sink   fallback.Sink
+	sink   chunk.Sink
 
 	// Window mode: window is the caller's memory, registered as windowMR;
 	// slot i is window[i*slotSize:] (the last one shorter).
@@ -73,7 +73,7 @@ type Receiver struct {
 // offset, reported (sink.Landed) and its slot returned to the sender.
 //
 // It returns our endpoint and the slots for the sender's [Sender.Connect].
-func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fallback.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
+func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink chunk.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
 	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
 	}
@@ -85,7 +85,7 @@ func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fal
 // offers it (EndpointInfo.ConnectedQPN), so nothing is connected; fresh
 // slots are registered for this transfer. The endpoint is the Receiver's
 // now; on error it is closed.
-func ResumeReceiver(idle *IdleEndpoint, slots, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+func ResumeReceiver(idle *IdleEndpoint, slots, slotSize int, sink chunk.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
 	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
 		idle.Close()
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
@@ -137,7 +137,7 @@ func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error)
 //
 // One rkey covers the whole window: unlike staging slots, a WRITE of the
 // (authenticated) sender is bounded by the window, not by its slot.
-func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize int, sink fallback.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
+func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize int, sink chunk.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
 	if len(mem) == 0 || slotSize <= 0 || int64(slotSize) > 1<<31 {
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(mem), slotSize)
 	}
@@ -150,7 +150,7 @@ func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize in
 
 // ResumeWindowReceiver is NewWindowReceiver on a parked endpoint, as
 // ResumeReceiver. On error the endpoint is closed.
-func ResumeWindowReceiver(idle *IdleEndpoint, mem []byte, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+func ResumeWindowReceiver(idle *IdleEndpoint, mem []byte, slotSize int, sink chunk.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
 	if len(mem) == 0 || slotSize <= 0 || int64(slotSize) > 1<<31 {
 		idle.Close()
 		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(mem), slotSize)
@@ -184,7 +184,7 @@ func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer,
 // Chunks in flight are bounded by the sender's depth (at most MaxDepth), not
 // by the slots: every endpoint has work requests for MaxDepth, so a parked
 // one can serve either mode.
-func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots int, sink fallback.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
+func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots int, sink chunk.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
 	var ep *endpoint
 	var mem []*verbs.Buffer
 	if idle != nil {
@@ -245,8 +245,8 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 	// Half the CPUs: the rest is left to the device (rxe copies in the
 	// kernel) and the sender's side; in the 2-vCPU testbed one worker beat two.
 	nw := min(r.nslots, max(1, runtime.GOMAXPROCS(0)/2), maxWorkers)
-	if verifyWorkers > 0 {
-		nw = verifyWorkers
+	if knobs.verifyWorkers > 0 {
+		nw = knobs.verifyWorkers
 	}
 	for range nw {
 		workers.Go(func() {
@@ -314,10 +314,6 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 // maxWorkers bounds the goroutines that verify and write chunks.
 const maxWorkers = 8
 
-// verifyWorkers, when positive, overrides the number of workers (for
-// measurements in tests).
-var verifyWorkers = 0
-
 // answer verifies and writes one chunk and acknowledges it.
 func (r *Receiver) answer(ctx context.Context, acks ackBuffers, l landing) error {
 	status := r.verdict(l.m, l.err)
@@ -364,29 +360,29 @@ func (a ackBuffers) free(i int) { a <- i }
 
 // verdict admits, verifies and writes one chunk; Landed is called for every
 // admitted chunk.
-func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
+func (r *Receiver) verdict(m chunkMsg, err error) chunk.Status {
 	if r.window != nil {
 		return r.verdictInPlace(m, err)
 	}
 	c := m.Chunk
 	if err != nil || int(m.Slot) >= len(r.slots) || int(c.Length) > r.slots[m.Slot].Len() {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	off, err := r.sink.Admit(c)
 	if err != nil {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	b := r.slots[m.Slot].Bytes()[:c.Length]
 	if sum := crc32c.Checksum(b); sum != c.CRC {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
-		return statusChecksum
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
+		return chunk.StatusChecksum
 	}
 	if err := r.write(b, off); err != nil {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, ErrReceiverIO, err))
-		return statusIO
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
+		return chunk.StatusIO
 	}
 	r.sink.Landed(c, nil)
-	return statusOK
+	return chunk.StatusOK
 }
 
 // MappedSink is a Sink whose destination is also mapped (MAP_SHARED,
@@ -395,7 +391,7 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 // its inode lock, page allocation included; page faults on a mapping do not,
 // so the lanes of a transfer fill the destination side by side.
 type MappedSink interface {
-	fallback.Sink
+	chunk.Sink
 	// Mapping returns the mapping and the file offset of its first byte, or
 	// nil to use File. The receiver asks once, when it is created.
 	Mapping() (mem []byte, base int64)
@@ -413,26 +409,26 @@ func (r *Receiver) write(b []byte, off int64) error {
 
 // verdictInPlace admits and verifies a chunk in its window slot, which must
 // be the one its index names.
-func (r *Receiver) verdictInPlace(m chunkMsg, err error) uint8 {
+func (r *Receiver) verdictInPlace(m chunkMsg, err error) chunk.Status {
 	c := m.Chunk
 	if err != nil || m.Slot != c.Index || int(m.Slot) >= r.nslots {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	off := int(m.Slot) * r.slotSize
 	if int(c.Length) > min(r.slotSize, len(r.window)-off) {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	if _, err := r.sink.Admit(c); err != nil { // validates the chunk; its place is the slot
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	b := r.window[off : off+int(c.Length)]
 	if sum := crc32c.Checksum(b); sum != c.CRC {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
-		return statusChecksum
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
+		return chunk.StatusChecksum
 	}
 	r.inPlace.Add(1)
 	r.sink.Landed(c, nil)
-	return statusOK
+	return chunk.StatusOK
 }
 
 // Err reports why the receiver stopped draining before Close (a completion

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/verbs"
 )
 
@@ -35,11 +35,6 @@ func (s *Sender) Break() error {
 	}
 	return s.ep.qp.SetError()
 }
-
-// SetCorruptHook installs a test hook: when f returns true for a chunk, the
-// CRC32C in its control message has a bit flipped, as if its bytes had been
-// corrupted on the wire. Production code never sets it.
-func (s *Sender) SetCorruptHook(f func(fallback.Chunk) bool) { s.corrupt = f }
 
 // Send queue limits of a Sender.
 const (
@@ -75,10 +70,6 @@ type Sender struct {
 	// pre is source memory registered ahead of the next Send
 	// (RegisterSource); that Send takes it if its Source is the same memory.
 	pre *verbs.MemoryRegion
-
-	// corrupt is a test hook: when it returns true for a chunk, the CRC in its
-	// control message has a bit flipped, as if the bytes were corrupted.
-	corrupt func(fallback.Chunk) bool
 }
 
 // sourceMode is where WRITEs take their bytes from.
@@ -309,8 +300,8 @@ func (s *Sender) Resume(remote EndpointInfo, slots []RemoteBuffer, window bool) 
 // chunks (their bytes taken from src at Chunk.Offset) into the receiver's slots, each
 // followed by a control message, and calls done exactly once per chunk taken,
 // with nil when the receiver verified the chunk, or an error: wrapping
-// fallback.ErrChecksum on a CRC mismatch (the chunk may be re-sent),
-// ErrReceiverIO, ErrRejected, or ErrBroken together with the
+// chunk.ErrChecksum on a CRC mismatch (the chunk may be re-sent),
+// chunk.ErrReceiverIO, chunk.ErrRejected, or ErrBroken together with the
 // verbs.CompletionError naming the ibv_wc_status when the QP failed. done is
 // called from a goroutine of Send, in order, never concurrently with itself; it
 // may put the chunk back on chunks.
@@ -322,7 +313,7 @@ func (s *Sender) Resume(remote EndpointInfo, slots []RemoteBuffer, window bool) 
 // can only be closed. depth is the number of chunks in flight (0 =
 // DefaultDepth; at most MaxDepth and the number of slots). Every
 // Chunk.Length must fit the slots.
-func (s *Sender) Send(ctx context.Context, src Source, chunks <-chan fallback.Chunk, done func(fallback.Chunk, error), depth int) error {
+func (s *Sender) Send(ctx context.Context, src Source, chunks <-chan chunk.Chunk, done func(chunk.Chunk, error), depth int) error {
 	dq := newDoneQueue(done)
 	defer dq.close()
 	s.clean = false
@@ -371,7 +362,7 @@ func (s *Sender) Send(ctx context.Context, src Source, chunks <-chan fallback.Ch
 	lastCompletion := time.Now()
 	open := true
 	for open || st.inflight > 0 {
-		var in <-chan fallback.Chunk
+		var in <-chan chunk.Chunk
 		if open && len(st.freeBufs) > 0 && (s.window || len(st.freeSlots) > 0) {
 			in = chunks
 		}
@@ -456,24 +447,17 @@ func (s *Sender) fail(st *sendState, err error) error {
 }
 
 // drainWith answers every chunk still coming with err until chunks is closed
-// or ctx ends, and returns err.
-func drainWith(ctx context.Context, chunks <-chan fallback.Chunk, dq *doneQueue, err error) error {
-	for {
-		select {
-		case c, ok := <-chunks:
-			if !ok {
-				return err
-			}
-			dq.push(c, fmt.Errorf("chunk %d: %w", c.Index, err))
-		case <-ctx.Done():
-			return errors.Join(err, context.Cause(ctx))
-		}
+// or ctx ends, and returns err (joined with ctx's cause if it ended).
+func drainWith(ctx context.Context, chunks <-chan chunk.Chunk, dq *doneQueue, err error) error {
+	if cause := chunk.Drain(ctx, chunks, dq.push, err); cause != nil {
+		return errors.Join(err, cause)
 	}
+	return err
 }
 
 // flight is a chunk between its WRITE and the receiver's ack, in its slot.
 type flight struct {
-	c           fallback.Chunk
+	c           chunk.Chunk
 	buf         int
 	used        bool
 	sent, acked bool // SEND completed locally (the WRITE did too); ack received
@@ -492,17 +476,17 @@ type sendState struct {
 }
 
 // post WRITEs c into a free slot and announces it.
-func (st *sendState) post(c fallback.Chunk) error {
+func (st *sendState) post(c chunk.Chunk) error {
 	s := st.s
 	var slot int
 	if s.window {
 		slot = int(c.Index)
 		if slot >= len(s.slots) {
-			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: the receiver's window has %d slots", c.Index, ErrRejected, len(s.slots)))
+			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: the receiver's window has %d slots", c.Index, chunk.ErrRejected, len(s.slots)))
 			return nil
 		}
 		if st.flights[slot].used {
-			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: already in flight", c.Index, ErrRejected))
+			st.dq.push(c, fmt.Errorf("rdma: chunk %d: %w: already in flight", c.Index, chunk.ErrRejected))
 			return nil
 		}
 	} else {
@@ -520,7 +504,7 @@ func (st *sendState) post(c fallback.Chunk) error {
 		return nil
 	}
 	msg := chunkMsg{Slot: uint32(slot), Chunk: c}
-	if s.corrupt != nil && s.corrupt(c) {
+	if knobs.corrupt != nil && knobs.corrupt(c) {
 		msg.Chunk.CRC ^= 1
 	}
 	wrs := make([]verbs.SendWR, 0, 2)
@@ -739,7 +723,7 @@ func sameMemory(a, b []byte) bool {
 
 // sge returns where chunk c's bytes are, putting them into staging buffer
 // buf if need be.
-func (src *source) sge(buf int, c fallback.Chunk) (verbs.SGE, error) {
+func (src *source) sge(buf int, c chunk.Chunk) (verbs.SGE, error) {
 	if c.Length == 0 {
 		return verbs.SGE{}, nil // nothing to WRITE
 	}
@@ -830,7 +814,7 @@ func pollCQ(ctx context.Context, cq *verbs.CompletionQueue, out chan<- wcBatch) 
 // never blocks on a callback (which may put a chunk back on the channel Send
 // reads).
 type doneQueue struct {
-	done func(fallback.Chunk, error)
+	done func(chunk.Chunk, error)
 	mu   sync.Mutex
 	q    []doneItem
 	wake chan struct{}
@@ -839,17 +823,17 @@ type doneQueue struct {
 }
 
 type doneItem struct {
-	c   fallback.Chunk
+	c   chunk.Chunk
 	err error
 }
 
-func newDoneQueue(done func(fallback.Chunk, error)) *doneQueue {
+func newDoneQueue(done func(chunk.Chunk, error)) *doneQueue {
 	d := &doneQueue{done: done, wake: make(chan struct{}, 1)}
 	d.wg.Go(d.run)
 	return d
 }
 
-func (d *doneQueue) push(c fallback.Chunk, err error) {
+func (d *doneQueue) push(c chunk.Chunk, err error) {
 	d.mu.Lock()
 	d.q = append(d.q, doneItem{c, err})
 	d.mu.Unlock()

@@ -11,11 +11,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
 )
 
-// incoming is the receiving half of a transfer; it is the fallback.Sink the
+// incoming is the receiving half of a transfer; it is the chunk.Sink the
 // data listener writes into. Its fields are guarded by the record's mu.
 type incoming struct {
 	rec     *record
@@ -249,7 +250,7 @@ func endpointKey(source string, qpn uint32, gid [16]byte) string {
 // the chunks that landed over RDMA.
 type rdmaSink struct{ *incoming }
 
-func (s rdmaSink) Landed(c fallback.Chunk, err error) { s.landedVia(c, err, true) }
+func (s rdmaSink) Landed(c chunk.Chunk, err error) { s.landedVia(c, err, true) }
 
 // Mapping implements rdma.MappedSink.
 func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }
@@ -296,12 +297,12 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.IdleEndpoint) {
 	return idle
 }
 
-// File implements fallback.Sink.
+// File implements chunk.Sink.
 func (in *incoming) File() *os.File { return in.dest.File() }
 
-// Admit implements fallback.Sink: a chunk must match the agreed plan
+// Admit implements chunk.Sink: a chunk must match the agreed plan
 // exactly; its bytes go to the same place relative to the destination's base.
-func (in *incoming) Admit(c fallback.Chunk) (int64, error) {
+func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 	if int(c.Index) >= in.plan.Count() {
 		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
 	}
@@ -312,10 +313,10 @@ func (in *incoming) Admit(c fallback.Chunk) (int64, error) {
 	return in.dest.Base() + off, nil
 }
 
-// Landed implements fallback.Sink: record a verified chunk.
-func (in *incoming) Landed(c fallback.Chunk, err error) { in.landedVia(c, err, false) }
+// Landed implements chunk.Sink: record a verified chunk.
+func (in *incoming) Landed(c chunk.Chunk, err error) { in.landedVia(c, err, false) }
 
-func (in *incoming) landedVia(c fallback.Chunk, err error, viaRDMA bool) {
+func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
 	if err != nil {
 		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
 		return

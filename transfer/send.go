@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
 )
@@ -291,7 +292,7 @@ func sourceName(req PushRequest) string {
 
 // transportSend moves the chunks it takes from queue and reports each one's
 // verdict through done (the contract of fallback.Send).
-type transportSend func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error
+type transportSend func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error
 
 // tcpSend returns the TCP data channel's transportSend.
 func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
@@ -301,10 +302,7 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 	}
 	copy(tok[:], ch.Token)
 	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode}
-	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
-		opt.Corrupt = func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) }
-	}
-	return func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+	return func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		return fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
 	}, nil
 }
@@ -327,7 +325,7 @@ type scheduler struct {
 	attempts []int
 	nAcked   int
 	next     int // first chunk never queued
-	retries  []fallback.Chunk
+	retries  []chunk.Chunk
 }
 
 func (s *scheduler) verified() int {
@@ -343,7 +341,7 @@ func (s *scheduler) attemptsOf(i uint32) int {
 }
 
 // requeue puts c back for sending; the caller holds s.mu.
-func (s *scheduler) requeue(c fallback.Chunk) {
+func (s *scheduler) requeue(c chunk.Chunk) {
 	s.retries = append(s.retries, c)
 	select {
 	case s.retry <- struct{}{}:
@@ -368,7 +366,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 	broken := make(chan struct{})
 	var brokenOnce sync.Once
 	var brokenErr error
-	done := func(c fallback.Chunk, err error) {
+	done := func(c chunk.Chunk, err error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		switch {
@@ -386,17 +384,17 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 				close(s.allAcked)
 			}
 			p.emitters.Go(p.maybeEmit)
-		case errors.Is(err, fallback.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
+		case errors.Is(err, chunk.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
 			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", s.attempts[c.Index])
 			s.requeue(c)
-		case errors.Is(err, fallback.ErrChecksum):
+		case errors.Is(err, chunk.ErrChecksum):
 			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
 		default:
 			s.requeue(c) // lost with its transport; the next transport sends it
 			brokenOnce.Do(func() { brokenErr = err; close(broken) })
 		}
 	}
-	queue := make(chan fallback.Chunk, 2*p.rec.info.Streams)
+	queue := make(chan chunk.Chunk, 2*p.rec.info.Streams)
 	feedErr := make(chan error, 1)
 	go func() { feedErr <- p.feed(ctx, queue, broken) }()
 	sendErr := send(ctx, queue, done)
@@ -426,7 +424,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 
 // feed queues chunks (resends first) until all are acknowledged, the
 // transport broke or ctx ended, then closes queue.
-func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-chan struct{}) (err error) {
+func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan struct{}) (err error) {
 	s := p.sched
 	defer close(queue)
 	// A source truncated under us faults the mapping: report it instead of crashing.
@@ -438,7 +436,7 @@ func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-c
 	}()
 	for {
 		s.mu.Lock()
-		var c fallback.Chunk
+		var c chunk.Chunk
 		have := len(s.retries) > 0
 		if have {
 			c, s.retries = s.retries[0], s.retries[1:]
@@ -448,12 +446,16 @@ func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-c
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)
 			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
-			c = fallback.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
+			c = chunk.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
 			s.mu.Lock()
 			have = true
 		}
 		if have {
 			s.attempts[c.Index]++
+			c.CRC = s.crcs[c.Index] // a resend of a corrupted chunk carries the true CRC again
+			if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil && corrupt(c.Index, s.attempts[c.Index]) {
+				c.CRC ^= 1 // as if the bytes were corrupted on the wire
+			}
 		}
 		s.mu.Unlock()
 		if !have {
@@ -522,9 +524,6 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	lanes := p.rdma[:len(resp.RDMA)]
 	for i, ch := range resp.RDMA {
 		s := lanes[i]
-		if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
-			s.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
-		}
 		reused := p.offers[i].ConnectedQPN != 0 && ch.Reused
 		var err error
 		switch {
@@ -546,11 +545,11 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	depth := cmp.Or(p.node.cfg.RDMA.Depth, rdma.DefaultDepth)
 	depth = max(1, (depth+len(lanes)-1)/len(lanes))
 	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
-	err := p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+	err := p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
 			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
 			inner := done
-			done = func(c fallback.Chunk, err error) {
+			done = func(c chunk.Chunk, err error) {
 				mu.Lock()
 				inner(c, err)
 				verified := p.sched.verified()
