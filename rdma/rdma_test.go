@@ -63,7 +63,7 @@ func TestHostReportsUnavailable(t *testing.T) {
 	if _, _, err := NewSender(Options{}, netip.Addr{}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("NewSender: %v; want ErrUnavailable", err)
 	}
-	if _, _, _, err := NewReceiver(Options{}, EndpointInfo{}, 8, 1<<20, nil); !errors.Is(err, ErrUnavailable) {
+	if _, _, _, err := NewReceiver(Options{}, EndpointInfo{}, ReceiverConfig{Slots: 8, SlotSize: 1 << 20}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("NewReceiver: %v; want ErrUnavailable", err)
 	}
 	t.Logf("reason: %v", err)
@@ -212,7 +212,7 @@ type pair struct {
 func newPair(t *testing.T, slots, slotSize int) *pair {
 	t.Helper()
 	return connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-		return NewReceiver(Options{}, sinfo, slots, slotSize, sink)
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize})
 	}, nil, (*Sender).Connect)
 }
 
@@ -360,9 +360,9 @@ func TestTransfer(t *testing.T) {
 }
 
 // TestSourceModes measures the ways of giving WRITEs their bytes (pread
-// into registered staging buffers, a registered read-only mapping of the
-// whole source file, caller memory registered per Send: a memfd mapping, as
-// for regions, or a mapping copied into the staging buffers, as for files)
+// into registered staging buffers, caller memory registered per Send: a
+// memfd mapping, as for regions, or a mapping copied into the staging
+// buffers, as for files)
 // and two verification workers against the default (GOMAXPROCS/2),
 // interleaved so the VM's drift hits them alike. RXFER_RDMA_ROUNDS sets the
 // rounds (default 1).
@@ -373,9 +373,8 @@ func TestSourceModes(t *testing.T) {
 	rounds, _ := strconv.Atoi(os.Getenv("RXFER_RDMA_ROUNDS"))
 	modes := []struct {
 		name    string
-		m       sourceMode
 		workers int
-	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"memory", sourceStaging, 0}, {"mapping", sourceStaging, 0}, {"staging-2workers", sourceStaging, 2}}
+	}{{"staging", 0}, {"memory", 0}, {"mapping", 0}, {"staging-2workers", 2}}
 	// The memory mode's source: the same bytes in a memfd mapping, with the
 	// source's offset 0 at mem[0].
 	_, mem := memfdWindow(t, size)
@@ -388,7 +387,6 @@ func TestSourceModes(t *testing.T) {
 				knobs.verifyWorkers = mode.workers
 				defer func() { knobs.verifyWorkers = 0 }()
 				p := newPair(t, 8, chunkSize)
-				p.s.sourceMode = mode.m
 				// The memory modes have no file: reading a nil file fails,
 				// so their bytes can only come from mem.
 				from := Source{File: src}
@@ -608,7 +606,7 @@ func TestCloseWithoutConnect(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	s2.Close()
-	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, 2, 4096, newTestSink(t, t.TempDir()))
+	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, ReceiverConfig{Sink: newTestSink(t, t.TempDir()), Slots: 2, SlotSize: 4096})
 	if !errors.Is(err, ErrMismatch) {
 		t.Errorf("NewReceiver with a peer MTU of 1500: %v, %v; want ErrMismatch", r, err)
 	}
@@ -646,7 +644,7 @@ func TestMappedSink(t *testing.T) {
 	var sink *testSink
 	p := connectPair(t, func(sinfo EndpointInfo, s *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
 		sink = s
-		return NewReceiver(Options{}, sinfo, 4, chunkSize, mappedSink{s, mem})
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: mappedSink{s, mem}, Slots: 4, SlotSize: chunkSize})
 	}, nil, (*Sender).Connect)
 	src, data, chunks := sourceFile(t, dir, size, chunkSize, 7)
 	if res := runSend(t, p.s, Source{File: src}, chunks, 0, nil); res.err != nil {

@@ -40,9 +40,9 @@ func TestParkAndResume(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Park after a clean Send: %v", err)
 	}
-	idle, err := p.r.Detach()
+	idle, err := p.r.Park()
 	if err != nil {
-		t.Fatalf("Detach after a clean transfer: %v", err)
+		t.Fatalf("Park after a clean transfer: %v", err)
 	}
 	if offer.ConnectedQPN != idle.QPN() || idle.Peer().QPN != offer.QPN {
 		t.Fatalf("offer %+v, parked endpoint QPN %#x connected to %#x: not each other's", offer, idle.QPN(), idle.Peer().QPN)
@@ -57,7 +57,7 @@ func TestParkAndResume(t *testing.T) {
 		}
 	}
 	sink2 := newTestSink(t, t.TempDir())
-	r2, rinfo, bufs, err := ResumeReceiver(idle, 4, chunkSize, sink2)
+	r2, rinfo, bufs, err := NewReceiver(Options{}, EndpointInfo{}, ReceiverConfig{Sink: sink2, Slots: 4, SlotSize: chunkSize, Resume: idle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestParkAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink3 := newTestSink(t, t.TempDir())
-	r3, rinfo3, bufs3, err := NewReceiver(Options{}, offer, 4, chunkSize, sink3)
+	r3, rinfo3, bufs3, err := NewReceiver(Options{}, offer, ReceiverConfig{Sink: sink3, Slots: 4, SlotSize: chunkSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 		sink := newTestSink(t, dir)
 		landed := make(chan error, 2*len(chunks))
 		sink.onLand = func(_ chunk.Chunk, err error) { landed <- err }
-		r, info, slots, err := NewReceiver(Options{}, hello.Endpoint, 8, chunkSize, sink)
+		r, info, slots, err := NewReceiver(Options{}, hello.Endpoint, ReceiverConfig{Sink: sink, Slots: 8, SlotSize: chunkSize})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func memfdWindow(t *testing.T, size int) (*os.File, []byte) {
 func newWindowPair(t *testing.T, mem []byte, slotSize int) *pair {
 	t.Helper()
 	p := connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-		return NewWindowReceiver(Options{}, sinfo, mem, slotSize, sink)
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: sink, Window: mem, SlotSize: slotSize})
 	}, func() error { return unix.Munmap(mem) }, // only after Close: the MR is gone
 		func(s *Sender, rinfo EndpointInfo, bufs []RemoteBuffer) error {
 			if want := (len(mem) + slotSize - 1) / slotSize; len(bufs) != want {
@@ -45,7 +45,7 @@ func newWindowPair(t *testing.T, mem []byte, slotSize int) *pair {
 			return s.ConnectWindow(rinfo, bufs)
 		})
 	if !p.r.Window() {
-		t.Fatal("NewWindowReceiver made a staging receiver")
+		t.Fatal("NewReceiver with a Window made a staging receiver")
 	}
 	return p
 }

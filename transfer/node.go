@@ -132,7 +132,7 @@ type Node struct {
 	// Parked RDMA connections: senders by destination and device, a
 	// destination's endpoints by source node, QPN and GID.
 	idleSenders   *idlePool[*rdma.Sender]
-	idleEndpoints *idlePool[*rdma.IdleEndpoint]
+	idleEndpoints *idlePool[*rdma.ParkedEndpoint]
 }
 
 type key struct {
@@ -185,11 +185,11 @@ func NewNode(cfg Config) *Node {
 			hook(true, s.QPN())
 		}
 	})
-	n.idleEndpoints = newIdlePool(cfg.RDMA.IdleExpiry, func(e *rdma.IdleEndpoint) {
+	n.idleEndpoints = newIdlePool(cfg.RDMA.IdleExpiry, func(e *rdma.ParkedEndpoint) {
 		if err := e.Close(); err != nil {
 			n.log.Warn("closing an idle RDMA endpoint", "err", err)
 		}
-	}, func(e *rdma.IdleEndpoint) {
+	}, func(e *rdma.ParkedEndpoint) {
 		if hook != nil {
 			hook(false, e.QPN())
 		}
@@ -199,7 +199,7 @@ func NewNode(cfg Config) *Node {
 	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
 	// ... and of one whose device reported it unusable (port down, device fatal).
 	n.idleSenders.broken = func(s *rdma.Sender) bool { return s.Lost() != nil }
-	n.idleEndpoints.broken = func(e *rdma.IdleEndpoint) bool { return e.Lost() != nil }
+	n.idleEndpoints.broken = func(e *rdma.ParkedEndpoint) bool { return e.Lost() != nil }
 	return n
 }
 

@@ -201,10 +201,10 @@ func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse)
 // inPlace it lands chunks straight in the mapped destination if that
 // registers, else in staging slots.
 func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, inPlace bool, slots, slotSize int) (RDMAChannel, *rdma.Receiver, error) {
-	var idle *rdma.IdleEndpoint
+	var idle *rdma.ParkedEndpoint
 	key := endpointKey(req.SourceNode, off.QPN, off.GID)
 	if off.ConnectedQPN != 0 {
-		idle, _ = n.idleEndpoints.take(key, func(e *rdma.IdleEndpoint) bool {
+		idle, _ = n.idleEndpoints.take(key, func(e *rdma.ParkedEndpoint) bool {
 			return e.QPN() == off.ConnectedQPN && e.Peer().QPN == off.QPN && e.Peer().GID == off.GID
 		})
 	}
@@ -217,10 +217,10 @@ func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo,
 		var err error
 		reused := idle != nil
 		if reused {
-			r, info, bufs, err = rdma.ResumeWindowReceiver(idle, in.mapped, int(req.ChunkSize), sink)
+			r, info, bufs, err = rdma.NewReceiver(rdma.Options{}, rdma.EndpointInfo{}, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize), Resume: idle})
 			idle = nil // closed on error
 		} else {
-			r, info, bufs, err = rdma.NewWindowReceiver(n.cfg.RDMA.Options, off, in.mapped, int(req.ChunkSize), sink)
+			r, info, bufs, err = rdma.NewReceiver(n.cfg.RDMA.Options, off, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize)})
 		}
 		if err == nil {
 			return RDMAChannel{Endpoint: info, Slots: bufs, Direct: true, Reused: reused}, r, nil
@@ -228,13 +228,13 @@ func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo,
 		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
 	}
 	if idle != nil {
-		r, info, bufs, err := rdma.ResumeReceiver(idle, slots, slotSize, sink)
+		r, info, bufs, err := rdma.NewReceiver(rdma.Options{}, rdma.EndpointInfo{}, rdma.ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize, Resume: idle})
 		if err == nil {
 			return RDMAChannel{Endpoint: info, Slots: bufs, Reused: true}, r, nil
 		}
 		n.log.Info("resuming a parked RDMA connection failed; using a fresh one", "transfer", req.ID, "err", err)
 	}
-	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, slots, slotSize, sink)
+	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, rdma.ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize})
 	if err != nil {
 		return RDMAChannel{}, nil, err
 	}
@@ -272,14 +272,14 @@ func (in *incoming) closeChannels() { in.stopChannels(false) }
 // stopChannels is closeChannels; with keep, the clean RDMA lanes are
 // detached instead (slots deregistered, queue pairs kept) and returned, to
 // be parked once the transfer committed.
-func (in *incoming) stopChannels(keep bool) (idle []*rdma.IdleEndpoint) {
+func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 	in.closed.Do(func() {
 		for _, r := range in.rdma {
 			if !keep {
 				if err := r.Close(); err != nil {
 					in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
 				}
-			} else if e, err := r.Detach(); err != nil {
+			} else if e, err := r.Park(); err != nil {
 				in.node.log.Info("RDMA connection not kept for reuse", "transfer", in.rec.info.ID, "err", err)
 			} else {
 				idle = append(idle, e)
