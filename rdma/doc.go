@@ -40,6 +40,16 @@
 // endpoint has work requests for MaxDepth chunks in flight, so a parked one
 // serves either receive mode.
 //
+// [Pool] runs this for the engine: it owns a node's parked connections
+// (senders by destination and device, receiving endpoints by the source
+// queue pair they are connected to), hands a transfer its lanes
+// ([Pool.Senders], [Pool.Receiver]: parked first, new otherwise, falling
+// back from a window to staging slots and from a failed resume to a fresh
+// queue pair), matches a resumed endpoint to the sender's offer by QPN and
+// GID ([Sender.Attach] on the other end), parks what a committed transfer
+// left clean ([Pool.Release], [Pool.Keep]) and closes what expires, what
+// sits on a device being removed and what its device reported unusable.
+//
 // # Data protocol (version 1)
 //
 // The receiver registers N slots of S bytes, each its own memory region with

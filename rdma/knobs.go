@@ -1,6 +1,10 @@
 package rdma
 
-import "github.com/rxfer/rxfer/chunk"
+import (
+	"time"
+
+	"github.com/rxfer/rxfer/chunk"
+)
 
 // knobs are this package's test settings, in one place; production code
 // never sets them.
@@ -12,4 +16,7 @@ var knobs struct {
 	// verifyWorkers, when positive, overrides the number of a receiver's
 	// verification workers (for measurements).
 	verifyWorkers int
+	// watchEvery, when positive, overrides how often a Pool checks its
+	// parked connections' devices.
+	watchEvery time.Duration
 }

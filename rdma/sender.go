@@ -220,3 +220,19 @@ func (s *Sender) Close() error {
 	}
 	return err
 }
+
+// Attach connects the sender to a receiver's answer to its offer: it
+// resumes the parked connection when the receiver resumed the endpoint ours
+// is still connected to ([Sender.Resume]), and otherwise connects to the
+// receiver's fresh QP ([Sender.ConnectWindow] for a window, else
+// [Sender.Connect], which resets a parked QP first). resumed tells which.
+func (s *Sender) Attach(a Answer) (resumed bool, err error) {
+	switch {
+	case s.parked && s.peer != nil && s.peer.QPN != 0 && a.Resumed:
+		return true, s.Resume(a.Endpoint, a.Slots, a.Window)
+	case a.Window:
+		return false, s.ConnectWindow(a.Endpoint, a.Slots)
+	default:
+		return false, s.Connect(a.Endpoint, a.Slots)
+	}
+}

@@ -42,7 +42,7 @@ func newPair(t *testing.T, hooks Hooks, opts ...func(*Config)) *pair {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { data.Close(); p.srcRoot.Close(); p.dstRoot.Close() })
-	auto := RDMAConfig{Options: rdma.Options{GIDIndex: -1}, Chunk: 64 << 10}
+	auto := RDMAConfig{Options: rdma.Options{GIDIndex: rdma.AutoGID}, Chunk: 64 << 10}
 	srcCfg := Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks, RDMA: auto}
 	dstCfg := Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log, RDMA: auto}
 	for _, o := range opts {

@@ -129,10 +129,8 @@ type Node struct {
 	active    int
 	regions   map[string]*region
 
-	// Parked RDMA connections: senders by destination and device, a
-	// destination's endpoints by source node, QPN and GID.
-	idleSenders   *idlePool[*rdma.Sender]
-	idleEndpoints *idlePool[*rdma.ParkedEndpoint]
+	// pool owns the RDMA connections parked between transfers.
+	pool *rdma.Pool
 }
 
 type key struct {
@@ -175,43 +173,20 @@ func NewNode(cfg Config) *Node {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
-	hook := cfg.Hooks.IdleRDMAClosed
-	n.idleSenders = newIdlePool(cfg.RDMA.IdleExpiry, func(s *rdma.Sender) {
-		if err := s.Close(); err != nil {
-			n.log.Warn("closing an idle RDMA sender", "err", err)
-		}
-	}, func(s *rdma.Sender) {
-		if hook != nil {
-			hook(true, s.QPN())
-		}
-	})
-	n.idleEndpoints = newIdlePool(cfg.RDMA.IdleExpiry, func(e *rdma.ParkedEndpoint) {
-		if err := e.Close(); err != nil {
-			n.log.Warn("closing an idle RDMA endpoint", "err", err)
-		}
-	}, func(e *rdma.ParkedEndpoint) {
-		if hook != nil {
-			hook(false, e.QPN())
-		}
-	})
-	// Parked queue pairs keep their device open: let go of a device that is
-	// being removed (one netlink query per device and tick).
-	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
-	// ... and of one whose device reported it unusable (port down, device fatal).
-	n.idleSenders.broken = func(s *rdma.Sender) bool { return s.Lost() != nil }
-	n.idleEndpoints.broken = func(e *rdma.ParkedEndpoint) bool { return e.Lost() != nil }
+	n.pool = rdma.NewPool(rdma.PoolConfig{Options: cfg.RDMA.Options, IdleExpiry: cfg.RDMA.IdleExpiry, Log: n.log,
+		Expired: cfg.Hooks.IdleRDMAClosed})
 	return n
 }
 
 // IdleRDMA returns the number of parked queue pairs: senders (this node as
 // a source) and endpoints (as a destination).
 func (n *Node) IdleRDMA() (senders, endpoints int) {
-	return n.idleSenders.len(), n.idleEndpoints.len()
+	return n.pool.Idle()
 }
 
 // DropIdleRDMA closes every parked queue pair and returns how many.
 func (n *Node) DropIdleRDMA() int {
-	return n.idleSenders.drop("", true) + n.idleEndpoints.drop("", true)
+	return n.pool.Drop()
 }
 
 // Config returns the node's effective configuration.
@@ -370,8 +345,7 @@ func (localPeer) Close() error { return nil }
 // (removing its partial file), and closes the parked queue pairs. Call it
 // when the node stops.
 func (n *Node) Shutdown() {
-	defer n.idleEndpoints.close()
-	defer n.idleSenders.close()
+	defer n.pool.Close()
 	n.mu.Lock()
 	recs := make([]*record, 0, len(n.transfers))
 	for _, r := range n.transfers {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
@@ -90,7 +88,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.Path()}
 	var rdmaReason string
 	if req.Policy != PolicyTCP {
-		rdmaReason = n.openRDMA(req, in, &resp)
+		rdmaReason = n.acceptLanes(req, in, &resp)
 	}
 	fail := func(err error) (PrepareResponse, error) {
 		in.closeChannels()
@@ -134,137 +132,6 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	return resp, nil
 }
 
-// openRDMA sets up the RDMA side of an incoming transfer when both ends can
-// use it, or returns why not.
-func (n *Node) openRDMA(req PrepareRequest, in *incoming, resp *PrepareResponse) (reason string) {
-	switch {
-	case len(req.RDMA) == 0:
-		return fmt.Sprintf("source %s cannot use RDMA: %s", req.SourceNode, req.RDMAUnavailable)
-	case n.cfg.RDMAUnavailable != "":
-		return fmt.Sprintf("destination %s cannot use RDMA: %s", n.cfg.ID, n.cfg.RDMAUnavailable)
-	}
-	// One lane per offered queue pair, up to our own lane count; the
-	// receive slots are shared out among them. A lane that cannot be set
-	// up ends the list (the source stripes over the lanes it gets), unless
-	// it is the first.
-	lanes := min(len(req.RDMA), n.cfg.RDMA.Lanes)
-	// Each lane's share of the slots, and no more than its share of the
-	// chunks; slots no larger than the file (a 64 KiB copy registers 64 KiB).
-	slots := max(1, min((n.cfg.RDMA.Slots+lanes-1)/lanes, (in.plan.Count()+lanes-1)/lanes))
-	slotSize := int(max(1, min(req.ChunkSize, req.Size)))
-	for _, off := range req.RDMA[lanes:] {
-		// Not taken: the source closes that queue pair, so whatever of
-		// ours is parked connected to it is of no more use.
-		n.idleEndpoints.drop(endpointKey(req.SourceNode, off.QPN, off.GID), false)
-	}
-	// The destination range is mapped once, for every lane: window lanes
-	// register it (a memfd-backed region: chunk i lands in place), staging
-	// lanes copy verified chunks into it (rdma.MappedSink) and without it
-	// pwrite. In the testbed (tmpfs) the mapping took a 128 MiB file→file
-	// copy's moving phase from a median 2.70 s to 2.50 s over six copies
-	// each: the two lanes' writers no longer take turns on the inode lock.
-	if req.Size > 0 {
-		if mem, unmap, err := mapRange(in.dest.File(), in.dest.Base(), req.Size, unix.PROT_READ|unix.PROT_WRITE); err == nil {
-			in.mapped, in.unmap = mem, unmap // after the lanes are closed (stopChannels)
-		} else {
-			n.log.Info("destination not mapped; RDMA lanes use staging slots and pwrite", "transfer", req.ID, "err", err)
-		}
-	}
-	inPlace := in.mapped != nil && n.landsInPlace(in)
-	for i, off := range req.RDMA[:lanes] {
-		ch, r, err := n.openLane(req, in, off, inPlace, slots, slotSize)
-		if err != nil {
-			if i == 0 {
-				reason = fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
-			} else {
-				n.log.Info("RDMA lane not set up; striping over fewer", "transfer", req.ID, "lanes", i, "err", err)
-			}
-			break
-		}
-		in.rdma = append(in.rdma, r)
-		resp.RDMA = append(resp.RDMA, ch)
-	}
-	if len(in.rdma) == 0 {
-		if in.mapped != nil {
-			in.unmap()
-			in.mapped, in.unmap = nil, nil
-		}
-		return reason
-	}
-	resp.Transport = TransportRDMA
-	return ""
-}
-
-// openLane sets up the receiving side of one lane for the source's offer:
-// the parked endpoint that queue pair is still connected to, if there is
-// one (whatever else is parked for it is stale), else a fresh one; with
-// inPlace it lands chunks straight in the mapped destination if that
-// registers, else in staging slots.
-func (n *Node) openLane(req PrepareRequest, in *incoming, off rdma.EndpointInfo, inPlace bool, slots, slotSize int) (RDMAChannel, *rdma.Receiver, error) {
-	var idle *rdma.ParkedEndpoint
-	key := endpointKey(req.SourceNode, off.QPN, off.GID)
-	if off.ConnectedQPN != 0 {
-		idle, _ = n.idleEndpoints.take(key, func(e *rdma.ParkedEndpoint) bool {
-			return e.QPN() == off.ConnectedQPN && e.Peer().QPN == off.QPN && e.Peer().GID == off.GID
-		})
-	}
-	n.idleEndpoints.drop(key, false)
-	sink := rdmaSink{in}
-	if inPlace {
-		var r *rdma.Receiver
-		var info rdma.EndpointInfo
-		var bufs []rdma.RemoteBuffer
-		var err error
-		reused := idle != nil
-		if reused {
-			r, info, bufs, err = rdma.NewReceiver(rdma.Options{}, rdma.EndpointInfo{}, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize), Resume: idle})
-			idle = nil // closed on error
-		} else {
-			r, info, bufs, err = rdma.NewReceiver(n.cfg.RDMA.Options, off, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize)})
-		}
-		if err == nil {
-			return RDMAChannel{Endpoint: info, Slots: bufs, Direct: true, Reused: reused}, r, nil
-		}
-		n.log.Info("direct RDMA into the region unavailable; using staging slots", "transfer", req.ID, "err", err)
-	}
-	if idle != nil {
-		r, info, bufs, err := rdma.NewReceiver(rdma.Options{}, rdma.EndpointInfo{}, rdma.ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize, Resume: idle})
-		if err == nil {
-			return RDMAChannel{Endpoint: info, Slots: bufs, Reused: true}, r, nil
-		}
-		n.log.Info("resuming a parked RDMA connection failed; using a fresh one", "transfer", req.ID, "err", err)
-	}
-	r, info, bufs, err := rdma.NewReceiver(n.cfg.RDMA.Options, off, rdma.ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize})
-	if err != nil {
-		return RDMAChannel{}, nil, err
-	}
-	return RDMAChannel{Endpoint: info, Slots: bufs}, r, nil
-}
-
-// endpointKey names a parked endpoint by the source QP it is connected to.
-func endpointKey(source string, qpn uint32, gid [16]byte) string {
-	return fmt.Sprintf("%s\x00%#x\x00%x", source, qpn, gid)
-}
-
-// rdmaSink is the Sink of an incoming transfer's RDMA receiver: it counts
-// the chunks that landed over RDMA.
-type rdmaSink struct{ *incoming }
-
-func (s rdmaSink) Landed(c chunk.Chunk, err error) { s.landedVia(c, err, true) }
-
-// Mapping implements rdma.MappedSink.
-func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }
-
-// landsInPlace tells whether the destination may take chunks straight into
-// its memory: a window of a memfd-backed region, registered for remote
-// writes for this transfer only (no staging slot, no copy). Any other
-// destination uses staging slots, as does a lane whose registration fails
-// (e.g. refused by RLIMIT_MEMLOCK).
-func (n *Node) landsInPlace(in *incoming) bool {
-	t, ok := in.dest.(*regionTarget)
-	return ok && directRDMA && in.plan.Count() <= rdma.MaxWindowSlots && n.anonymousRegion(t.ref.Name, t.file)
-}
-
 // closeChannels stops both data channels: afterwards no chunk lands, the
 // RDMA slots are deregistered (their rkeys are dead) and the token refused.
 func (in *incoming) closeChannels() { in.stopChannels(false) }
@@ -274,17 +141,7 @@ func (in *incoming) closeChannels() { in.stopChannels(false) }
 // be parked once the transfer committed.
 func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 	in.closed.Do(func() {
-		for _, r := range in.rdma {
-			if !keep {
-				if err := r.Close(); err != nil {
-					in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
-				}
-			} else if e, err := r.Park(); err != nil {
-				in.node.log.Info("RDMA connection not kept for reuse", "transfer", in.rec.info.ID, "err", err)
-			} else {
-				idle = append(idle, e)
-			}
-		}
+		idle = in.parkLanes(keep)
 		if in.unmap != nil { // the lanes are stopped and the window deregistered: nothing writes the mapping now
 			if err := in.unmap(); err != nil {
 				in.node.log.Warn("unmapping the RDMA destination", "transfer", in.rec.info.ID, "err", err)
@@ -365,21 +222,15 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		in.idle.Stop()
 		// Every chunk came over RDMA: keep the queue pairs for the source's
 		// next transfer (parked only if the commit succeeds).
-		idle := in.stopChannels(len(in.rdma) > 0 && nLanded > 0 && viaRDMA == nLanded && n.cfg.RDMA.IdleExpiry > 0)
-		defer func() {
-			for _, e := range idle {
-				e.Close()
-			}
-		}()
+		idle := in.stopChannels(len(in.rdma) > 0 && nLanded > 0 && viaRDMA == nLanded && n.pool.Parking())
+		defer func() { closeParked(idle) }()
 		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
 		} else if err = in.dest.Commit(); err == nil {
 			rec.mu.Lock()
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
-			for _, e := range idle {
-				n.idleEndpoints.put(endpointKey(in.source, e.Peer().QPN, e.Peer().GID), e.Device(), e)
-			}
+			n.pool.Keep(in.source, idle)
 			idle = nil
 			n.finish(rec, StateCommitted, nil)
 			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))

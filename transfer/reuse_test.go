@@ -354,13 +354,13 @@ func TestRDMASlotsFitTheTransfer(t *testing.T) {
 		{3 * 64 << 10, 3, 64 << 10},            // three chunks
 		{64 << 20, DefaultRDMASlots, 64 << 10}, // the node's slots
 	} {
-		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: -1}, netip.Addr{})
+		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: rdma.AutoGID}, netip.Addr{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		id := NewID()
 		resp, err := p.dst.Prepare(context.Background(), PrepareRequest{ID: id, SourceNode: "src", SourcePath: "/f", DestPath: "/slots",
-			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []rdma.EndpointInfo{offer}})
+			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []RDMAEndpoint{RDMAEndpoint(offer)}})
 		s.Close()
 		if err != nil {
 			t.Fatalf("%d bytes: Prepare: %v", tc.size, err)

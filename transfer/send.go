@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path"
 	"runtime/debug"
@@ -83,37 +81,9 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	// exist before Prepare so the destination can connect to them at once.
 	// Connections parked by an earlier transfer to the same destination are
 	// offered first (their QPs are still connected to the destination's).
-	var senders []*rdma.Sender // closed when Push returns unless parked (set to nil)
-	var offers []rdma.EndpointInfo
-	rdmaReason := n.cfg.RDMAUnavailable
-	poolKey := req.DestNode + "\x00" + n.cfg.RDMA.Options.Device
-	if req.Policy != PolicyTCP && rdmaReason == "" {
-		defer func() {
-			for _, s := range senders {
-				if s != nil {
-					s.Close()
-				}
-			}
-		}()
-		// No more lanes than chunks: a small file needs one.
-		chunks := ChunkPlan{Size: size, ChunkSize: cmp.Or(req.ChunkSize, n.cfg.RDMA.Chunk)}.Count()
-		for len(senders) < min(n.cfg.RDMA.Lanes, max(1, chunks)) {
-			if s, ok := n.idleSenders.take(poolKey, nil); ok {
-				senders, offers = append(senders, s), append(offers, s.Offer())
-				continue
-			}
-			s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
-			if err != nil {
-				if len(senders) == 0 {
-					rdmaReason = rdma.UnavailableReason(err)
-				} else {
-					n.log.Info("RDMA lane not set up; striping over fewer", "lanes", len(senders), "err", err)
-				}
-				break
-			}
-			senders, offers = append(senders, s), append(offers, info)
-		}
-	}
+	senders, rdmaReason := n.offerLanes(req.Policy, req.DestNode, ChunkPlan{Size: size, ChunkSize: cmp.Or(req.ChunkSize, n.cfg.RDMA.Chunk)}.Count())
+	reusable := false // every chunk went over RDMA and the destination committed: park the lanes
+	defer func() { n.pool.Release(req.DestNode, senders, reusable) }()
 	if req.Policy == PolicyRDMA && len(senders) == 0 {
 		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, rdmaReason)
 	}
@@ -133,22 +103,13 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		return Info{}, err
 	}
 	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, srcAnon: srcAnon, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: senders, offers: offers, rdmaReason: rdmaReason}
+		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: senders, rdmaReason: rdmaReason}
 	p.emit()
 	err := p.run(ctx, req)
 	if err == nil {
-		// Committed over RDMA all the way: park the lanes for the next
+		// Committed over RDMA all the way: the lanes are parked for the next
 		// transfer to this destination (the destination parked its side).
-		// A lane the destination did not take is not connected: Park
-		// refuses it and it is closed, as are all of them otherwise.
-		if p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
-			for i, s := range senders {
-				if _, perr := s.Park(); perr == nil {
-					senders[i] = nil // parked: not closed
-					n.idleSenders.put(poolKey, s.Device(), s)
-				}
-			}
-		}
+		reusable = p.rdmaDone
 		n.finish(rec, StateCommitted, nil)
 	} else {
 		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrCanceled) {
@@ -191,10 +152,9 @@ type push struct {
 	prepared bool
 	policy   Policy
 
-	rdma       []*rdma.Sender      // the lanes offered (none: no RDMA)
-	offers     []rdma.EndpointInfo // their queue pairs, as offered in Prepare
-	rdmaReason string              // why no RDMA was offered
-	rdmaDone   bool                // every chunk was verified over RDMA
+	rdma       []*rdma.Sender // the lanes offered (none: no RDMA)
+	rdmaReason string         // why no RDMA was offered
+	rdmaDone   bool           // every chunk was verified over RDMA
 
 	emitMu   sync.Mutex
 	lastEmit time.Time
@@ -244,7 +204,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
-		RDMA: p.offers, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
+		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 	})
 	registered.Wait()
 	if err != nil {
@@ -518,34 +478,15 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 // so does any lane breaking: the transfer continues over TCP (under AUTO)
 // with every chunk not yet verified.
 func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
-	if len(resp.RDMA) == 0 || len(resp.RDMA) > len(p.rdma) {
-		return fmt.Errorf("%w: destination answered %d RDMA lanes to the %d offered", ErrInvalid, len(resp.RDMA), len(p.rdma))
-	}
-	lanes := p.rdma[:len(resp.RDMA)]
-	for i, ch := range resp.RDMA {
-		s := lanes[i]
-		reused := p.offers[i].ConnectedQPN != 0 && ch.Reused
-		var err error
-		switch {
-		case reused: // the destination resumed the QP ours is still connected to
-			err = s.Resume(ch.Endpoint, ch.Slots, ch.Direct)
-		case ch.Direct: // the slots are the destination region's window: chunk i → slot i
-			err = s.ConnectWindow(ch.Endpoint, ch.Slots)
-		default: // a fresh QP (a parked one of ours is reset and reconnected)
-			err = s.Connect(ch.Endpoint, ch.Slots)
-		}
-		if err != nil {
-			return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
-		}
-		if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
-			h(s.QPN(), ch.Endpoint.QPN, reused)
-		}
+	lanes, err := p.attachLanes(resp)
+	if err != nil {
+		return err
 	}
 	// The depth is the transfer's: each lane gets its share.
 	depth := cmp.Or(p.node.cfg.RDMA.Depth, rdma.DefaultDepth)
 	depth = max(1, (depth+len(lanes)-1)/len(lanes))
 	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
-	err := p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
+	err = p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
 			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
 			inner := done
@@ -614,28 +555,6 @@ func (p *push) registerAhead() *sync.WaitGroup {
 		}
 	})
 	return &wg
-}
-
-// peerAddr is the IP address in a node's host:port, to pick the local GID
-// that reaches it. The zero Addr (unknown, or loopback: the peer is on this
-// host and any local GID reaches it) lets the RDMA layer choose.
-func peerAddr(node string) netip.Addr {
-	host, _, err := net.SplitHostPort(node)
-	if err != nil {
-		return netip.Addr{}
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		ips, lerr := net.LookupIP(host)
-		if lerr != nil || len(ips) == 0 {
-			return netip.Addr{}
-		}
-		a, _ = netip.AddrFromSlice(ips[0])
-	}
-	if a = a.Unmap(); a.IsLoopback() {
-		return netip.Addr{}
-	}
-	return a
 }
 
 // dataChannelErr classifies a data-channel failure: a broken or refused
