@@ -47,22 +47,13 @@ type target interface {
 }
 
 // Prepare is the destination's half of setting up a transfer: validate the
-// request and destination, create the preallocated partial file, choose the
-// transport and hand out a single-use data-channel token.
+// request, admit it, create the destination (a preallocated partial file or
+// a region window), set up the data channels (RDMA lanes, a single-use TCP
+// token) and start receiving.
 func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error) {
-	switch {
-	case !validID(req.ID):
-		return PrepareResponse{}, fmt.Errorf("%w: transfer id %q (want 1-64 letters, digits or '-')", ErrInvalid, req.ID)
-	case req.Size < 0:
-		return PrepareResponse{}, fmt.Errorf("%w: negative size %d", ErrInvalid, req.Size)
-	case req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize:
-		return PrepareResponse{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
-	case req.Size/req.ChunkSize > 1<<24:
-		return PrepareResponse{}, fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
-	case req.Policy != PolicyRDMA && n.cfg.Data == nil:
-		return PrepareResponse{}, fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
+	if err := n.validatePrepare(req); err != nil {
+		return PrepareResponse{}, err
 	}
-	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	rec := &record{info: Info{
 		ID: req.ID, State: StatePreparing, Direction: Incoming, SourcePath: req.SourceNode + ":" + req.SourcePath,
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
@@ -71,38 +62,73 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if err := n.admit(rec); err != nil {
 		return PrepareResponse{}, err
 	}
-	var dest target
-	var err error
-	if ref := req.DestRegion; ref != nil {
-		f, off, _, release, rerr := n.acquireRegion(*ref, req.Size)
-		dest, err = &regionTarget{file: f, off: off, ref: RegionRef{ref.Name, off, req.Size}, release: release}, rerr
-	} else {
-		dest, err = n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
-	}
+	dest, err := n.openDestination(req)
 	if err != nil {
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
+	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
 		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
-	resp := PrepareResponse{Transport: TransportTCP, FinalPath: dest.Path()}
-	var rdmaReason string
-	if req.Policy != PolicyTCP {
-		rdmaReason = n.acceptLanes(req, in, &resp)
-	}
-	fail := func(err error) (PrepareResponse, error) {
+	resp, err := n.openChannels(req, in)
+	if err != nil {
 		in.closeChannels()
 		dest.Remove()
 		n.finish(rec, StateFailed, err)
 		return PrepareResponse{}, err
 	}
-	if req.Policy == PolicyRDMA && len(in.rdma) == 0 {
-		return fail(fmt.Errorf("%w: %s", ErrTransportUnavailable, rdmaReason))
+	if err := n.startReceiving(req, in, resp); err != nil {
+		return PrepareResponse{}, err
 	}
-	if req.Policy != PolicyRDMA { // TCP carries the transfer, or takes over if RDMA breaks
+	return resp, nil
+}
+
+// validatePrepare checks what a source asks for before anything is created.
+func (n *Node) validatePrepare(req PrepareRequest) error {
+	switch {
+	case !validID(req.ID):
+		return fmt.Errorf("%w: transfer id %q (want 1-64 letters, digits or '-')", ErrInvalid, req.ID)
+	case req.Size < 0:
+		return fmt.Errorf("%w: negative size %d", ErrInvalid, req.Size)
+	case req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize:
+		return fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
+	case req.Size/req.ChunkSize > 1<<24:
+		return fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
+	case req.Policy != PolicyRDMA && n.cfg.Data == nil:
+		return fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
+	}
+	return nil
+}
+
+// openDestination creates where the bytes go: a window of a region, or the
+// partial file beside the final path.
+func (n *Node) openDestination(req PrepareRequest) (target, error) {
+	if ref := req.DestRegion; ref != nil {
+		f, off, _, release, err := n.acquireRegion(*ref, req.Size)
+		if err != nil {
+			return nil, err
+		}
+		return &regionTarget{file: f, off: off, ref: RegionRef{ref.Name, off, req.Size}, release: release}, nil
+	}
+	return n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
+}
+
+// openChannels chooses the transport and sets up the data channels: RDMA
+// lanes when both ends can (lanes.go), and TCP unless the policy is RDMA
+// (it carries the transfer, or takes over if RDMA breaks).
+func (n *Node) openChannels(req PrepareRequest, in *incoming) (PrepareResponse, error) {
+	resp := PrepareResponse{Transport: TransportTCP, FinalPath: in.dest.Path()}
+	var rdmaReason string
+	if req.Policy != PolicyTCP {
+		rdmaReason = n.acceptLanes(req, in, &resp)
+	}
+	if req.Policy == PolicyRDMA && len(in.rdma) == 0 {
+		return PrepareResponse{}, fmt.Errorf("%w: %s", ErrTransportUnavailable, rdmaReason)
+	}
+	if req.Policy != PolicyRDMA {
 		tok, err := fallback.NewToken()
 		if err != nil {
-			return fail(err)
+			return PrepareResponse{}, err
 		}
 		in.release = n.cfg.Data.Expect(tok, in)
 		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]}
@@ -110,6 +136,13 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if len(in.rdma) == 0 && req.Policy == PolicyAuto {
 		resp.FallbackReason = rdmaReason
 	}
+	return resp, nil
+}
+
+// startReceiving makes the prepared transfer live: moving, watched by the
+// idle timer, unless it was cancelled meanwhile.
+func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResponse) error {
+	rec := in.rec
 	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
 	in.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
 		n.abortIncoming(rec, StateFailed, fmt.Errorf("%w: no data or commit from %s for %v", ErrTimeout, req.SourceNode, n.cfg.IdleTimeout))
@@ -117,7 +150,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	rec.mu.Lock()
 	cancelled := rec.info.State.Terminal()
 	rec.in = in
-	rec.info.DestPath = dest.Path()
+	rec.info.DestPath = in.dest.Path()
 	if !cancelled {
 		rec.info.State = StateMoving
 	}
@@ -125,11 +158,11 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if cancelled {
 		in.idle.Stop()
 		in.closeChannels()
-		dest.Remove()
-		return PrepareResponse{}, fmt.Errorf("%w while preparing", ErrCanceled)
+		in.dest.Remove()
+		return fmt.Errorf("%w while preparing", ErrCanceled)
 	}
-	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", dest.Path(), "size", req.Size, "transport", resp.Transport)
-	return resp, nil
+	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", in.dest.Path(), "size", req.Size, "transport", resp.Transport)
+	return nil
 }
 
 // closeChannels stops both data channels: afterwards no chunk lands, the

@@ -212,18 +212,6 @@ func (n *Node) anonymousRegion(name string, f *os.File) bool {
 	return ok && r.file == f && r.info.Backing == "anonymous"
 }
 
-// mapRange maps [off, off+length) of f MAP_SHARED with protection prot:
-// from the page boundary below off, sliced to the range.
-func mapRange(f *os.File, off, length int64, prot int) (mem []byte, unmap func() error, err error) {
-	start := off &^ int64(unix.Getpagesize()-1)
-	lead := int(off - start)
-	m, err := unix.Mmap(int(f.Fd()), start, lead+int(length), prot, unix.MAP_SHARED)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m[lead : lead+int(length)], func() error { return unix.Munmap(m) }, nil
-}
-
 func (t *regionTarget) File() *os.File { return t.file }
 func (t *regionTarget) Base() int64    { return t.off }
 func (t *regionTarget) Path() string   { return t.ref.String() }
