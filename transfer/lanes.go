@@ -52,7 +52,7 @@ func (p *push) attachLanes(resp PrepareResponse) ([]*rdma.Sender, error) {
 		if err != nil {
 			return nil, &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
 		}
-		if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
+		if h := knobs.rdmaConnected; h != nil {
 			h(s.QPN(), ch.Endpoint.QPN, reused)
 		}
 	}
@@ -138,7 +138,7 @@ func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }
 // (e.g. refused by RLIMIT_MEMLOCK).
 func (n *Node) landsInPlace(in *incoming) bool {
 	t, ok := in.dest.(*regionTarget)
-	return ok && directRDMA && in.plan.Count() <= rdma.MaxWindowSlots && n.anonymousRegion(t.ref.Name, t.file)
+	return ok && !knobs.stagingOnly && in.plan.Count() <= rdma.MaxWindowSlots && n.anonymousRegion(t.ref.Name, t.file)
 }
 
 // parkLanes stops the destination's lanes, parking the clean ones when keep

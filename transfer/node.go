@@ -74,25 +74,6 @@ const (
 // 0.74x with two).
 func DefaultLanes() int { return min(DefaultRDMALanes, runtime.NumCPU()) }
 
-// Hooks are test hooks; all nil in production.
-type Hooks struct {
-	// CorruptChunk makes the sender corrupt chunk index on the wire on the
-	// given attempt (1-based), so the receiver's verification is exercised.
-	CorruptChunk func(index uint32, attempt int) bool
-	// BreakRDMA is asked after each chunk verified over RDMA, with the
-	// number verified so far; true breaks the first lane's queue pair (it
-	// goes to the error state, as on a link failure); the other lanes must
-	// notice that the RDMA attempt is over.
-	BreakRDMA func(verified int) bool
-	// RDMAConnected is told, on the source, which queue pairs carry a
-	// transfer (ours, the destination's) and whether the connection was
-	// reused from an earlier transfer.
-	RDMAConnected func(localQPN, remoteQPN uint32, reused bool)
-	// IdleRDMAClosed is told when a parked queue pair expired and was closed
-	// (outgoing: a source's sender; else a destination's endpoint).
-	IdleRDMAClosed func(outgoing bool, qpn uint32)
-}
-
 // Config configures a Node.
 type Config struct {
 	ID   string
@@ -115,7 +96,6 @@ type Config struct {
 	// NewNode fills it in from the device check.
 	RDMAUnavailable string
 	Logger          *slog.Logger
-	Hooks           Hooks
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives
@@ -174,7 +154,11 @@ func NewNode(cfg Config) *Node {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
 	n.pool = rdma.NewPool(rdma.PoolConfig{Options: cfg.RDMA.Options, IdleExpiry: cfg.RDMA.IdleExpiry, Log: n.log,
-		Expired: cfg.Hooks.IdleRDMAClosed})
+		Expired: func(outgoing bool, qpn uint32) {
+			if h := knobs.idleRDMAClosed; h != nil {
+				h(outgoing, qpn)
+			}
+		}})
 	return n
 }
 

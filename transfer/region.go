@@ -194,10 +194,6 @@ type regionTarget struct {
 	release func()
 }
 
-// directRDMA lets RDMA transfers into memfd-backed region windows land in
-// place (landsInPlace); tests turn it off to measure the staging path.
-var directRDMA = true
-
 // anonymousRegion reports whether f is the file of region name and the
 // region is memfd-backed: its memory a window receiver may register for
 // remote writes (and a sender for local reads). A

@@ -168,7 +168,7 @@ func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan
 		if have {
 			s.attempts[c.Index]++
 			c.CRC = s.crcs[c.Index] // a resend of a corrupted chunk carries the true CRC again
-			if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil && corrupt(c.Index, s.attempts[c.Index]) {
+			if corrupt := knobs.corruptChunk; corrupt != nil && corrupt(c.Index, s.attempts[c.Index]) {
 				c.CRC ^= 1 // as if the bytes were corrupted on the wire
 			}
 		}

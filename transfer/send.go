@@ -369,7 +369,7 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	depth = max(1, (depth+len(lanes)-1)/len(lanes))
 	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
 	err = p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
-		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
+		if brk := knobs.breakRDMA; brk != nil {
 			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
 			inner := done
 			done = func(c chunk.Chunk, err error) {
