@@ -261,7 +261,7 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 	jobs := make(chan landing, r.ep.nRecv)
 	var workers sync.WaitGroup
 	// Half the CPUs: the rest is left to the device (rxe copies in the
-	// kernel) and the sender's side; in the 2-vCPU testbed one worker beat two.
+	// kernel) and the sender's side (README.md: one worker beat two).
 	nw := min(r.nslots, max(1, runtime.GOMAXPROCS(0)/2), maxWorkers)
 	if knobs.verifyWorkers > 0 {
 		nw = knobs.verifyWorkers

@@ -19,10 +19,9 @@ type Source struct {
 	// Bytes, when set, holds the source from offset Base on (Chunk.Offset
 	// Base is Bytes[0]) and must stay valid until Send returns. By default
 	// the staging buffers are filled by copying from it: a user-space copy
-	// from a mapping where pread's is the kernel's (rep movsb, which qemu TCG
-	// runs a byte at a time: 3–5 ms per MiB in the testbed; on hardware the
-	// two cost the same), and a mapping that faults (the file shrank) fails
-	// the chunk like a short read.
+	// from a mapping where pread's is the kernel's rep movsb, which qemu TCG
+	// runs a byte at a time (README.md); a mapping that faults (the file
+	// shrank) fails the chunk like a short read.
 	Bytes []byte
 	Base  int64
 	// Register, with Bytes, registers Bytes (local read access) for the

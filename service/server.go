@@ -1,7 +1,3 @@
-// Package service is rxfer's gRPC boundary: the public Transfer API and the
-// node-to-node Peer API, served from a transfer.Node. It is the only package
-// that speaks protobuf; it validates requests and maps engine errors to
-// status codes.
 package service
 
 import (

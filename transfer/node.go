@@ -1,7 +1,3 @@
-// Package transfer is rxfer's engine: the transfer state machine, chunking
-// and CRC32C verification, export-root path resolution and atomic commit.
-// It is transport- and protocol-agnostic: the service layer drives it from
-// gRPC, and it moves bytes with the fallback (TCP) transport.
 package transfer
 
 import (
@@ -51,14 +47,10 @@ type RDMAConfig struct {
 
 // RDMA defaults.
 const (
-	// DefaultRDMAChunk and DefaultRDMASlots: 4 MiB chunks, four slots
-	// (16 MiB of staging per incoming transfer, as 16 × 1 MiB before). Side
-	// by side in the testbed (daemon pairs with each setting, interleaved, one
-	// VM and two), 128 MiB file→file copies took ~2.0 s against ~2.3 s with
-	// 1 MiB chunks and region→region ~1.7 s against ~1.8 s; across two VMs,
-	// medians of five 64 MiB copies 2.46 s against 2.57 s (file) and 2.07 s
-	// against 2.27 s (region); 2 MiB × 8 fell in between. Every chunk costs
-	// a message, an acknowledgement, completions and wake-ups on both ends.
+	// DefaultRDMAChunk and DefaultRDMASlots: 4 MiB chunks, four slots (16
+	// MiB of staging per incoming transfer): every chunk costs a message, an
+	// acknowledgement, completions and wake-ups on both ends, and fewer,
+	// larger chunks measured faster (rdma/README.md).
 	DefaultRDMASlots = 4
 	DefaultRDMALanes = 2 // on hosts with more than one CPU: see DefaultLanes
 	MaxRDMALanes     = 16
@@ -69,9 +61,7 @@ const (
 
 // DefaultLanes is the number of RDMA lanes a node uses unless configured:
 // DefaultRDMALanes, or one on a single-CPU host, where a second lane only
-// adds a queue pair to drive (two testbed VMs of one vCPU each: 0.88x and
-// 0.76x ib_write_bw region→region and file→file with one lane, 0.82x and
-// 0.74x with two).
+// adds a queue pair to drive (measured in README.md).
 func DefaultLanes() int { return min(DefaultRDMALanes, runtime.NumCPU()) }
 
 // Config configures a Node.

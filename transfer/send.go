@@ -32,12 +32,8 @@ type PushRequest struct {
 	DestRegion   *RegionRef
 }
 
-// progressEvery bounds how often Push reports progress while moving. Every
-// report costs CPU on the way to whoever watches (the service streams it; the
-// CLI decodes and prints it), often on a node that is itself moving the
-// bytes: across two 1-vCPU testbed VMs `rxfer cp` spent ~8% of the receiving
-// VM's CPU on ten reports a second, and at two a second the 64 MiB copies
-// ran 4–10% faster (medians of side-by-side daemon pairs).
+// progressEvery bounds how often Push reports progress while moving: every
+// report costs CPU on a node that may be moving the bytes too (README.md).
 const progressEvery = 500 * time.Millisecond
 
 // Push sends a file to peer and returns once the destination has committed
@@ -429,11 +425,8 @@ func (p *push) unmapSource() {
 // registerAhead registers a region source for each lane while the
 // destination prepares, one lane after the other (pinning the same pages
 // from two threads at once was slower): otherwise each lane's Send pins
-// every page after Prepare returned, while the destination waits. Across
-// two 1-vCPU testbed VMs, daemon pairs side by side, six 64 MiB
-// region→region copies each: median 2.12 s before, 2.01 s with it (moving
-// phase 1.96 → 1.87 s). A lane whose registration fails registers in Send
-// as before.
+// every page after Prepare returned, while the destination waits (measured
+// in README.md). A lane whose registration fails registers in Send as before.
 func (p *push) registerAhead() *sync.WaitGroup {
 	var wg sync.WaitGroup
 	if !p.register {
