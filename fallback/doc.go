@@ -1,8 +1,9 @@
 // Package fallback is rxfer's TCP data channel: the transport used when RDMA is not
 // available on both ends, or fails mid-transfer.
 //
-// The receiving node runs one [Listener]. For each incoming transfer the engine
-// registers a [Sink] (the partial destination file plus bookkeeping) under a fresh
+// The chunk descriptor, the sink and the verdicts are package chunk's, shared with
+// the RDMA transport. The receiving node runs one [Listener]. For each incoming transfer the engine
+// registers a [chunk.Sink] (the partial destination file plus bookkeeping) under a fresh
 // random [Token] with [Listener.Expect] and hands the listener's address and the token
 // to the sender over the authenticated control plane. The sender calls [Send], which
 // opens several parallel TCP connections, presents the token on each, and streams
@@ -35,16 +36,16 @@
 //	magic "RXFC" (4) | index uint32 | offset int64 | length uint32 | crc32c uint32   24 bytes
 //
 // The receiver checks the header (magic, offset ≥ 0, length > 0, no overflow) and
-// asks [Sink.Admit] before it reads a single data byte; a malformed header closes the
+// asks [chunk.Sink].Admit before it reads a single data byte; a malformed header closes the
 // connection, a refused one is answered with status 3 and then closed. Each chunk is
 // answered, in order, with
 //
 //	index uint32 | status uint8 | reserved (3)                                8 bytes
 //
-// status 0 = landed and verified, 1 = CRC32C mismatch ([ErrChecksum]; the stream goes
-// on and the chunk may be re-sent), 2 = receiver I/O error ([ErrReceiverIO]; the
-// connection is then closed because the rest of the chunk is still unread), 3 =
-// rejected ([ErrRejected]; closed). The sender keeps at most
+// status ([chunk.Status]) 0 = landed and verified, 1 = CRC32C mismatch
+// ([chunk.ErrChecksum]; the stream goes on and the chunk may be re-sent), 2 = receiver
+// I/O error ([chunk.ErrReceiverIO]; the connection is then closed because the rest of
+// the chunk is still unread), 3 = rejected ([chunk.ErrRejected]; closed). The sender keeps at most
 // [SendOptions].Window chunks unacknowledged per connection and ends a connection
 // with a TCP half-close between chunks, which the receiver takes as a clean end.
 //

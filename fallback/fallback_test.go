@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/crc32c"
 )
 
@@ -23,7 +24,7 @@ import (
 type testSink struct {
 	f     *os.File
 	size  int64
-	admit func(Chunk) error // optional extra check (may block)
+	admit func(chunk.Chunk) error // optional extra check (may block)
 
 	mu     sync.Mutex
 	landed map[uint32][]error
@@ -31,7 +32,7 @@ type testSink struct {
 
 func (s *testSink) File() *os.File { return s.f }
 
-func (s *testSink) Admit(c Chunk) (int64, error) {
+func (s *testSink) Admit(c chunk.Chunk) (int64, error) {
 	if c.Offset+int64(c.Length) > s.size {
 		return 0, fmt.Errorf("chunk %d beyond end of file", c.Index)
 	}
@@ -41,7 +42,7 @@ func (s *testSink) Admit(c Chunk) (int64, error) {
 	return c.Offset, nil
 }
 
-func (s *testSink) Landed(c Chunk, err error) {
+func (s *testSink) Landed(c chunk.Chunk, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.landed[c.Index] = append(s.landed[c.Index], err)
@@ -57,7 +58,7 @@ func (s *testSink) verdicts(i uint32) []error {
 type fixture struct {
 	data   []byte
 	src    *os.File
-	chunks []Chunk
+	chunks []chunk.Chunk
 	sink   *testSink
 }
 
@@ -86,7 +87,7 @@ func newFixture(t *testing.T, size, chunkSize int) *fixture {
 	fx := &fixture{data: data, src: src, sink: &testSink{f: dst, size: int64(size), landed: map[uint32][]error{}}}
 	for off, i := 0, uint32(0); off < size; off, i = off+chunkSize, i+1 {
 		n := min(chunkSize, size-off)
-		fx.chunks = append(fx.chunks, Chunk{Index: i, Offset: int64(off), Length: uint32(n), CRC: crc32c.Checksum(data[off : off+n])})
+		fx.chunks = append(fx.chunks, chunk.Chunk{Index: i, Offset: int64(off), Length: uint32(n), CRC: crc32c.Checksum(data[off : off+n])})
 	}
 	return fx
 }
@@ -120,7 +121,7 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func expect(t *testing.T, l *Listener, s Sink) Token {
+func expect(t *testing.T, l *Listener, s chunk.Sink) Token {
 	t.Helper()
 	tok, err := NewToken()
 	if err != nil {
@@ -140,14 +141,14 @@ type result struct {
 // drive sends fx's chunks with Send, re-sending a chunk up to retries times after a
 // failed verdict, and closes the channel once every chunk is settled.
 func drive(ctx context.Context, addr string, tok Token, fx *fixture, retries int, opt SendOptions) result {
-	ch := make(chan Chunk, len(fx.chunks)) // room for every re-send: done never blocks
+	ch := make(chan chunk.Chunk, len(fx.chunks)) // room for every re-send: done never blocks
 	for _, c := range fx.chunks {
 		ch <- c
 	}
 	var mu sync.Mutex
 	res := result{verdicts: map[uint32][]error{}}
 	settled := 0
-	done := func(c Chunk, err error) {
+	done := func(c chunk.Chunk, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.verdicts[c.Index] = append(res.verdicts[c.Index], err)
@@ -202,18 +203,20 @@ func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 			fx := newFixture(t, 5*4096+7, 4096)
 			tok := expect(t, l, fx.sink)
 			var corrupted atomic.Bool
-			opt := SendOptions{Streams: 2, Mode: mode, Corrupt: func(c Chunk) bool {
+			knobs.corrupt = func(c chunk.Chunk) bool {
 				return c.Index == 2 && corrupted.CompareAndSwap(false, true)
-			}}
+			}
+			t.Cleanup(func() { knobs.corrupt = nil })
+			opt := SendOptions{Streams: 2, Mode: mode}
 			res := drive(t.Context(), l.Addr().String(), tok, fx, 1, opt)
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
 			}
-			if v := res.verdicts[2]; len(v) != 2 || !errors.Is(v[0], ErrChecksum) || v[1] != nil {
-				t.Fatalf("chunk 2 sender verdicts %v, want [ErrChecksum, nil]", v)
+			if v := res.verdicts[2]; len(v) != 2 || !errors.Is(v[0], chunk.ErrChecksum) || v[1] != nil {
+				t.Fatalf("chunk 2 sender verdicts %v, want [chunk.ErrChecksum, nil]", v)
 			}
-			if v := fx.sink.verdicts(2); len(v) != 2 || !errors.Is(v[0], ErrChecksum) || v[1] != nil {
-				t.Fatalf("chunk 2 receiver verdicts %v, want [ErrChecksum, nil]", v)
+			if v := fx.sink.verdicts(2); len(v) != 2 || !errors.Is(v[0], chunk.ErrChecksum) || v[1] != nil {
+				t.Fatalf("chunk 2 receiver verdicts %v, want [chunk.ErrChecksum, nil]", v)
 			}
 			for _, c := range fx.chunks {
 				if c.Index != 2 && len(res.verdicts[c.Index]) != 1 {
@@ -232,7 +235,7 @@ func TestBadConnections(t *testing.T) {
 	fx := newFixture(t, 8*4096, 4096)
 	entered, proceed := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	fx.sink.admit = func(Chunk) error {
+	fx.sink.admit = func(chunk.Chunk) error {
 		once.Do(func() { close(entered); <-proceed })
 		return nil
 	}
@@ -311,9 +314,9 @@ func TestReleaseClosesConnections(t *testing.T) {
 	fx := newFixture(t, 2*4096, 4096)
 	tok, _ := NewToken()
 	release := l.Expect(tok, fx.sink)
-	ch := make(chan Chunk, 2)
+	ch := make(chan chunk.Chunk, 2)
 	verdicts := make(chan error, 2)
-	done := func(c Chunk, err error) { verdicts <- err }
+	done := func(c chunk.Chunk, err error) { verdicts <- err }
 	errc := make(chan error, 1)
 	go func() { errc <- Send(t.Context(), l.Addr().String(), tok, fx.src, ch, done, SendOptions{Streams: 1}) }()
 	ch <- fx.chunks[0]
@@ -340,7 +343,7 @@ func TestCancelStopsSendPromptly(t *testing.T) {
 	fx := newFixture(t, 4*4096, 4096)
 	entered, unblock := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	fx.sink.admit = func(Chunk) error {
+	fx.sink.admit = func(chunk.Chunk) error {
 		once.Do(func() { close(entered) })
 		<-unblock
 		return nil
@@ -416,11 +419,11 @@ func TestAdmitRejection(t *testing.T) {
 	fx.sink.size = 2 * 4096 // the last chunk is out of bounds for the receiver
 	tok := expect(t, l, fx.sink)
 	res := drive(t.Context(), l.Addr().String(), tok, fx, 0, SendOptions{Streams: 1})
-	if !errors.Is(res.err, ErrStreamBroken) || !errors.Is(res.err, ErrRejected) {
-		t.Fatalf("Send: %v, want ErrStreamBroken wrapping ErrRejected", res.err)
+	if !errors.Is(res.err, ErrStreamBroken) || !errors.Is(res.err, chunk.ErrRejected) {
+		t.Fatalf("Send: %v, want ErrStreamBroken wrapping chunk.ErrRejected", res.err)
 	}
-	if v := res.verdicts[2]; len(v) != 1 || !errors.Is(v[0], ErrRejected) {
-		t.Fatalf("chunk 2 verdicts %v, want one ErrRejected", v)
+	if v := res.verdicts[2]; len(v) != 1 || !errors.Is(v[0], chunk.ErrRejected) {
+		t.Fatalf("chunk 2 verdicts %v, want one chunk.ErrRejected", v)
 	}
 	if v := fx.sink.verdicts(2); len(v) != 0 {
 		t.Fatalf("Landed called for a rejected chunk: %v", v)

@@ -3,12 +3,14 @@ package fallback
 import (
 	"bytes"
 	"testing"
+
+	"github.com/rxfer/rxfer/chunk"
 )
 
 func FuzzParseHeader(f *testing.F) {
-	f.Add(appendHeader(nil, Chunk{Index: 3, Offset: 1 << 20, Length: 4096, CRC: 0xdeadbeef}))
-	f.Add(appendHeader(nil, Chunk{Index: 0, Offset: 0, Length: 0, CRC: 0}))
-	f.Add(appendHeader(nil, Chunk{Index: 1, Offset: -1, Length: 1}))
+	f.Add(appendHeader(nil, chunk.Chunk{Index: 3, Offset: 1 << 20, Length: 4096, CRC: 0xdeadbeef}))
+	f.Add(appendHeader(nil, chunk.Chunk{Index: 0, Offset: 0, Length: 0, CRC: 0}))
+	f.Add(appendHeader(nil, chunk.Chunk{Index: 1, Offset: -1, Length: 1}))
 	f.Add([]byte("RXFC"))
 	f.Add(bytes.Repeat([]byte{0xff}, headerLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -43,7 +45,7 @@ func FuzzParsePreamble(f *testing.F) {
 }
 
 func FuzzParseAck(f *testing.F) {
-	f.Add(appendAck(nil, 7, ackChecksum))
+	f.Add(appendAck(nil, 7, chunk.StatusChecksum))
 	f.Add([]byte{0, 0, 0, 1, 9, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		i, s, err := parseAck(b)

@@ -11,28 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/crc32c"
 )
-
-// Sink is the receiving side of one transfer, registered with [Listener.Expect].
-// For every chunk that Admit accepts, Landed is called exactly once, so a Sink can
-// account for every chunk it let in.
-type Sink interface {
-	// File is the destination file; chunk bytes are written where Admit says.
-	// It must be opened O_RDWR (the receiver reads each chunk back to verify it).
-	File() *os.File
-	// Admit validates a chunk header before its bytes are read (bounds, index) and
-	// returns the offset in File where the chunk's bytes go (Chunk.Offset is the
-	// source's offset; a destination window may start elsewhere). A non-nil error
-	// rejects it: the sender is told (ErrRejected) and the connection is closed.
-	Admit(c Chunk) (fileOffset int64, err error)
-	// Landed is called once the chunk's bytes are in File and were read back and
-	// checked: err is nil, or wraps ErrChecksum on a CRC mismatch, ErrReceiverIO when
-	// the file could not be written or read, or ErrStreamBroken when the connection
-	// failed (or was closed by release) before all bytes arrived. Called concurrently
-	// from several connections.
-	Landed(c Chunk, err error)
-}
 
 // DefaultPreambleTimeout bounds how long a new data connection may take to present
 // its preamble before it is closed.
@@ -46,7 +27,7 @@ type ListenConfig struct {
 }
 
 // Listener accepts token-authenticated data connections and lands their chunks in the
-// Sink registered for the token. One Listener serves every transfer of a node; a bad
+// [chunk.Sink] registered for the token. One Listener serves every transfer of a node; a bad
 // connection is logged and closed without affecting the others.
 type Listener struct {
 	ln              *net.TCPListener
@@ -62,7 +43,7 @@ type Listener struct {
 
 // registration is one expected transfer.
 type registration struct {
-	sink     Sink
+	sink     chunk.Sink
 	conns    map[net.Conn]struct{}
 	released bool           // connection errors after release are expected
 	wg       sync.WaitGroup // handlers serving this transfer
@@ -106,7 +87,7 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // their handlers have returned, so no Sink method is running or will be called again.
 // release is idempotent; it must not be called from a Sink method. Expect panics if
 // tok is already expected (tokens come from [NewToken], so that is a caller bug).
-func (l *Listener) Expect(tok Token, s Sink) (release func()) {
+func (l *Listener) Expect(tok Token, s chunk.Sink) (release func()) {
 	r := &registration{sink: s, conns: make(map[net.Conn]struct{})}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -246,16 +227,16 @@ const verifyDepth = 2
 
 // landing is a chunk handed from the receive loop to the verifier of its connection.
 type landing struct {
-	c      Chunk
-	off    int64 // where in the file the chunk's bytes went
-	status byte  // ackOK: still to be verified; otherwise the verdict
-	err    error // the error for Landed when status is not ackOK
+	c      chunk.Chunk
+	off    int64        // where in the file the chunk's bytes went
+	status chunk.Status // StatusOK: still to be verified; otherwise the verdict
+	err    error        // the error for Landed when status is not StatusOK
 }
 
 // serve receives chunks on an authenticated connection until the sender closes it
 // (nil) or something goes wrong. The receive loop splices chunks into the file; a
 // verifier goroutine reads each back, checks its CRC, calls Landed and acks, in order.
-func serve(c *net.TCPConn, s Sink) error {
+func serve(c *net.TCPConn, s chunk.Sink) error {
 	pipe, err := newSplicePipe()
 	if err != nil {
 		return err
@@ -274,7 +255,7 @@ func serve(c *net.TCPConn, s Sink) error {
 }
 
 // receive is serve's receive loop; every admitted chunk goes to q exactly once.
-func receive(c *net.TCPConn, s Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
+func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
 	var hdr [headerLen]byte
 	for {
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
@@ -290,17 +271,17 @@ func receive(c *net.TCPConn, s Sink, f *os.File, pipe *splicePipe, q chan<- land
 		off, err := s.Admit(ch)
 		if err != nil {
 			// Not admitted, so Landed is not called; only the sender is told.
-			q <- landing{c: ch, status: ackRejected}
-			return fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrRejected, err)
+			q <- landing{c: ch, status: chunk.StatusRejected}
+			return fmt.Errorf("chunk %d: %w: %w", ch.Index, chunk.ErrRejected, err)
 		}
 		err = spliceToFile(c, f, off, int64(ch.Length), pipe)
 		switch {
 		case err == nil:
 			q <- landing{c: ch, off: off}
-		case errors.Is(err, ErrReceiverIO):
+		case errors.Is(err, chunk.ErrReceiverIO):
 			// The rest of the chunk is still in the socket: the stream cannot go on.
 			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
-			q <- landing{c: ch, status: ackIO, err: err}
+			q <- landing{c: ch, status: chunk.StatusIO, err: err}
 			return err
 		default:
 			err = fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrStreamBroken, err)
@@ -312,26 +293,26 @@ func receive(c *net.TCPConn, s Sink, f *os.File, pipe *splicePipe, q chan<- land
 
 // verify is serve's verifier: it settles the chunks from q in order. After a failed ack
 // write it closes the connection (ending receive) and keeps settling what is queued.
-func verify(c *net.TCPConn, s Sink, q <-chan landing) error {
+func verify(c *net.TCPConn, s chunk.Sink, q <-chan landing) error {
 	var werr error
 	ack := make([]byte, 0, ackLen)
 	for l := range q {
-		if l.status == ackOK {
+		if l.status == chunk.StatusOK {
 			if sum, err := fileCRC(s.File(), l.off, int64(l.c.Length)); err != nil {
-				l.status, l.err = ackIO, fmt.Errorf("chunk %d: %w: reading back: %w", l.c.Index, ErrReceiverIO, err)
+				l.status, l.err = chunk.StatusIO, fmt.Errorf("chunk %d: %w: reading back: %w", l.c.Index, chunk.ErrReceiverIO, err)
 			} else if sum != l.c.CRC {
-				l.status, l.err = ackChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, ErrChecksum, sum, l.c.CRC)
+				l.status, l.err = chunk.StatusChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, chunk.ErrChecksum, sum, l.c.CRC)
 			}
 		}
-		if l.status != ackRejected {
+		if l.status != chunk.StatusRejected {
 			s.Landed(l.c, l.err)
 		}
 		if werr == nil {
 			_, werr = c.Write(appendAck(ack[:0], l.c.Index, l.status))
-			if werr == nil && (l.status == ackIO || l.status == ackRejected) {
+			if werr == nil && (l.status == chunk.StatusIO || l.status == chunk.StatusRejected) {
 				werr = l.err // the protocol ends the stream after these acks
 				if werr == nil {
-					werr = fmt.Errorf("chunk %d: %w", l.c.Index, ErrRejected)
+					werr = fmt.Errorf("chunk %d: %w", l.c.Index, chunk.ErrRejected)
 				}
 			}
 			if werr != nil {

@@ -9,15 +9,9 @@ import (
 	"os"
 	"sync"
 	"time"
-)
 
-// Chunk is one piece of a transfer.
-type Chunk struct {
-	Index  uint32
-	Offset int64
-	Length uint32
-	CRC    uint32 // CRC32C (Castagnoli) of the chunk's bytes, computed by the sender; see Checksum
-}
+	"github.com/rxfer/rxfer/chunk"
+)
 
 // SendMode is how the sender moves chunk bytes from the source file to the socket.
 type SendMode int
@@ -68,10 +62,6 @@ type SendOptions struct {
 	Streams int      // parallel connections; 0 = DefaultStreams
 	Mode    SendMode // SendFile (the zero value) or ReadWrite
 	Window  int      // max unacked chunks per connection; 0 = DefaultWindow
-	// Corrupt, if non-nil, is a test hook: when it returns true for a chunk, the sender
-	// flips a bit of the CRC it sends so the receiver sees a mismatch (simulates
-	// corruption on the wire).
-	Corrupt func(Chunk) bool
 }
 
 const rwBufferSize = 1 << 20
@@ -79,11 +69,11 @@ const rwBufferSize = 1 << 20
 var rwPool = sync.Pool{New: func() any { b := make([]byte, rwBufferSize); return &b }}
 
 // Send opens opt.Streams connections to addr, presents tok on each, and sends the
-// chunks received from chunks (reading bytes from src at Chunk.Offset) until chunks is
+// chunks received from chunks (reading bytes from src at chunk.Chunk.Offset) until chunks is
 // closed and every chunk sent has been acknowledged.
 //
 // done is called exactly once per chunk taken from chunks, with the receiver's verdict:
-// nil, or an error wrapping ErrChecksum, ErrReceiverIO, ErrRejected, ErrStreamBroken
+// nil, or an error wrapping chunk.ErrChecksum, chunk.ErrReceiverIO, chunk.ErrRejected, ErrStreamBroken
 // (the chunk was in flight on a connection that failed) or the context's error. It is
 // called from Send's goroutines, possibly concurrently; it may put the chunk back on
 // chunks to re-send it, but should not block for long. Send keeps pulling from chunks
@@ -94,7 +84,7 @@ var rwPool = sync.Pool{New: func() any { b := make([]byte, rwBufferSize); return
 // Send returns nil when every connection ended cleanly, otherwise an error wrapping
 // ErrStreamBroken (and, say, ErrUnknownToken) or the context's error. Cancelling ctx
 // closes the connections at once.
-func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-chan Chunk, done func(Chunk, error), opt SendOptions) error {
+func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-chan chunk.Chunk, done func(chunk.Chunk, error), opt SendOptions) error {
 	n, w := opt.Streams, opt.Window
 	if n == 0 {
 		n = DefaultStreams
@@ -117,17 +107,8 @@ func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-ch
 	err := errors.Join(errs...)
 	if err != nil && ctx.Err() == nil {
 		// Every connection is gone; answer the rest so the caller never blocks.
-		for {
-			select {
-			case c, ok := <-chunks:
-				if !ok {
-					return err
-				}
-				done(c, fmt.Errorf("chunk %d: %w", c.Index, err))
-				continue
-			case <-ctx.Done():
-			}
-			break
+		if chunk.Drain(ctx, chunks, done, err) == nil {
+			return err
 		}
 	}
 	if ctx.Err() != nil {
@@ -141,8 +122,8 @@ type sender struct {
 	addr   string
 	tok    Token
 	src    *os.File
-	chunks <-chan Chunk
-	done   func(Chunk, error)
+	chunks <-chan chunk.Chunk
+	done   func(chunk.Chunk, error)
 	opt    SendOptions
 	window int
 }
@@ -211,7 +192,7 @@ type streamState struct {
 	readerDone chan struct{}
 
 	mu       sync.Mutex
-	inflight []Chunk
+	inflight []chunk.Chunk
 	err      error // set once the stream failed; inflight chunks were answered
 	closing  bool  // all acks are in; a read error now is the expected end
 }
@@ -267,15 +248,15 @@ func (st *streamState) readAcks() {
 		c := st.inflight[0]
 		st.inflight = st.inflight[1:]
 		st.mu.Unlock()
-		verdict := ackError(c, status)
-		if status == ackRejected || status == ackIO {
+		verdict := chunk.Verdict(c, status)
+		if status == chunk.StatusRejected || status == chunk.StatusIO {
 			// The receiver closes the connection after these: the stream is broken
 			// before the caller hears of it (and perhaps closes chunks).
 			st.fail(fmt.Errorf("receiver ended the stream after chunk %d: %w", c.Index, verdict))
 		}
 		<-st.slots // free the slot first so a re-send from done can go out
 		st.done(c, verdict)
-		if status == ackRejected || status == ackIO {
+		if status == chunk.StatusRejected || status == chunk.StatusIO {
 			return
 		}
 	}
@@ -288,7 +269,7 @@ func (st *streamState) writeChunks() error {
 		case <-st.readerDone:
 			return st.failure()
 		}
-		var c Chunk
+		var c chunk.Chunk
 		var ok bool
 		select {
 		case c, ok = <-st.chunks:
@@ -338,10 +319,10 @@ func (st *streamState) finish() error {
 	return nil
 }
 
-func (st *streamState) writeChunk(c Chunk) error {
+func (st *streamState) writeChunk(c chunk.Chunk) error {
 	var hb [headerLen]byte
 	hdr := appendHeader(hb[:0], c)
-	if st.opt.Corrupt != nil && st.opt.Corrupt(c) {
+	if knobs.corrupt != nil && knobs.corrupt(c) {
 		hdr[headerLen-1] ^= 1
 	}
 	if err := writeMore(st.conn, hdr); err != nil {

@@ -8,7 +8,7 @@ import (
 
 // Token authenticates the data connections of one transfer: 128 random bits from
 // crypto/rand. It is valid from [Listener.Expect] until the release function that
-// Expect returned is called, and it is bound to the one [Sink] it was registered with.
+// Expect returned is called, and it is bound to the one [chunk.Sink] it was registered with.
 // A Token is a capability: send it only over the authenticated control plane and never
 // log it.
 type Token [16]byte

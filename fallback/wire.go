@@ -5,26 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/rxfer/rxfer/chunk"
 )
 
-// Sentinel errors. Errors returned or reported by this package wrap one of them (or a
-// context error, or a network/OS error) so callers can use errors.Is.
+// Sentinel errors of the TCP data channel. Errors returned or reported by this package
+// wrap one of them, a verdict of package chunk ([chunk.ErrChecksum],
+// [chunk.ErrReceiverIO], [chunk.ErrRejected]), a context error or a network/OS error,
+// so callers can use errors.Is.
 var (
-	// ErrChecksum reports that the CRC32C of a chunk as read back from the destination
-	// file does not match the CRC the sender sent. The chunk may be re-sent.
-	ErrChecksum = errors.New("fallback: chunk CRC32C mismatch")
 	// ErrUnknownToken reports that the receiver does not know (or no longer accepts) the
 	// token presented on a data connection.
 	ErrUnknownToken = errors.New("fallback: unknown data-channel token")
 	// ErrBadHeader reports a malformed preamble, chunk header or ack (wrong magic,
 	// unsupported version, impossible field values).
 	ErrBadHeader = errors.New("fallback: malformed data-channel header")
-	// ErrRejected reports that the receiver's Sink refused a chunk header (Sink.Admit);
-	// the receiver closes the connection after saying so.
-	ErrRejected = errors.New("fallback: chunk rejected by receiver")
-	// ErrReceiverIO reports that the receiver could not write or read back a chunk in the
-	// destination file (for example, disk full).
-	ErrReceiverIO = errors.New("fallback: receiver I/O error")
 	// ErrStreamBroken reports that a data connection failed (dial, handshake, reset,
 	// closed by the receiver) while chunks were in flight on it.
 	ErrStreamBroken = errors.New("fallback: data connection failed")
@@ -53,14 +48,6 @@ const (
 	replyOK           byte = 0
 	replyUnknownToken byte = 1
 	replyBadVersion   byte = 2
-)
-
-// Ack status.
-const (
-	ackOK       byte = 0
-	ackChecksum byte = 1
-	ackIO       byte = 2
-	ackRejected byte = 3
 )
 
 func appendPreamble(b []byte, tok Token) []byte {
@@ -111,7 +98,7 @@ func parseReply(b []byte) error {
 	}
 }
 
-func appendHeader(b []byte, c Chunk) []byte {
+func appendHeader(b []byte, c chunk.Chunk) []byte {
 	b = append(b, headerMagic[:]...)
 	b = binary.BigEndian.AppendUint32(b, c.Index)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Offset))
@@ -121,51 +108,37 @@ func appendHeader(b []byte, c Chunk) []byte {
 
 // parseHeader decodes a chunk header. It checks only what holds for every transfer
 // (magic, non-empty, offset+length representable); Sink.Admit checks the rest.
-func parseHeader(b []byte) (Chunk, error) {
+func parseHeader(b []byte) (chunk.Chunk, error) {
 	if len(b) != headerLen {
-		return Chunk{}, fmt.Errorf("%w: chunk header is %d bytes, want %d", ErrBadHeader, len(b), headerLen)
+		return chunk.Chunk{}, fmt.Errorf("%w: chunk header is %d bytes, want %d", ErrBadHeader, len(b), headerLen)
 	}
 	if [4]byte(b[0:4]) != headerMagic {
-		return Chunk{}, fmt.Errorf("%w: bad chunk header magic", ErrBadHeader)
+		return chunk.Chunk{}, fmt.Errorf("%w: bad chunk header magic", ErrBadHeader)
 	}
-	c := Chunk{
+	c := chunk.Chunk{
 		Index:  binary.BigEndian.Uint32(b[4:8]),
 		Offset: int64(binary.BigEndian.Uint64(b[8:16])),
 		Length: binary.BigEndian.Uint32(b[16:20]),
 		CRC:    binary.BigEndian.Uint32(b[20:24]),
 	}
 	if c.Offset < 0 || c.Length == 0 || c.Offset > math.MaxInt64-int64(c.Length) {
-		return Chunk{}, fmt.Errorf("%w: chunk %d has offset %d length %d", ErrBadHeader, c.Index, c.Offset, c.Length)
+		return chunk.Chunk{}, fmt.Errorf("%w: chunk %d has offset %d length %d", ErrBadHeader, c.Index, c.Offset, c.Length)
 	}
 	return c, nil
 }
 
-func appendAck(b []byte, index uint32, status byte) []byte {
+func appendAck(b []byte, index uint32, status chunk.Status) []byte {
 	b = binary.BigEndian.AppendUint32(b, index)
-	return append(b, status, 0, 0, 0)
+	return append(b, byte(status), 0, 0, 0)
 }
 
-func parseAck(b []byte) (index uint32, status byte, err error) {
+func parseAck(b []byte) (index uint32, status chunk.Status, err error) {
 	if len(b) != ackLen {
 		return 0, 0, fmt.Errorf("%w: ack is %d bytes, want %d", ErrBadHeader, len(b), ackLen)
 	}
-	index, status = binary.BigEndian.Uint32(b[0:4]), b[4]
-	if status > ackRejected || b[5]|b[6]|b[7] != 0 {
+	index, status = binary.BigEndian.Uint32(b[0:4]), chunk.Status(b[4])
+	if !status.Valid() || b[5]|b[6]|b[7] != 0 {
 		return 0, 0, fmt.Errorf("%w: ack for chunk %d has status %d", ErrBadHeader, index, status)
 	}
 	return index, status, nil
-}
-
-// ackError turns an ack status into the error reported to the sender's done callback.
-func ackError(c Chunk, status byte) error {
-	switch status {
-	case ackOK:
-		return nil
-	case ackChecksum:
-		return fmt.Errorf("chunk %d: %w", c.Index, ErrChecksum)
-	case ackIO:
-		return fmt.Errorf("chunk %d: %w", c.Index, ErrReceiverIO)
-	default:
-		return fmt.Errorf("chunk %d: %w", c.Index, ErrRejected)
-	}
 }

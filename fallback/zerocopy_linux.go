@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rxfer/rxfer/chunk"
 )
 
 // maxPipe is the pipe size requested for splicing (the default pipe-max-size, so it
@@ -41,7 +43,7 @@ func (p *splicePipe) Close() {
 // spliceToFile moves exactly n bytes from conn into f at offset off without copying
 // them through user space: socket → pipe (waiting on Go's poller when the socket has no
 // data) and pipe → file at an explicit offset, so connections never share a file
-// position. A read error is returned as is; a write error wraps ErrReceiverIO so the
+// position. A read error is returned as is; a write error wraps chunk.ErrReceiverIO so the
 // caller can tell "stream broken" from "file broken".
 func spliceToFile(conn syscall.Conn, f *os.File, off, n int64, p *splicePipe) error {
 	src, err := conn.SyscallConn()
@@ -50,7 +52,7 @@ func spliceToFile(conn syscall.Conn, f *os.File, off, n int64, p *splicePipe) er
 	}
 	dst, err := f.SyscallConn()
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrReceiverIO, err)
+		return fmt.Errorf("%w: %w", chunk.ErrReceiverIO, err)
 	}
 	for n > 0 {
 		var inPipe int
@@ -96,7 +98,7 @@ func spliceToFile(conn syscall.Conn, f *os.File, off, n int64, p *splicePipe) er
 			werr = cerr
 		}
 		if werr != nil {
-			return fmt.Errorf("%w: writing at offset %d: %w", ErrReceiverIO, off, werr)
+			return fmt.Errorf("%w: writing at offset %d: %w", chunk.ErrReceiverIO, off, werr)
 		}
 	}
 	return nil

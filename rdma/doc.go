@@ -2,18 +2,20 @@
 // reliable-connected (RC) queue pair per connection (the engine stripes a
 // transfer over one or more connections, its lanes; several Sends may share
 // one chunk channel), registered staging slots on
-// the receiver and a pipelined RDMA WRITE sender. It mirrors the contract of
-// the TCP transport in package fallback ([fallback.Chunk], [fallback.Sink],
-// the done callback of [Sender.Send]) so the engine can switch between them.
+// the receiver and a pipelined RDMA WRITE sender. It speaks the chunk contract
+// the TCP transport in package fallback speaks too ([chunk.Chunk],
+// [chunk.Sink], the verdicts and the done callback of [Sender.Send]), so the
+// engine can switch between them; neither transport imports the other.
 // It has no cgo of its own: every verbs call goes through package verbs.
 //
 // # Setting up
 //
 // The sender calls [NewSender] (device, PD, CQ, QP in INIT, receives posted)
 // and sends its [EndpointInfo] over the authenticated control plane. The
-// receiver calls [NewReceiver] with it: that registers the slots, connects
-// its QP (RTR, RTS) and returns its own EndpointInfo and the slots as
-// [RemoteBuffer]s, which go back over the control plane to [Sender.Connect].
+// receiver calls [NewReceiver] with it and a [ReceiverConfig] that says
+// staging slots or a window: that registers them, connects its QP (RTR, RTS)
+// and returns its own EndpointInfo and the slots as [RemoteBuffer]s, which go
+// back over the control plane to [Sender.Connect] (or [Sender.ConnectWindow]).
 // The path MTU is the smaller of both active MTUs; PSNs are random (24 bits
 // from crypto/rand). An endpoint pair that cannot talk (different GID address
 // families, an invalid MTU) fails with an error wrapping [ErrMismatch]; a node
@@ -25,18 +27,28 @@
 // same peer. [Sender.Park] (the last Send returned nil: every ack consumed,
 // no probe outstanding) forgets the slots and returns the offer for the next
 // transfer: a new PSN and ConnectedQPN, the receiver QP it is still connected
-// to. [Receiver.Detach] stops draining, deregisters the slots or window
+// to. [Receiver.Park] stops draining, deregisters the slots or window
 // (their rkeys die, as in Close), waits until every acknowledgement's SEND
-// completed and no chunk message is left unhandled, and returns an
-// [IdleEndpoint]: QP (RTS), CQ, PD, control buffers and posted receives, and
-// the staging memory (up to 16 MiB, no region over it). The receiver's
-// [ResumeReceiver] / [ResumeWindowReceiver] registers fresh slots on it (new
-// rkeys, over the kept memory where it is large enough), and the sender's [Sender.Resume] takes them without touching the
-// QP. If the receiver answers with a fresh QP instead, [Sender.Connect] on
-// the parked sender resets its QP (RESET, INIT, receives reposted) and
-// connects it to the new peer with the PSN it offered. Every endpoint has
-// work requests for MaxDepth chunks in flight, so a parked one serves either
-// receive mode.
+// completed and no chunk message is left unhandled, and returns a
+// [ParkedEndpoint]: QP (RTS), CQ, PD, control buffers and posted receives,
+// and the staging memory (up to 16 MiB, no region over it). [NewReceiver]
+// with ReceiverConfig.Resume registers fresh slots on it (new rkeys, over
+// the kept memory where it is large enough), and [Sender.Resume] takes them
+// without touching the QP. If the receiver answers with a fresh QP instead,
+// [Sender.Connect] on the parked sender resets its QP (RESET, INIT, receives
+// reposted) and connects it to the new peer with the PSN it offered. Every
+// endpoint has work requests for MaxDepth chunks in flight, so a parked one
+// serves either receive mode.
+//
+// [Pool] runs this for the engine: it owns a node's parked connections
+// (senders by destination and device, receiving endpoints by the source
+// queue pair they are connected to), hands a transfer its lanes
+// ([Pool.Senders], [Pool.Receiver]: parked first, new otherwise, falling
+// back from a window to staging slots and from a failed resume to a fresh
+// queue pair), matches a resumed endpoint to the sender's offer by QPN and
+// GID ([Sender.Attach] on the other end), parks what a committed transfer
+// left clean ([Pool.Release], [Pool.Keep]) and closes what expires, what
+// sits on a device being removed and what its device reported unusable.
 //
 // # Data protocol (version 1)
 //
@@ -67,7 +79,7 @@
 //
 // # Window mode
 //
-// [NewWindowReceiver] receives into caller-owned memory instead (the engine
+// A receiver with ReceiverConfig.Window receives into caller-owned memory instead (the engine
 // passes a MAP_SHARED mapping of a memfd-backed region's window): it is
 // registered as one memory region, LOCAL_WRITE|REMOTE_WRITE, for that
 // receiver's lifetime only, and offered as ceil(len/S) slots, slot i being
@@ -88,14 +100,12 @@
 // buffers (registered once per Sender): by pread, or, when the caller has a
 // mapping of the source ([Source].Bytes; the engine keeps one for CRC32C), by
 // a user-space copy from it, which under qemu TCG is several times cheaper
-// than the kernel's rep movsb (TestSourceModes). Registering a read-only
-// MAP_PRIVATE mapping of the whole source file instead avoids the copy but
-// pins the whole file at the start of every Send, and measured slower in the
-// testbed (so did registering it in 32 MiB windows as chunks need them), so
-// the bounded staging buffers are the default for files. Memory that is
-// already a registrable mapping — the engine's memfd-backed regions — is
-// registered for the one Send instead ([Source].Register: local read access,
-// milliseconds for 128 MiB) and WRITEs go straight from it, with no copy.
+// than the kernel's rep movsb. Files always go through these bounded
+// buffers: registering a mapping of the file instead was measured slower
+// (README.md). Memory that is already a registrable mapping — the engine's
+// memfd-backed regions — is registered for the one Send instead
+// ([Source].Register: local read access, milliseconds for 128 MiB) and
+// WRITEs go straight from it, with no copy.
 //
 // Work requests are posted by two poster goroutines, not by the Send loop.
 // rxe runs a user QP's protocol work inside ibv_post_send, in the calling
@@ -103,7 +113,7 @@
 // its requests and returns (the kernel sees the QP's task busy and its runner
 // picks them up). With two posters the send queue stays fed while the Send
 // loop reads the next chunks and handles completions; posting from the loop
-// itself left the queue empty between chunks (one VM: 40 → 52 MiB/s).
+// itself left the queue empty between chunks (measured in README.md).
 // [verbs.QueuePair.PostSend] allows concurrent calls for this.
 //
 // The CRC32C is computed on the bytes in the slot, which the sender could in

@@ -23,7 +23,7 @@ type EndpointInfo struct {
 	// ConnectedQPN, when not 0, offers a queue pair that is still connected
 	// (RTS) to the peer's QPN ConnectedQPN from an earlier transfer
 	// ([Sender.Park]): a peer that kept that endpoint parked
-	// ([Receiver.Detach]) may resume it ([ResumeReceiver]); otherwise it
+	// ([Receiver.Park]) may resume it (ReceiverConfig.Resume); otherwise it
 	// connects a fresh one to QPN/PSN as usual and the sender reconnects.
 	ConnectedQPN uint32
 }

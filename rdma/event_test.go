@@ -15,9 +15,9 @@ import (
 // ErrBroken naming the event.
 func TestPortDownBreaksEndpoints(t *testing.T) {
 	requireDevice(t)
-	const chunk = 1 << 20
-	p := newPair(t, 4, chunk)
-	src, _, chunks := sourceFile(t, t.TempDir(), 2*chunk, chunk, 5)
+	const chunkSize = 1 << 20
+	p := newPair(t, 4, chunkSize)
+	src, _, chunks := sourceFile(t, t.TempDir(), 2*chunkSize, chunkSize, 5)
 	testbedenv.TakePortDown(t, testbedenv.Device)
 	for name, ep := range map[string]*endpoint{"sender": p.s.ep, "receiver": p.r.ep} {
 		select {

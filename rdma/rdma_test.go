@@ -19,7 +19,7 @@ import (
 
 	"github.com/rxfer/rxfer/internal/crc32c"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/testbedenv"
 	"github.com/rxfer/rxfer/verbs"
 )
@@ -55,7 +55,7 @@ func TestHostReportsUnavailable(t *testing.T) {
 	if _, _, err := NewSender(Options{}, netip.Addr{}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("NewSender: %v; want ErrUnavailable", err)
 	}
-	if _, _, _, err := NewReceiver(Options{}, EndpointInfo{}, 8, 1<<20, nil); !errors.Is(err, ErrUnavailable) {
+	if _, _, _, err := NewReceiver(Options{}, EndpointInfo{}, ReceiverConfig{Slots: 8, SlotSize: 1 << 20}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("NewReceiver: %v; want ErrUnavailable", err)
 	}
 	t.Logf("reason: %v", err)
@@ -132,8 +132,8 @@ type testSink struct {
 	f      *os.File
 	mu     sync.Mutex
 	landed map[uint32][]error
-	admit  func(fallback.Chunk) error
-	onLand func(fallback.Chunk, error)
+	admit  func(chunk.Chunk) error
+	onLand func(chunk.Chunk, error)
 }
 
 func newTestSink(t *testing.T, dir string) *testSink {
@@ -153,13 +153,13 @@ func (s *testSink) landedFor(i uint32) []error {
 	defer s.mu.Unlock()
 	return slices.Clone(s.landed[i])
 }
-func (s *testSink) Admit(c fallback.Chunk) (int64, error) {
+func (s *testSink) Admit(c chunk.Chunk) (int64, error) {
 	if s.admit != nil {
 		return c.Offset, s.admit(c)
 	}
 	return c.Offset, nil
 }
-func (s *testSink) Landed(c fallback.Chunk, err error) {
+func (s *testSink) Landed(c chunk.Chunk, err error) {
 	s.mu.Lock()
 	s.landed[c.Index] = append(s.landed[c.Index], err)
 	s.mu.Unlock()
@@ -170,7 +170,7 @@ func (s *testSink) Landed(c fallback.Chunk, err error) {
 
 // sourceFile writes size pseudo-random bytes to a file and splits it into
 // chunks with their CRCs.
-func sourceFile(t *testing.T, dir string, size, chunk int, seed uint64) (*os.File, []byte, []fallback.Chunk) {
+func sourceFile(t *testing.T, dir string, size, chunkSize int, seed uint64) (*os.File, []byte, []chunk.Chunk) {
 	t.Helper()
 	data := make([]byte, size)
 	var key [32]byte
@@ -185,10 +185,10 @@ func sourceFile(t *testing.T, dir string, size, chunk int, seed uint64) (*os.Fil
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	var chunks []fallback.Chunk
-	for off := 0; off < size; off += chunk {
-		n := min(chunk, size-off)
-		chunks = append(chunks, fallback.Chunk{Index: uint32(len(chunks)), Offset: int64(off), Length: uint32(n), CRC: crc32c.Checksum(data[off : off+n])})
+	var chunks []chunk.Chunk
+	for off := 0; off < size; off += chunkSize {
+		n := min(chunkSize, size-off)
+		chunks = append(chunks, chunk.Chunk{Index: uint32(len(chunks)), Offset: int64(off), Length: uint32(n), CRC: crc32c.Checksum(data[off : off+n])})
 	}
 	return f, data, chunks
 }
@@ -204,7 +204,7 @@ type pair struct {
 func newPair(t *testing.T, slots, slotSize int) *pair {
 	t.Helper()
 	return connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-		return NewReceiver(Options{}, sinfo, slots, slotSize, sink)
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize})
 	}, nil, (*Sender).Connect)
 }
 
@@ -272,9 +272,9 @@ type sendResult struct {
 // runSend feeds chunks to Send; resend decides whether a failed chunk goes
 // back on the channel. The channel closes once every chunk has a final
 // verdict.
-func runSend(t *testing.T, s *Sender, src Source, chunks []fallback.Chunk, depth int, resend func(fallback.Chunk, error) bool) sendResult {
+func runSend(t *testing.T, s *Sender, src Source, chunks []chunk.Chunk, depth int, resend func(chunk.Chunk, error) bool) sendResult {
 	t.Helper()
-	ch := make(chan fallback.Chunk, len(chunks)+1)
+	ch := make(chan chunk.Chunk, len(chunks)+1)
 	res := sendResult{verdict: map[uint32][]error{}}
 	var mu sync.Mutex
 	remaining := len(chunks)
@@ -284,7 +284,7 @@ func runSend(t *testing.T, s *Sender, src Source, chunks []fallback.Chunk, depth
 	if remaining == 0 {
 		close(ch)
 	}
-	done := func(c fallback.Chunk, err error) {
+	done := func(c chunk.Chunk, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.taken++
@@ -307,7 +307,7 @@ func runSend(t *testing.T, s *Sender, src Source, chunks []fallback.Chunk, depth
 
 // checkEveryChunkOnce asserts that done and Landed saw every chunk exactly
 // once, with no error.
-func checkEveryChunkOnce(t *testing.T, p *pair, res sendResult, chunks []fallback.Chunk) {
+func checkEveryChunkOnce(t *testing.T, p *pair, res sendResult, chunks []chunk.Chunk) {
 	t.Helper()
 	for _, c := range chunks {
 		if v := res.verdict[c.Index]; len(v) != 1 || v[0] != nil {
@@ -321,12 +321,12 @@ func checkEveryChunkOnce(t *testing.T, p *pair, res sendResult, chunks []fallbac
 
 func TestTransfer(t *testing.T) {
 	requireDevice(t)
-	const chunk = 1 << 20
+	const chunkSize = 1 << 20
 	for _, size := range []int{0, 1, 4096, 1<<20 + 1, 64 << 20} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			checkResources(t)
-			p := newPair(t, 8, chunk)
-			src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, uint64(size))
+			p := newPair(t, 8, chunkSize)
+			src, data, chunks := sourceFile(t, t.TempDir(), size, chunkSize, uint64(size))
 			res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
@@ -352,22 +352,21 @@ func TestTransfer(t *testing.T) {
 }
 
 // TestSourceModes measures the ways of giving WRITEs their bytes (pread
-// into registered staging buffers, a registered read-only mapping of the
-// whole source file, caller memory registered per Send: a memfd mapping, as
-// for regions, or a mapping copied into the staging buffers, as for files)
+// into registered staging buffers, caller memory registered per Send: a
+// memfd mapping, as for regions, or a mapping copied into the staging
+// buffers, as for files)
 // and two verification workers against the default (GOMAXPROCS/2),
 // interleaved so the VM's drift hits them alike. RXFER_RDMA_ROUNDS sets the
 // rounds (default 1).
 func TestSourceModes(t *testing.T) {
 	requireDevice(t)
-	const size, chunk = 64 << 20, 1 << 20
-	src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, 7)
+	const size, chunkSize = 64 << 20, 1 << 20
+	src, data, chunks := sourceFile(t, t.TempDir(), size, chunkSize, 7)
 	rounds, _ := strconv.Atoi(os.Getenv("RXFER_RDMA_ROUNDS"))
 	modes := []struct {
 		name    string
-		m       sourceMode
 		workers int
-	}{{"staging", sourceStaging, 0}, {"mmap", sourceMmap, 0}, {"memory", sourceStaging, 0}, {"mapping", sourceStaging, 0}, {"staging-2workers", sourceStaging, 2}}
+	}{{"staging", 0}, {"memory", 0}, {"mapping", 0}, {"staging-2workers", 2}}
 	// The memory mode's source: the same bytes in a memfd mapping, with the
 	// source's offset 0 at mem[0].
 	_, mem := memfdWindow(t, size)
@@ -377,10 +376,9 @@ func TestSourceModes(t *testing.T) {
 		for _, mode := range modes {
 			t.Run(mode.name, func(t *testing.T) {
 				checkResources(t)
-				verifyWorkers = mode.workers
-				defer func() { verifyWorkers = 0 }()
-				p := newPair(t, 8, chunk)
-				p.s.sourceMode = mode.m
+				knobs.verifyWorkers = mode.workers
+				defer func() { knobs.verifyWorkers = 0 }()
+				p := newPair(t, 8, chunkSize)
 				// The memory modes have no file: reading a nil file fails,
 				// so their bytes can only come from mem.
 				from := Source{File: src}
@@ -421,28 +419,29 @@ func TestSourceModes(t *testing.T) {
 func TestChecksumMismatchIsReportedAndResent(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const chunk = 1 << 20
-	p := newPair(t, 4, chunk)
-	src, data, chunks := sourceFile(t, t.TempDir(), 5*chunk+100, chunk, 3)
+	const chunkSize = 1 << 20
+	p := newPair(t, 4, chunkSize)
+	src, data, chunks := sourceFile(t, t.TempDir(), 5*chunkSize+100, chunkSize, 3)
 	var once sync.Once
-	p.s.corrupt = func(c fallback.Chunk) (bad bool) {
+	knobs.corrupt = func(c chunk.Chunk) (bad bool) {
 		if c.Index == 2 {
 			once.Do(func() { bad = true })
 		}
 		return bad
 	}
-	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c fallback.Chunk, err error) bool {
-		return errors.Is(err, fallback.ErrChecksum) && len(p.sink.landedFor(c.Index)) < 3
+	t.Cleanup(func() { knobs.corrupt = nil })
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c chunk.Chunk, err error) bool {
+		return errors.Is(err, chunk.ErrChecksum) && len(p.sink.landedFor(c.Index)) < 3
 	})
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
 	v := res.verdict[2]
-	if len(v) != 2 || !errors.Is(v[0], fallback.ErrChecksum) || v[1] != nil {
+	if len(v) != 2 || !errors.Is(v[0], chunk.ErrChecksum) || v[1] != nil {
 		t.Errorf("chunk 2: done got %v; want ErrChecksum, then nil", v)
 	}
 	l := p.sink.landedFor(2)
-	if len(l) != 2 || !errors.Is(l[0], fallback.ErrChecksum) || l[1] != nil {
+	if len(l) != 2 || !errors.Is(l[0], chunk.ErrChecksum) || l[1] != nil {
 		t.Errorf("chunk 2: Landed got %v; want ErrChecksum, then nil", l)
 	}
 	for _, c := range chunks {
@@ -461,20 +460,20 @@ func TestRejectedAndOversizedChunks(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
 	p := newPair(t, 2, 4096)
-	p.sink.admit = func(c fallback.Chunk) error {
+	p.sink.admit = func(c chunk.Chunk) error {
 		if c.Index == 1 {
 			return errors.New("out of bounds")
 		}
 		return nil
 	}
 	src, _, chunks := sourceFile(t, t.TempDir(), 3*4096, 4096, 5)
-	chunks = append(chunks, fallback.Chunk{Index: 3, Offset: 0, Length: 8192})
+	chunks = append(chunks, chunk.Chunk{Index: 3, Offset: 0, Length: 8192})
 	res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
-	if v := res.verdict[1]; len(v) != 1 || !errors.Is(v[0], ErrRejected) {
-		t.Errorf("chunk 1: done got %v; want ErrRejected", v)
+	if v := res.verdict[1]; len(v) != 1 || !errors.Is(v[0], chunk.ErrRejected) {
+		t.Errorf("chunk 1: done got %v; want chunk.ErrRejected", v)
 	}
 	if v := res.verdict[3]; len(v) != 1 || v[0] == nil || !strings.Contains(v[0].Error(), "exceeds") {
 		t.Errorf("oversized chunk: done got %v; want a length error", v)
@@ -487,11 +486,11 @@ func TestRejectedAndOversizedChunks(t *testing.T) {
 func TestReceiverClosedMidTransfer(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const chunk = 1 << 20
-	p := newPair(t, 8, chunk)
-	src, _, chunks := sourceFile(t, t.TempDir(), 64<<20, chunk, 9)
+	const chunkSize = 1 << 20
+	p := newPair(t, 8, chunkSize)
+	src, _, chunks := sourceFile(t, t.TempDir(), 64<<20, chunkSize, 9)
 	landed := make(chan struct{}, len(chunks))
-	p.sink.onLand = func(fallback.Chunk, error) { landed <- struct{}{} }
+	p.sink.onLand = func(chunk.Chunk, error) { landed <- struct{}{} }
 	closed := make(chan time.Time, 1)
 	go func() {
 		for range 4 {
@@ -541,17 +540,17 @@ func TestReceiverClosedMidTransfer(t *testing.T) {
 func TestSendCanceled(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const chunk = 1 << 20
-	p := newPair(t, 4, chunk)
-	src, _, chunks := sourceFile(t, t.TempDir(), 32<<20, chunk, 11)
-	ch := make(chan fallback.Chunk, len(chunks))
+	const chunkSize = 1 << 20
+	p := newPair(t, 4, chunkSize)
+	src, _, chunks := sourceFile(t, t.TempDir(), 32<<20, chunkSize, 11)
+	ch := make(chan chunk.Chunk, len(chunks))
 	for _, c := range chunks {
 		ch <- c
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	answered := map[uint32]error{}
-	done := func(c fallback.Chunk, err error) {
+	done := func(c chunk.Chunk, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if _, dup := answered[c.Index]; dup {
@@ -599,7 +598,7 @@ func TestCloseWithoutConnect(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	s2.Close()
-	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, 2, 4096, newTestSink(t, t.TempDir()))
+	r, _, _, err := NewReceiver(Options{}, EndpointInfo{QPN: 5, GID: netip.MustParseAddr("10.77.0.9").As16(), MTU: 1500}, ReceiverConfig{Sink: newTestSink(t, t.TempDir()), Slots: 2, SlotSize: 4096})
 	if !errors.Is(err, ErrMismatch) {
 		t.Errorf("NewReceiver with a peer MTU of 1500: %v, %v; want ErrMismatch", r, err)
 	}
@@ -615,11 +614,11 @@ type mappedSink struct {
 func (s mappedSink) Mapping() ([]byte, int64) { return s.mem, 0 }
 
 // A MappedSink gets its chunks copied into its mapping; a mapping that
-// faults (its file shrank) fails the chunks with ErrReceiverIO instead of
+// faults (its file shrank) fails the chunks with chunk.ErrReceiverIO instead of
 // crashing the receiver.
 func TestMappedSink(t *testing.T) {
 	requireDevice(t)
-	const chunk, size = 1 << 20, 4<<20 + 1
+	const chunkSize, size = 1 << 20, 4<<20 + 1
 	dir := t.TempDir()
 	mf, err := os.OpenFile(filepath.Join(dir, "mapped"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -637,9 +636,9 @@ func TestMappedSink(t *testing.T) {
 	var sink *testSink
 	p := connectPair(t, func(sinfo EndpointInfo, s *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
 		sink = s
-		return NewReceiver(Options{}, sinfo, 4, chunk, mappedSink{s, mem})
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: mappedSink{s, mem}, Slots: 4, SlotSize: chunkSize})
 	}, nil, (*Sender).Connect)
-	src, data, chunks := sourceFile(t, dir, size, chunk, 7)
+	src, data, chunks := sourceFile(t, dir, size, chunkSize, 7)
 	if res := runSend(t, p.s, Source{File: src}, chunks, 0, nil); res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
@@ -659,7 +658,7 @@ func TestMappedSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := runSend(t, p.s, Source{File: src}, chunks[:1], 0, nil)
-	if v := res.verdict[0]; res.err != nil || len(v) != 1 || !errors.Is(v[0], ErrReceiverIO) {
-		t.Fatalf("chunk into a faulting mapping: Send %v, verdicts %v; want one wrapping ErrReceiverIO", res.err, v)
+	if v := res.verdict[0]; res.err != nil || len(v) != 1 || !errors.Is(v[0], chunk.ErrReceiverIO) {
+		t.Fatalf("chunk into a faulting mapping: Send %v, verdicts %v; want one wrapping chunk.ErrReceiverIO", res.err, v)
 	}
 }

@@ -11,29 +11,29 @@ import (
 
 	"github.com/rxfer/rxfer/internal/crc32c"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/verbs"
 )
 
-// MaxSlots bounds NewReceiver's slots (a receive and two send work requests
-// each).
+// MaxSlots bounds a staging receiver's slots (a receive and two send work
+// requests each).
 const MaxSlots = 1024
 
-// MaxWindowSlots bounds the slots of NewWindowReceiver (one RemoteBuffer each
+// MaxWindowSlots bounds the slots of a window receiver (one RemoteBuffer each
 // goes over the control plane; work requests are bounded by MaxDepth instead).
 const MaxWindowSlots = 1 << 16
 
 // Receiver is the receiving side of one RDMA connection: registered staging
 // slots the sender WRITEs into, and a goroutine that verifies each landed
 // chunk, writes it to the sink's file and returns the slot. A window
-// receiver (NewWindowReceiver) instead has the sender WRITE each chunk
+// receiver (ReceiverConfig.Window) instead has the sender WRITE each chunk
 // straight into its place in caller-owned memory.
 type Receiver struct {
 	ep     *endpoint
 	slots  []*verbs.MemoryRegion // staging mode, registered over mem
-	mem    []*verbs.Buffer       // staging memory, kept when parked (Detach)
+	mem    []*verbs.Buffer       // staging memory, kept when parked (Park)
 	nslots int
-	sink   fallback.Sink
+	sink   chunk.Sink
 
 	// Window mode: window is the caller's memory, registered as windowMR;
 	// slot i is window[i*slotSize:] (the last one shorter).
@@ -55,42 +55,96 @@ type Receiver struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// For Detach: the endpoint we are connected to, acknowledgements posted
+	// For Park: the endpoint we are connected to, acknowledgements posted
 	// and completed, completions drain took but did not handle (when
 	// stopped), and whether a chunk message was left unhandled.
 	peer      EndpointInfo
 	acksSent  atomic.Int64
-	acksDone  int64 // drain's goroutine only, then Detach
+	acksDone  int64 // drain's goroutine only, then Park
 	leftover  []verbs.WorkCompletion
 	unhandled bool
 }
 
-// NewReceiver creates a QP connected to remote (RTR, RTS), registers slots
-// staging buffers of slotSize bytes each (anonymous memory, access
-// LOCAL_WRITE|REMOTE_WRITE only, one region and rkey per slot), posts a
-// receive per slot, and starts draining: each landed chunk is admitted
-// (sink.Admit), CRC32C-verified in its slot, written to sink.File() at its
-// offset, reported (sink.Landed) and its slot returned to the sender.
-//
-// It returns our endpoint and the slots for the sender's [Sender.Connect].
-func NewReceiver(opt Options, remote EndpointInfo, slots, slotSize int, sink fallback.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
-	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
-	}
-	return newReceiver(opt, remote, nil, slots, sink, stagingSlots(slots, slotSize))
+// ReceiverConfig says how a [Receiver] takes chunks: in staging slots (the
+// default) or, with Window set, in place in caller-owned memory.
+type ReceiverConfig struct {
+	// Sink admits each landed chunk, receives its bytes (staging mode) and
+	// hears its verdict.
+	Sink chunk.Sink
+	// SlotSize is the size of a slot in bytes: 1 B to 2 GiB. In window mode
+	// it is the chunk size: slot i holds chunk i.
+	SlotSize int
+	// Slots is the number of staging slots (1 to MaxSlots): anonymous
+	// memory, access LOCAL_WRITE|REMOTE_WRITE only, one region and rkey per
+	// slot. Verified chunks are copied to the sink's file (or its mapping,
+	// MappedSink) and the slot is returned to the sender.
+	Slots int
+	// Window, when set, selects window mode: the memory (mmap'd, never Go
+	// heap memory; it must stay mapped until Close returned) is registered as
+	// one memory region with LOCAL_WRITE|REMOTE_WRITE for this receiver's
+	// lifetime only and offered as ceil(len(Window)/SlotSize) slots (at most
+	// MaxWindowSlots), slot i being Window[i*SlotSize:], the last one
+	// shorter. The sender must use [Sender.ConnectWindow]; nothing is copied
+	// after a chunk landed, the sink's file is never written and Admit's
+	// offset is not used. One rkey covers the whole window: unlike staging
+	// slots, a WRITE of the (authenticated) sender is bounded by the window,
+	// not by its slot.
+	Window []byte
+	// Resume, when set, is a parked endpoint ([Receiver.Park]) to take
+	// instead of a new queue pair: it is still connected to the sender that
+	// offers it (EndpointInfo.ConnectedQPN), so nothing is connected and
+	// fresh slots are registered for this transfer (over the staging memory
+	// it kept, where large enough). The endpoint is the Receiver's now; on
+	// error it is closed.
+	Resume *ParkedEndpoint
 }
 
-// ResumeReceiver is NewReceiver on a parked endpoint ([Receiver.Detach])
-// instead of a new QP: its queue pair is still connected to the sender that
-// offers it (EndpointInfo.ConnectedQPN), so nothing is connected; fresh
-// slots are registered for this transfer. The endpoint is the Receiver's
-// now; on error it is closed.
-func ResumeReceiver(idle *IdleEndpoint, slots, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-	if slots <= 0 || slots > MaxSlots || slotSize <= 0 || int64(slotSize) > 1<<31 {
-		idle.Close()
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", slots, slotSize, MaxSlots)
+// slots validates the configuration once, for both modes, and returns the
+// number of slots to offer.
+func (c ReceiverConfig) slots() (int, error) {
+	if c.Window != nil {
+		if len(c.Window) == 0 || c.SlotSize <= 0 || int64(c.SlotSize) > 1<<31 {
+			return 0, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(c.Window), c.SlotSize)
+		}
+		n := (len(c.Window) + c.SlotSize - 1) / c.SlotSize
+		if n > MaxWindowSlots {
+			return 0, fmt.Errorf("rdma: receive window of %d bytes is %d slots of %d bytes (at most %d)", len(c.Window), n, c.SlotSize, MaxWindowSlots)
+		}
+		return n, nil
 	}
-	return newReceiver(Options{}, idle.peer, idle, slots, sink, stagingSlots(slots, slotSize))
+	if c.Slots <= 0 || c.Slots > MaxSlots || c.SlotSize <= 0 || int64(c.SlotSize) > 1<<31 {
+		return 0, fmt.Errorf("rdma: invalid receive window: %d slots of %d bytes (want 1..%d slots of 1 B..2 GiB)", c.Slots, c.SlotSize, MaxSlots)
+	}
+	return c.Slots, nil
+}
+
+// NewReceiver sets up the receiving side of a connection as cfg says: it
+// creates a QP connected to remote (RTR, RTS), or takes cfg.Resume (remote
+// and opt are then unused: the parked endpoint's peer is the sender),
+// registers the slots or the window, posts the receives, and starts
+// draining: each landed chunk is admitted (Sink.Admit), CRC32C-verified in
+// its slot, written to the sink's file at its offset (staging mode),
+// reported (Sink.Landed) and acknowledged, which returns a staging slot to
+// the sender.
+//
+// It returns our endpoint and the slots for the sender's [Sender.Connect]
+// (staging), [Sender.ConnectWindow] (window) or [Sender.Resume].
+func NewReceiver(opt Options, remote EndpointInfo, cfg ReceiverConfig) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
+	n, err := cfg.slots()
+	if err != nil {
+		if cfg.Resume != nil {
+			cfg.Resume.Close()
+		}
+		return nil, EndpointInfo{}, nil, err
+	}
+	register := stagingSlots(n, cfg.SlotSize)
+	if cfg.Window != nil {
+		register = windowSlots(cfg.Window, cfg.SlotSize, n)
+	}
+	if cfg.Resume != nil {
+		opt, remote = Options{}, cfg.Resume.peer
+	}
+	return newReceiver(opt, remote, cfg.Resume, n, cfg.Sink, register)
 }
 
 // stagingSlots registers slots over the staging memory a parked endpoint
@@ -125,44 +179,8 @@ func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error)
 	}
 }
 
-// NewWindowReceiver is NewReceiver over caller-owned memory: mem (mmap'd,
-// never Go heap memory; it must stay mapped until Close returned) is
-// registered as one memory region with LOCAL_WRITE|REMOTE_WRITE for this
-// receiver's lifetime only, and offered as ceil(len(mem)/slotSize) slots, slot
-// i being mem[i*slotSize:] (the last one shorter). The sender must use
-// [Sender.ConnectWindow]: the chunk with index i is written into slot i, so
-// nothing is copied after it landed. Each chunk is admitted (sink.Admit, whose
-// offset is not used: the slot is the chunk's place), CRC32C-verified in
-// place, reported (sink.Landed) and acknowledged; sink.File is never written.
-//
-// One rkey covers the whole window: unlike staging slots, a WRITE of the
-// (authenticated) sender is bounded by the window, not by its slot.
-func NewWindowReceiver(opt Options, remote EndpointInfo, mem []byte, slotSize int, sink fallback.Sink) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
-	if len(mem) == 0 || slotSize <= 0 || int64(slotSize) > 1<<31 {
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(mem), slotSize)
-	}
-	n := (len(mem) + slotSize - 1) / slotSize
-	if n > MaxWindowSlots {
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: receive window of %d bytes is %d slots of %d bytes (at most %d)", len(mem), n, slotSize, MaxWindowSlots)
-	}
-	return newReceiver(opt, remote, nil, n, sink, windowSlots(mem, slotSize, n))
-}
-
-// ResumeWindowReceiver is NewWindowReceiver on a parked endpoint, as
-// ResumeReceiver. On error the endpoint is closed.
-func ResumeWindowReceiver(idle *IdleEndpoint, mem []byte, slotSize int, sink fallback.Sink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-	if len(mem) == 0 || slotSize <= 0 || int64(slotSize) > 1<<31 {
-		idle.Close()
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(mem), slotSize)
-	}
-	n := (len(mem) + slotSize - 1) / slotSize
-	if n > MaxWindowSlots {
-		idle.Close()
-		return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: receive window of %d bytes is %d slots of %d bytes (at most %d)", len(mem), n, slotSize, MaxWindowSlots)
-	}
-	return newReceiver(Options{}, idle.peer, idle, n, sink, windowSlots(mem, slotSize, n))
-}
-
+// windowSlots registers the caller's memory as one region and offers it as
+// n slots of slotSize bytes.
 func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer, error) {
 	return func(r *Receiver) ([]RemoteBuffer, error) {
 		mr, err := r.ep.pd.RegisterMemory(mem, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
@@ -179,17 +197,17 @@ func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer,
 	}
 }
 
-// newReceiver opens the endpoint (or takes the parked idle one), registers
+// newReceiver opens the endpoint (or takes the parked one), registers
 // the slots with register, connects (a new endpoint) and starts draining.
 // Chunks in flight are bounded by the sender's depth (at most MaxDepth), not
 // by the slots: every endpoint has work requests for MaxDepth, so a parked
 // one can serve either mode.
-func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots int, sink fallback.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
+func newReceiver(opt Options, remote EndpointInfo, parked *ParkedEndpoint, nslots int, sink chunk.Sink, register func(*Receiver) ([]RemoteBuffer, error)) (_ *Receiver, _ EndpointInfo, _ []RemoteBuffer, err error) {
 	var ep *endpoint
 	var mem []*verbs.Buffer
-	if idle != nil {
-		ep, idle.ep = idle.ep, nil
-		mem, idle.mem = idle.mem, nil
+	if parked != nil {
+		ep, parked.ep = parked.ep, nil
+		mem, parked.mem = parked.mem, nil
 		if ep == nil {
 			return nil, EndpointInfo{}, nil, errors.New("rdma: parked endpoint already used or closed")
 		}
@@ -209,7 +227,7 @@ func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots in
 	if err != nil {
 		return nil, EndpointInfo{}, nil, err
 	}
-	if idle == nil {
+	if parked == nil {
 		if err := ep.connect(remote); err != nil {
 			return nil, EndpointInfo{}, nil, fmt.Errorf("rdma: connecting to %s QP %#x: %w", remote.Addr(), remote.QPN, err)
 		}
@@ -221,7 +239,7 @@ func newReceiver(opt Options, remote EndpointInfo, idle *IdleEndpoint, nslots in
 }
 
 // Window reports whether the receiver lands chunks in place in caller-owned
-// memory (NewWindowReceiver).
+// memory (ReceiverConfig.Window).
 func (r *Receiver) Window() bool { return r.window != nil }
 
 // InPlace returns how many chunks were verified in place in the window (0 for
@@ -243,10 +261,10 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 	jobs := make(chan landing, r.ep.nRecv)
 	var workers sync.WaitGroup
 	// Half the CPUs: the rest is left to the device (rxe copies in the
-	// kernel) and the sender's side; in the 2-vCPU testbed one worker beat two.
+	// kernel) and the sender's side (README.md: one worker beat two).
 	nw := min(r.nslots, max(1, runtime.GOMAXPROCS(0)/2), maxWorkers)
-	if verifyWorkers > 0 {
-		nw = verifyWorkers
+	if knobs.verifyWorkers > 0 {
+		nw = knobs.verifyWorkers
 	}
 	for range nw {
 		workers.Go(func() {
@@ -275,7 +293,7 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 	for {
 		n, err := r.ep.cq.Wait(ctx, wcs)
 		if ctx.Err() != nil {
-			r.leftover = append(r.leftover, wcs[:n]...) // for Detach
+			r.leftover = append(r.leftover, wcs[:n]...) // for Park
 			return context.Cause(ctx)
 		}
 		if err != nil {
@@ -313,10 +331,6 @@ func (r *Receiver) drain(closing context.Context) (err error) {
 
 // maxWorkers bounds the goroutines that verify and write chunks.
 const maxWorkers = 8
-
-// verifyWorkers, when positive, overrides the number of workers (for
-// measurements in tests).
-var verifyWorkers = 0
 
 // answer verifies and writes one chunk and acknowledges it.
 func (r *Receiver) answer(ctx context.Context, acks ackBuffers, l landing) error {
@@ -364,29 +378,29 @@ func (a ackBuffers) free(i int) { a <- i }
 
 // verdict admits, verifies and writes one chunk; Landed is called for every
 // admitted chunk.
-func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
+func (r *Receiver) verdict(m chunkMsg, err error) chunk.Status {
 	if r.window != nil {
 		return r.verdictInPlace(m, err)
 	}
 	c := m.Chunk
 	if err != nil || int(m.Slot) >= len(r.slots) || int(c.Length) > r.slots[m.Slot].Len() {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	off, err := r.sink.Admit(c)
 	if err != nil {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	b := r.slots[m.Slot].Bytes()[:c.Length]
 	if sum := crc32c.Checksum(b); sum != c.CRC {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
-		return statusChecksum
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
+		return chunk.StatusChecksum
 	}
 	if err := r.write(b, off); err != nil {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, ErrReceiverIO, err))
-		return statusIO
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
+		return chunk.StatusIO
 	}
 	r.sink.Landed(c, nil)
-	return statusOK
+	return chunk.StatusOK
 }
 
 // MappedSink is a Sink whose destination is also mapped (MAP_SHARED,
@@ -395,7 +409,7 @@ func (r *Receiver) verdict(m chunkMsg, err error) uint8 {
 // its inode lock, page allocation included; page faults on a mapping do not,
 // so the lanes of a transfer fill the destination side by side.
 type MappedSink interface {
-	fallback.Sink
+	chunk.Sink
 	// Mapping returns the mapping and the file offset of its first byte, or
 	// nil to use File. The receiver asks once, when it is created.
 	Mapping() (mem []byte, base int64)
@@ -413,26 +427,26 @@ func (r *Receiver) write(b []byte, off int64) error {
 
 // verdictInPlace admits and verifies a chunk in its window slot, which must
 // be the one its index names.
-func (r *Receiver) verdictInPlace(m chunkMsg, err error) uint8 {
+func (r *Receiver) verdictInPlace(m chunkMsg, err error) chunk.Status {
 	c := m.Chunk
 	if err != nil || m.Slot != c.Index || int(m.Slot) >= r.nslots {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	off := int(m.Slot) * r.slotSize
 	if int(c.Length) > min(r.slotSize, len(r.window)-off) {
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	if _, err := r.sink.Admit(c); err != nil { // validates the chunk; its place is the slot
-		return statusRejected
+		return chunk.StatusRejected
 	}
 	b := r.window[off : off+int(c.Length)]
 	if sum := crc32c.Checksum(b); sum != c.CRC {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, fallback.ErrChecksum, sum, c.CRC))
-		return statusChecksum
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
+		return chunk.StatusChecksum
 	}
 	r.inPlace.Add(1)
 	r.sink.Landed(c, nil)
-	return statusOK
+	return chunk.StatusOK
 }
 
 // Err reports why the receiver stopped draining before Close (a completion
@@ -477,7 +491,7 @@ func freeBuffers(mem []*verbs.Buffer) error {
 
 // stop ends draining, waits for it and deregisters the slots or the window
 // (their rkeys die; the caller may unmap the window afterwards). Close and
-// Detach start with it.
+// Park start with it.
 func (r *Receiver) stop() error {
 	r.cancel()
 	r.wg.Wait()
@@ -491,11 +505,11 @@ func (r *Receiver) stop() error {
 	return errors.Join(errs...)
 }
 
-// IdleEndpoint is a receiver's queue pair parked between transfers
-// ([Receiver.Detach]): still connected to its sender's QP, with its CQ, PD,
+// ParkedEndpoint is a receiver's queue pair parked between transfers
+// ([Receiver.Park]): still connected to its sender's QP, with its CQ, PD,
 // control buffers and posted receives, but no slot registered (no rkey of it
-// is valid). Take it with ResumeReceiver or ResumeWindowReceiver, or Close it.
-type IdleEndpoint struct {
+// is valid). Resume it with [NewReceiver] (ReceiverConfig.Resume), or Close it.
+type ParkedEndpoint struct {
 	ep   *endpoint
 	mem  []*verbs.Buffer // staging memory for the next transfer's slots (no region over it)
 	info EndpointInfo    // ours
@@ -503,10 +517,10 @@ type IdleEndpoint struct {
 }
 
 // QPN returns the parked queue pair's number.
-func (e *IdleEndpoint) QPN() uint32 { return e.info.QPN }
+func (e *ParkedEndpoint) QPN() uint32 { return e.info.QPN }
 
-// Lost is Sender.Lost for a parked receiving endpoint.
-func (e *IdleEndpoint) Lost() error {
+// Lost is [Sender.Lost] for a parked receiving endpoint.
+func (e *ParkedEndpoint) Lost() error {
 	if e.ep == nil {
 		return nil
 	}
@@ -514,14 +528,14 @@ func (e *IdleEndpoint) Lost() error {
 }
 
 // Device returns the parked queue pair's device.
-func (e *IdleEndpoint) Device() string { return e.info.Device }
+func (e *ParkedEndpoint) Device() string { return e.info.Device }
 
 // Peer returns the sender endpoint the queue pair is connected to.
-func (e *IdleEndpoint) Peer() EndpointInfo { return e.peer }
+func (e *ParkedEndpoint) Peer() EndpointInfo { return e.peer }
 
 // Close destroys the parked endpoint (QP, CQ, PD, device). It is idempotent
 // and does nothing once the endpoint was resumed.
-func (e *IdleEndpoint) Close() error {
+func (e *ParkedEndpoint) Close() error {
 	if e.ep == nil {
 		return nil
 	}
@@ -548,39 +562,39 @@ func keptStaging(mem []*verbs.Buffer) []*verbs.Buffer {
 	return mem
 }
 
-// settleTimeout bounds how long Detach waits for the completions of the
+// settleTimeout bounds how long Park waits for the completions of the
 // acknowledgements it already sent.
 var settleTimeout = 2 * time.Second
 
-// Detach ends the receiver's transfer like Close — draining stops, the slots
+// Park ends the receiver's transfer like Close — draining stops, the slots
 // (or window) are deregistered, so their rkeys are dead — but keeps the queue
-// pair connected, for the same sender's next transfer ([ResumeReceiver]). It
+// pair connected, for the same sender's next transfer (ReceiverConfig.Resume). It
 // does so only when the connection is clean: draining had not failed, no
 // chunk message was left unhandled and every acknowledgement's SEND
 // completed (so the next transfer starts with every receive posted and every
 // ack buffer free). Otherwise it closes everything and returns an error. The
 // Receiver is closed either way.
-func (r *Receiver) Detach() (*IdleEndpoint, error) {
-	var idle *IdleEndpoint
+func (r *Receiver) Park() (*ParkedEndpoint, error) {
+	var parked *ParkedEndpoint
 	var reason error
 	r.closeOnce.Do(func() {
 		if reason = r.stop(); reason == nil {
 			reason = r.settle()
 		}
 		if reason == nil {
-			idle = &IdleEndpoint{ep: r.ep, mem: keptStaging(r.mem), info: r.ep.info, peer: r.peer}
+			parked = &ParkedEndpoint{ep: r.ep, mem: keptStaging(r.mem), info: r.ep.info, peer: r.peer}
 			r.closeErr = nil
 			return
 		}
 		r.closeErr = errors.Join(reason, r.release())
 	})
-	if idle == nil {
+	if parked == nil {
 		if reason == nil {
 			reason = errors.New("rdma: receiver already closed")
 		}
 		return nil, fmt.Errorf("rdma: receiver not reusable: %w", reason)
 	}
-	return idle, nil
+	return parked, nil
 }
 
 // settle accounts for the completions drain left and waits for the

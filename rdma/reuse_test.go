@@ -11,9 +11,9 @@ import (
 
 // sendAll sends a fresh file through p's sender into sink and checks it
 // landed intact.
-func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunk int, seed uint64) {
+func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunkSize int, seed uint64) {
 	t.Helper()
-	src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, seed)
+	src, data, chunks := sourceFile(t, t.TempDir(), size, chunkSize, seed)
 	if res := runSend(t, s, Source{File: src}, chunks, 0, nil); res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
@@ -32,17 +32,17 @@ func sendAll(t *testing.T, s *Sender, sink *testSink, size, chunk int, seed uint
 func TestParkAndResume(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const chunk = 64 << 10
-	p := newPair(t, 4, chunk)
-	sendAll(t, p.s, p.sink, 1<<20+7, chunk, 1)
+	const chunkSize = 64 << 10
+	p := newPair(t, 4, chunkSize)
+	sendAll(t, p.s, p.sink, 1<<20+7, chunkSize, 1)
 
 	offer, err := p.s.Park()
 	if err != nil {
 		t.Fatalf("Park after a clean Send: %v", err)
 	}
-	idle, err := p.r.Detach()
+	idle, err := p.r.Park()
 	if err != nil {
-		t.Fatalf("Detach after a clean transfer: %v", err)
+		t.Fatalf("Park after a clean transfer: %v", err)
 	}
 	if offer.ConnectedQPN != idle.QPN() || idle.Peer().QPN != offer.QPN {
 		t.Fatalf("offer %+v, parked endpoint QPN %#x connected to %#x: not each other's", offer, idle.QPN(), idle.Peer().QPN)
@@ -57,7 +57,7 @@ func TestParkAndResume(t *testing.T) {
 		}
 	}
 	sink2 := newTestSink(t, t.TempDir())
-	r2, rinfo, bufs, err := ResumeReceiver(idle, 4, chunk, sink2)
+	r2, rinfo, bufs, err := NewReceiver(Options{}, EndpointInfo{}, ReceiverConfig{Sink: sink2, Slots: 4, SlotSize: chunkSize, Resume: idle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestParkAndResume(t *testing.T) {
 	if err := p.s.Resume(rinfo, bufs, false); err != nil {
 		t.Fatal(err)
 	}
-	sendAll(t, p.s, sink2, 3<<20+1, chunk, 2)
+	sendAll(t, p.s, sink2, 3<<20+1, chunkSize, 2)
 
 	// The receiver's side is gone: a fresh receiver connects to the offer
 	// and the parked sender resets its QP to it.
@@ -87,7 +87,7 @@ func TestParkAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink3 := newTestSink(t, t.TempDir())
-	r3, rinfo3, bufs3, err := NewReceiver(Options{}, offer, 4, chunk, sink3)
+	r3, rinfo3, bufs3, err := NewReceiver(Options{}, offer, ReceiverConfig{Sink: sink3, Slots: 4, SlotSize: chunkSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestParkAndResume(t *testing.T) {
 	if err := p.s.Connect(rinfo3, bufs3); err != nil {
 		t.Fatalf("reconnecting a parked sender: %v", err)
 	}
-	sendAll(t, p.s, sink3, 1<<20, chunk, 3)
+	sendAll(t, p.s, sink3, 1<<20, chunkSize, 3)
 }
 
 // A sender whose QP broke cannot be parked.
@@ -124,9 +124,9 @@ func TestParkAfterFailure(t *testing.T) {
 func TestRegisterSourceAhead(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const size, chunk = 1<<20 + 5, 64 << 10
-	p := newPair(t, 4, chunk)
-	_, data, chunks := sourceFile(t, t.TempDir(), size, chunk, 9)
+	const size, chunkSize = 1<<20 + 5, 64 << 10
+	p := newPair(t, 4, chunkSize)
+	_, data, chunks := sourceFile(t, t.TempDir(), size, chunkSize, 9)
 	_, mem := memfdWindow(t, size)
 	copy(mem, data)
 	send := func(what string) {
@@ -173,10 +173,10 @@ func TestRegisterSourceAhead(t *testing.T) {
 	register(mem)
 	send("registered ahead")
 
-	if pre := register(mem[:chunk]); writesFrom() == pre { // other bytes
+	if pre := register(mem[:chunkSize]); writesFrom() == pre { // other bytes
 		t.Fatal("a Send over other bytes wrote from the region registered ahead")
 	}
-	register(mem[:chunk])
+	register(mem[:chunkSize])
 	send("registered ahead for other bytes")
 
 	register(mem)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/testbedenv"
 )
 
@@ -34,7 +34,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 		t.Skip("needs two testbed VMs: make testbed-2vm TESTBED_PKGS=./rdma/ (rxfer-testbed -vms 2)")
 	}
 	requireDevice(t)
-	const size, chunk = 16 << 20, 1 << 20
+	const size, chunkSize = 16 << 20, 1 << 20
 	receiver := os.Getenv("RXFER_VM_INDEX") == "0"
 	peerIP, err := netip.ParseAddr(os.Getenv("RXFER_PEER_IP"))
 	if err != nil {
@@ -42,7 +42,7 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 	}
 	dir := t.TempDir()
 	// Both VMs generate the same file from the same seed.
-	src, data, chunks := sourceFile(t, dir, size, chunk, 16)
+	src, data, chunks := sourceFile(t, dir, size, chunkSize, 16)
 	conn := testbedenv.TwoVMConnect(t, twoVMPort, receiver)
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Minute))
@@ -56,8 +56,8 @@ func TestTwoVMTransfer16MiB(t *testing.T) {
 		}
 		sink := newTestSink(t, dir)
 		landed := make(chan error, 2*len(chunks))
-		sink.onLand = func(_ fallback.Chunk, err error) { landed <- err }
-		r, info, slots, err := NewReceiver(Options{}, hello.Endpoint, 8, chunk, sink)
+		sink.onLand = func(_ chunk.Chunk, err error) { landed <- err }
+		r, info, slots, err := NewReceiver(Options{}, hello.Endpoint, ReceiverConfig{Sink: sink, Slots: 8, SlotSize: chunkSize})
 		if err != nil {
 			t.Fatal(err)
 		}

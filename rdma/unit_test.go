@@ -9,13 +9,13 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/verbs"
 )
 
 func TestWireRoundTrip(t *testing.T) {
 	b := make([]byte, msgLen)
-	cm := chunkMsg{Slot: 7, Chunk: fallback.Chunk{Index: 3, Offset: 1 << 40, Length: 1 << 20, CRC: 0xdeadbeef}}
+	cm := chunkMsg{Slot: 7, Chunk: chunk.Chunk{Index: 3, Offset: 1 << 40, Length: 1 << 20, CRC: 0xdeadbeef}}
 	putChunkMsg(b, cm)
 	if got, err := parseChunkMsg(b); err != nil || got != cm {
 		t.Errorf("chunk message: %+v, %v; want %+v", got, err, cm)
@@ -23,7 +23,7 @@ func TestWireRoundTrip(t *testing.T) {
 	if _, err := parseAckMsg(b); !errors.Is(err, errBadMessage) {
 		t.Errorf("a chunk message parsed as an ack: %v", err)
 	}
-	am := ackMsg{Slot: 5, Index: 9, Status: statusChecksum}
+	am := ackMsg{Slot: 5, Index: 9, Status: chunk.StatusChecksum}
 	putAckMsg(b, am)
 	if got, err := parseAckMsg(b); err != nil || got != am {
 		t.Errorf("ack: %+v, %v; want %+v", got, err, am)
@@ -31,7 +31,7 @@ func TestWireRoundTrip(t *testing.T) {
 	if _, err := parseChunkMsg(b[:msgLen-1]); !errors.Is(err, errBadMessage) {
 		t.Errorf("short message: %v", err)
 	}
-	putChunkMsg(b, chunkMsg{Chunk: fallback.Chunk{Offset: -1}})
+	putChunkMsg(b, chunkMsg{Chunk: chunk.Chunk{Offset: -1}})
 	if _, err := parseChunkMsg(b); !errors.Is(err, errBadMessage) {
 		t.Errorf("negative offset: %v", err)
 	}
@@ -39,7 +39,7 @@ func TestWireRoundTrip(t *testing.T) {
 
 func FuzzParseMessages(f *testing.F) {
 	b := make([]byte, msgLen)
-	putChunkMsg(b, chunkMsg{Slot: 1, Chunk: fallback.Chunk{Index: 2, Offset: 3, Length: 4, CRC: 5}})
+	putChunkMsg(b, chunkMsg{Slot: 1, Chunk: chunk.Chunk{Index: 2, Offset: 3, Length: 4, CRC: 5}})
 	f.Add(append([]byte(nil), b...))
 	putAckMsg(b, ackMsg{Slot: 1, Index: 2, Status: 1})
 	f.Add(append([]byte(nil), b...))
@@ -54,7 +54,7 @@ func FuzzParseMessages(f *testing.F) {
 				t.Fatalf("round trip: %+v vs %+v", m, m2)
 			}
 		}
-		if m, err := parseAckMsg(b); err == nil && m.Status > statusRejected {
+		if m, err := parseAckMsg(b); err == nil && m.Status > chunk.StatusRejected {
 			t.Fatalf("accepted status %d", m.Status)
 		}
 	})

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/testbedenv"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +36,7 @@ func memfdWindow(t *testing.T, size int) (*os.File, []byte) {
 func newWindowPair(t *testing.T, mem []byte, slotSize int) *pair {
 	t.Helper()
 	p := connectPair(t, func(sinfo EndpointInfo, sink *testSink) (*Receiver, EndpointInfo, []RemoteBuffer, error) {
-		return NewWindowReceiver(Options{}, sinfo, mem, slotSize, sink)
+		return NewReceiver(Options{}, sinfo, ReceiverConfig{Sink: sink, Window: mem, SlotSize: slotSize})
 	}, func() error { return unix.Munmap(mem) }, // only after Close: the MR is gone
 		func(s *Sender, rinfo EndpointInfo, bufs []RemoteBuffer) error {
 			if want := (len(mem) + slotSize - 1) / slotSize; len(bufs) != want {
@@ -45,20 +45,20 @@ func newWindowPair(t *testing.T, mem []byte, slotSize int) *pair {
 			return s.ConnectWindow(rinfo, bufs)
 		})
 	if !p.r.Window() {
-		t.Fatal("NewWindowReceiver made a staging receiver")
+		t.Fatal("NewReceiver with a Window made a staging receiver")
 	}
 	return p
 }
 
 func TestWindowReceiver(t *testing.T) {
 	requireDevice(t)
-	const chunk = 1 << 20
+	const chunkSize = 1 << 20
 	for _, size := range []int{16 << 20, 3<<20 + 4097} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			checkResources(t)
 			memf, mem := memfdWindow(t, size)
-			p := newWindowPair(t, mem, chunk)
-			src, data, chunks := sourceFile(t, t.TempDir(), size, chunk, uint64(size))
+			p := newWindowPair(t, mem, chunkSize)
+			src, data, chunks := sourceFile(t, t.TempDir(), size, chunkSize, uint64(size))
 			res := runSend(t, p.s, Source{File: src}, chunks, 0, nil)
 			if res.err != nil {
 				t.Fatalf("Send: %v", res.err)
@@ -91,21 +91,22 @@ func TestWindowReceiver(t *testing.T) {
 func TestWindowResendAndReject(t *testing.T) {
 	requireDevice(t)
 	checkResources(t)
-	const chunk = 64 << 10
-	_, mem := memfdWindow(t, 4*chunk)
-	p := newWindowPair(t, mem, chunk)
-	p.s.SetCorruptHook(func(c fallback.Chunk) bool { return c.Index == 2 && len(p.sink.landedFor(2)) == 0 })
-	src, data, chunks := sourceFile(t, t.TempDir(), 4*chunk, chunk, 9)
-	chunks = append(chunks, fallback.Chunk{Index: 4, Offset: 0, Length: chunk, CRC: chunks[0].CRC})
-	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c fallback.Chunk, err error) bool { return errors.Is(err, fallback.ErrChecksum) })
+	const chunkSize = 64 << 10
+	_, mem := memfdWindow(t, 4*chunkSize)
+	p := newWindowPair(t, mem, chunkSize)
+	knobs.corrupt = func(c chunk.Chunk) bool { return c.Index == 2 && len(p.sink.landedFor(2)) == 0 }
+	t.Cleanup(func() { knobs.corrupt = nil })
+	src, data, chunks := sourceFile(t, t.TempDir(), 4*chunkSize, chunkSize, 9)
+	chunks = append(chunks, chunk.Chunk{Index: 4, Offset: 0, Length: chunkSize, CRC: chunks[0].CRC})
+	res := runSend(t, p.s, Source{File: src}, chunks, 0, func(c chunk.Chunk, err error) bool { return errors.Is(err, chunk.ErrChecksum) })
 	if res.err != nil {
 		t.Fatalf("Send: %v", res.err)
 	}
-	if v := res.verdict[2]; len(v) != 2 || !errors.Is(v[0], fallback.ErrChecksum) || v[1] != nil {
+	if v := res.verdict[2]; len(v) != 2 || !errors.Is(v[0], chunk.ErrChecksum) || v[1] != nil {
 		t.Errorf("chunk 2: done got %v; want a checksum error, then nil", v)
 	}
-	if v := res.verdict[4]; len(v) != 1 || !errors.Is(v[0], ErrRejected) {
-		t.Errorf("chunk 4 (no slot): done got %v; want ErrRejected", v)
+	if v := res.verdict[4]; len(v) != 1 || !errors.Is(v[0], chunk.ErrRejected) {
+		t.Errorf("chunk 4 (no slot): done got %v; want chunk.ErrRejected", v)
 	}
 	p.r.Close()
 	if i := testbedenv.FirstDiff(mem, data); i >= 0 {

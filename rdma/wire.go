@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/chunk"
 )
 
 // Control messages travel as SENDs of exactly msgLen bytes (see doc.go).
@@ -23,25 +23,13 @@ var (
 	ackMagic   = [4]byte{'R', 'X', 'R', 'A'}
 )
 
-// Verdicts in an ack.
-const (
-	statusOK       = 0 // landed and verified
-	statusChecksum = 1 // CRC32C mismatch in the staging slot
-	statusIO       = 2 // the destination file could not be written
-	statusRejected = 3 // Sink.Admit refused the chunk, or the message was malformed
-)
-
 // errBadMessage means a control message could not be parsed.
 var errBadMessage = errors.New("rdma: malformed control message")
 
-// Errors a sender's done callback may see, besides fallback.ErrChecksum.
+// ErrBroken, besides the verdicts of package chunk (chunk.ErrChecksum,
+// chunk.ErrReceiverIO, chunk.ErrRejected: a malformed control message is
+// rejected too), is what a sender's done callback may see.
 var (
-	// ErrReceiverIO means the receiver could not write the chunk to its file.
-	// It is fallback's sentinel, so the engine handles both transports alike.
-	ErrReceiverIO = fallback.ErrReceiverIO
-	// ErrRejected means the receiver refused the chunk (Sink.Admit, or a
-	// malformed control message). It is fallback's sentinel too.
-	ErrRejected = fallback.ErrRejected
 	// ErrBroken means the queue pair failed (a completion error, a protocol
 	// violation) while the chunk was in flight or before it could be sent.
 	ErrBroken = errors.New("rdma: connection broken")
@@ -50,14 +38,14 @@ var (
 // chunkMsg announces a chunk written into a slot.
 type chunkMsg struct {
 	Slot  uint32
-	Chunk fallback.Chunk
+	Chunk chunk.Chunk
 }
 
 // ackMsg frees a slot.
 type ackMsg struct {
 	Slot   uint32
 	Index  uint32
-	Status uint8
+	Status chunk.Status
 }
 
 // Layout (little-endian, the byte order of every RDMA host rxfer runs on —
@@ -85,7 +73,7 @@ func parseChunkMsg(b []byte) (chunkMsg, error) {
 		return chunkMsg{}, fmt.Errorf("%w: not a version %d chunk message (%d bytes)", errBadMessage, wireVersion, len(b))
 	}
 	le := binary.LittleEndian
-	m := chunkMsg{Slot: le.Uint32(b[8:]), Chunk: fallback.Chunk{
+	m := chunkMsg{Slot: le.Uint32(b[8:]), Chunk: chunk.Chunk{
 		Index: le.Uint32(b[12:]), Offset: int64(le.Uint64(b[16:])), Length: le.Uint32(b[24:]), CRC: le.Uint32(b[28:]),
 	}}
 	if c := m.Chunk; c.Offset < 0 || c.Offset+int64(c.Length) < c.Offset {
@@ -97,7 +85,7 @@ func parseChunkMsg(b []byte) (chunkMsg, error) {
 func putAckMsg(b []byte, m ackMsg) {
 	clear(b[:msgLen])
 	copy(b, ackMagic[:])
-	b[4], b[5], b[6] = msgAck, wireVersion, m.Status
+	b[4], b[5], b[6] = msgAck, wireVersion, byte(m.Status)
 	binary.LittleEndian.PutUint32(b[8:], m.Slot)
 	binary.LittleEndian.PutUint32(b[12:], m.Index)
 }
@@ -106,23 +94,18 @@ func parseAckMsg(b []byte) (ackMsg, error) {
 	if len(b) != msgLen || [4]byte(b[:4]) != ackMagic || b[4] != msgAck || b[5] != wireVersion {
 		return ackMsg{}, fmt.Errorf("%w: not a version %d ack (%d bytes)", errBadMessage, wireVersion, len(b))
 	}
-	m := ackMsg{Slot: binary.LittleEndian.Uint32(b[8:]), Index: binary.LittleEndian.Uint32(b[12:]), Status: b[6]}
-	if m.Status > statusRejected {
+	m := ackMsg{Slot: binary.LittleEndian.Uint32(b[8:]), Index: binary.LittleEndian.Uint32(b[12:]), Status: chunk.Status(b[6])}
+	if !m.Status.Valid() {
 		return m, fmt.Errorf("%w: unknown ack status %d", errBadMessage, m.Status)
 	}
 	return m, nil
 }
 
-// ackError is the done() verdict for an ack status.
-func ackError(c fallback.Chunk, status uint8) error {
-	switch status {
-	case statusOK:
-		return nil
-	case statusChecksum:
-		return fmt.Errorf("rdma: chunk %d: %w (receiver's staging slot does not match crc32c %08x)", c.Index, fallback.ErrChecksum, c.CRC)
-	case statusIO:
-		return fmt.Errorf("chunk %d: %w", c.Index, ErrReceiverIO)
-	default:
-		return fmt.Errorf("chunk %d: %w", c.Index, ErrRejected)
+// ackError is the done() verdict for an ack status; a checksum mismatch
+// names the CRC, as the slot's bytes are gone once the slot is reused.
+func ackError(c chunk.Chunk, status chunk.Status) error {
+	if status == chunk.StatusChecksum {
+		return fmt.Errorf("rdma: chunk %d: %w (receiver's staging slot does not match crc32c %08x)", c.Index, chunk.ErrChecksum, c.CRC)
 	}
+	return chunk.Verdict(c, status)
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
-	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/transfer"
 )
 
@@ -14,7 +13,11 @@ func stateToProto(s transfer.State) pb.State {
 
 func transportToProto(t transfer.Transport) pb.Transport { return pb.Transport(t) }
 
-func policyFromProto(p pb.TransportPolicy) transfer.Policy { return transfer.Policy(p) }
+// PolicyFromProto converts a requested transport policy (the enums share
+// numbering); the CLI's local copies use it too.
+func PolicyFromProto(p pb.TransportPolicy) transfer.Policy { return transfer.Policy(p) }
+
+func policyToProto(p transfer.Policy) pb.TransportPolicy { return pb.TransportPolicy(p) }
 
 // InfoToProto converts a transfer snapshot to its API form.
 func InfoToProto(i transfer.Info) *pb.TransferInfo {
@@ -32,7 +35,7 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 	return out
 }
 
-func endpointToProto(e rdma.EndpointInfo) *pb.RdmaEndpoint {
+func endpointToProto(e transfer.RDMAEndpoint) *pb.RdmaEndpoint {
 	return &pb.RdmaEndpoint{Device: e.Device, Qpn: e.QPN, Psn: e.PSN, Gid: e.GID[:], GidIndex: int32(e.GIDIndex), Mtu: int32(e.MTU), ConnectedQpn: e.ConnectedQPN}
 }
 
@@ -49,13 +52,13 @@ func convertAll[T, U any](in []T, conv func(T) (U, error)) ([]U, error) {
 	return out, nil
 }
 
-func endpointsToProto(es []rdma.EndpointInfo) []*pb.RdmaEndpoint {
-	out, _ := convertAll(es, func(e rdma.EndpointInfo) (*pb.RdmaEndpoint, error) { return endpointToProto(e), nil })
+func endpointsToProto(es []transfer.RDMAEndpoint) []*pb.RdmaEndpoint {
+	out, _ := convertAll(es, func(e transfer.RDMAEndpoint) (*pb.RdmaEndpoint, error) { return endpointToProto(e), nil })
 	return out
 }
 
 // endpointsFromProto validates and converts a source's offered lanes.
-func endpointsFromProto(es []*pb.RdmaEndpoint) ([]rdma.EndpointInfo, error) {
+func endpointsFromProto(es []*pb.RdmaEndpoint) ([]transfer.RDMAEndpoint, error) {
 	if len(es) > transfer.MaxRDMALanes {
 		return nil, fmt.Errorf("%w: %d RDMA lanes offered, at most %d", transfer.ErrInvalid, len(es), transfer.MaxRDMALanes)
 	}
@@ -63,14 +66,14 @@ func endpointsFromProto(es []*pb.RdmaEndpoint) ([]rdma.EndpointInfo, error) {
 }
 
 // endpointFromProto validates and converts a peer's queue-pair description.
-func endpointFromProto(e *pb.RdmaEndpoint) (rdma.EndpointInfo, error) {
+func endpointFromProto(e *pb.RdmaEndpoint) (transfer.RDMAEndpoint, error) {
 	if e == nil {
-		return rdma.EndpointInfo{}, fmt.Errorf("%w: empty RDMA endpoint", transfer.ErrInvalid)
+		return transfer.RDMAEndpoint{}, fmt.Errorf("%w: empty RDMA endpoint", transfer.ErrInvalid)
 	}
 	if len(e.Gid) != 16 {
-		return rdma.EndpointInfo{}, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
+		return transfer.RDMAEndpoint{}, fmt.Errorf("%w: RDMA endpoint GID has %d bytes, want 16", transfer.ErrInvalid, len(e.Gid))
 	}
-	out := rdma.EndpointInfo{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu), ConnectedQPN: e.ConnectedQpn}
+	out := transfer.RDMAEndpoint{Device: e.Device, QPN: e.Qpn, PSN: e.Psn, GIDIndex: int(e.GidIndex), MTU: int(e.Mtu), ConnectedQPN: e.ConnectedQpn}
 	copy(out.GID[:], e.Gid)
 	return out, nil
 }
@@ -102,13 +105,13 @@ func channelFromProto(c *pb.RdmaChannel) (transfer.RDMAChannel, error) {
 	}
 	out := transfer.RDMAChannel{Endpoint: ep, Direct: c.Direct, Reused: c.Reused}
 	for _, b := range c.Slots {
-		out.Slots = append(out.Slots, rdma.RemoteBuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
+		out.Slots = append(out.Slots, transfer.RDMABuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
 	}
 	return out, nil
 }
 
-// DevicesToProto converts the RDMA inventory for the API.
-func DevicesToProto(devs []rdma.DeviceStatus) []*pb.RdmaDevice {
+// DevicesToProto converts the RDMA inventory ([transfer.Devices]) for the API.
+func DevicesToProto(devs []transfer.RDMADevice) []*pb.RdmaDevice {
 	var out []*pb.RdmaDevice
 	for _, d := range devs {
 		pd := &pb.RdmaDevice{Name: d.Name, Port: uint32(d.Port), State: d.State, LinkLayer: d.LinkLayer,

@@ -25,8 +25,8 @@ func TestEnumsLineUp(t *testing.T) {
 			t.Errorf("transport %v converts to %s", tr, got)
 		}
 	}
-	if policyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_RDMA) != transfer.PolicyRDMA ||
-		policyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_TCP) != transfer.PolicyTCP {
+	if PolicyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_RDMA) != transfer.PolicyRDMA ||
+		PolicyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_TCP) != transfer.PolicyTCP {
 		t.Error("transport policies do not line up")
 	}
 	if pb.Direction(transfer.Incoming) != pb.Direction_DIRECTION_INCOMING || pb.Direction(transfer.Outgoing) != pb.Direction_DIRECTION_OUTGOING {

@@ -35,7 +35,7 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
 		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
-		Policy: policyFromProto(req.Transport), RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
+		Policy: PolicyFromProto(req.Transport), RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset,
 	})
 	if err != nil {
@@ -129,7 +129,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	resp, err := c.rpc.Prepare(ctx, &pb.PrepareRequest{
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
-		Transport: pb.TransportPolicy(req.Policy), Tcp: &pb.TcpOffer{},
+		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset,
 	})

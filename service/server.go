@@ -1,7 +1,3 @@
-// Package service is rxfer's gRPC boundary: the public Transfer API and the
-// node-to-node Peer API, served from a transfer.Node. It is the only package
-// that speaks protobuf; it validates requests and maps engine errors to
-// status codes.
 package service
 
 import (
@@ -20,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
-	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/transfer"
 )
 
@@ -118,13 +113,12 @@ func (s *transferServer) GetNodeInfo(ctx context.Context, _ *pb.GetNodeInfoReque
 	if cfg.Data == nil {
 		tcp.Reason = "no TCP data listener"
 	}
-	devs, _ := rdma.Inventory() // the error is in cfg.RDMAUnavailable
 	return &pb.NodeInfo{
 		NodeId: cfg.ID, Version: Version, ExportRoot: cfg.Root.Dir(),
 		Transports: []*pb.TransportStatus{tcp,
 			{Transport: pb.Transport_TRANSPORT_RDMA, Available: cfg.RDMAUnavailable == "", Reason: cfg.RDMAUnavailable}},
 		MaxConcurrentTransfers: int32(cfg.MaxConcurrent), ActiveTransfers: int32(s.node.Active()),
-		RdmaDevices: DevicesToProto(devs),
+		RdmaDevices: DevicesToProto(s.node.Devices()),
 	}, nil
 }
 
@@ -161,7 +155,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	var sendErr error
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
-		Policy: policyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
+		Policy: PolicyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
 		SourceRegion: srcRegion, DestRegion: destRegion,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {

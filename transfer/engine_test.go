@@ -26,8 +26,11 @@ type pair struct {
 	srcRoot, dstRoot *Root
 }
 
-func newPair(t *testing.T, hooks Hooks, opts ...func(*Config)) *pair {
+// newPair sets knobs for the test (both nodes); they are reset at its end.
+func newPair(t *testing.T, k testKnobs, opts ...func(*Config)) *pair {
 	t.Helper()
+	knobs = k
+	t.Cleanup(func() { knobs = testKnobs{} }) // registered first: runs after the nodes shut down
 	p := &pair{srcDir: t.TempDir(), dstDir: t.TempDir()}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	var err error
@@ -42,8 +45,8 @@ func newPair(t *testing.T, hooks Hooks, opts ...func(*Config)) *pair {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { data.Close(); p.srcRoot.Close(); p.dstRoot.Close() })
-	auto := RDMAConfig{Options: rdma.Options{GIDIndex: -1}, Chunk: 64 << 10}
-	srcCfg := Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, Hooks: hooks, RDMA: auto}
+	auto := RDMAConfig{Options: rdma.Options{GIDIndex: rdma.AutoGID}, Chunk: 64 << 10}
+	srcCfg := Config{ID: "src", Root: p.srcRoot, ChunkSize: 64 << 10, Logger: log, RDMA: auto}
 	dstCfg := Config{ID: "dst", Root: p.dstRoot, Data: data, Logger: log, RDMA: auto}
 	for _, o := range opts {
 		o(&srcCfg)
@@ -89,7 +92,7 @@ func entries(t *testing.T, dir string) []string {
 }
 
 func TestPushSizes(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	for _, n := range []int{0, 1, 4095, 64 << 10, 64<<10 + 1, 3<<20 + 17} {
 		name := filepath.Join(p.srcDir, "f")
 		want := writeRandom(t, name, n)
@@ -115,7 +118,7 @@ func TestPushSizes(t *testing.T) {
 }
 
 func TestCorruptChunkIsResent(t *testing.T) {
-	p := newPair(t, Hooks{CorruptChunk: func(i uint32, attempt int) bool { return i == 2 && attempt == 1 }})
+	p := newPair(t, testKnobs{corruptChunk: func(i uint32, attempt int) bool { return i == 2 && attempt == 1 }})
 	want := writeRandom(t, filepath.Join(p.srcDir, "f"), 5*64<<10)
 	if _, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "g"}, p.dst.LocalPeer(), nil); err != nil {
 		t.Fatal(err)
@@ -126,7 +129,7 @@ func TestCorruptChunkIsResent(t *testing.T) {
 }
 
 func TestCorruptChunkNeverCommits(t *testing.T) {
-	p := newPair(t, Hooks{CorruptChunk: func(i uint32, _ int) bool { return i == 1 }})
+	p := newPair(t, testKnobs{corruptChunk: func(i uint32, _ int) bool { return i == 1 }})
 	writeRandom(t, filepath.Join(p.srcDir, "f"), 5*64<<10)
 	info, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "g"}, p.dst.LocalPeer(), nil)
 	if !errors.Is(err, ErrCorrupt) || info.State != StateFailed {
@@ -150,7 +153,7 @@ func (b blockingPeer) Commit(ctx context.Context, req CommitRequest) (CommitResp
 }
 
 func TestCancelMidTransferLeavesNothing(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	writeRandom(t, filepath.Join(p.srcDir, "f"), 1<<20)
 	peer := blockingPeer{p.dst.LocalPeer(), make(chan struct{})}
 	var wg sync.WaitGroup
@@ -179,7 +182,7 @@ func TestCancelMidTransferLeavesNothing(t *testing.T) {
 }
 
 func TestConcurrentPushes(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	const n = 16
 	want := make([][]byte, n)
 	for i := range n {

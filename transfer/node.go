@@ -1,7 +1,3 @@
-// Package transfer is rxfer's engine: the transfer state machine, chunking
-// and CRC32C verification, export-root path resolution and atomic commit.
-// It is transport- and protocol-agnostic: the service layer drives it from
-// gRPC, and it moves bytes with the fallback (TCP) transport.
 package transfer
 
 import (
@@ -51,14 +47,10 @@ type RDMAConfig struct {
 
 // RDMA defaults.
 const (
-	// DefaultRDMAChunk and DefaultRDMASlots: 4 MiB chunks, four slots
-	// (16 MiB of staging per incoming transfer, as 16 × 1 MiB before). Side
-	// by side in the testbed (daemon pairs with each setting, interleaved, one
-	// VM and two), 128 MiB file→file copies took ~2.0 s against ~2.3 s with
-	// 1 MiB chunks and region→region ~1.7 s against ~1.8 s; across two VMs,
-	// medians of five 64 MiB copies 2.46 s against 2.57 s (file) and 2.07 s
-	// against 2.27 s (region); 2 MiB × 8 fell in between. Every chunk costs
-	// a message, an acknowledgement, completions and wake-ups on both ends.
+	// DefaultRDMAChunk and DefaultRDMASlots: 4 MiB chunks, four slots (16
+	// MiB of staging per incoming transfer): every chunk costs a message, an
+	// acknowledgement, completions and wake-ups on both ends, and fewer,
+	// larger chunks measured faster (rdma/README.md).
 	DefaultRDMASlots = 4
 	DefaultRDMALanes = 2 // on hosts with more than one CPU: see DefaultLanes
 	MaxRDMALanes     = 16
@@ -69,29 +61,8 @@ const (
 
 // DefaultLanes is the number of RDMA lanes a node uses unless configured:
 // DefaultRDMALanes, or one on a single-CPU host, where a second lane only
-// adds a queue pair to drive (two testbed VMs of one vCPU each: 0.88x and
-// 0.76x ib_write_bw region→region and file→file with one lane, 0.82x and
-// 0.74x with two).
+// adds a queue pair to drive (measured in README.md).
 func DefaultLanes() int { return min(DefaultRDMALanes, runtime.NumCPU()) }
-
-// Hooks are test hooks; all nil in production.
-type Hooks struct {
-	// CorruptChunk makes the sender corrupt chunk index on the wire on the
-	// given attempt (1-based), so the receiver's verification is exercised.
-	CorruptChunk func(index uint32, attempt int) bool
-	// BreakRDMA is asked after each chunk verified over RDMA, with the
-	// number verified so far; true breaks the first lane's queue pair (it
-	// goes to the error state, as on a link failure); the other lanes must
-	// notice that the RDMA attempt is over.
-	BreakRDMA func(verified int) bool
-	// RDMAConnected is told, on the source, which queue pairs carry a
-	// transfer (ours, the destination's) and whether the connection was
-	// reused from an earlier transfer.
-	RDMAConnected func(localQPN, remoteQPN uint32, reused bool)
-	// IdleRDMAClosed is told when a parked queue pair expired and was closed
-	// (outgoing: a source's sender; else a destination's endpoint).
-	IdleRDMAClosed func(outgoing bool, qpn uint32)
-}
 
 // Config configures a Node.
 type Config struct {
@@ -115,7 +86,6 @@ type Config struct {
 	// NewNode fills it in from the device check.
 	RDMAUnavailable string
 	Logger          *slog.Logger
-	Hooks           Hooks
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives
@@ -129,10 +99,8 @@ type Node struct {
 	active    int
 	regions   map[string]*region
 
-	// Parked RDMA connections: senders by destination and device, a
-	// destination's endpoints by source node, QPN and GID.
-	idleSenders   *idlePool[*rdma.Sender]
-	idleEndpoints *idlePool[*rdma.IdleEndpoint]
+	// pool owns the RDMA connections parked between transfers.
+	pool *rdma.Pool
 }
 
 type key struct {
@@ -175,43 +143,24 @@ func NewNode(cfg Config) *Node {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
-	hook := cfg.Hooks.IdleRDMAClosed
-	n.idleSenders = newIdlePool(cfg.RDMA.IdleExpiry, func(s *rdma.Sender) {
-		if err := s.Close(); err != nil {
-			n.log.Warn("closing an idle RDMA sender", "err", err)
-		}
-	}, func(s *rdma.Sender) {
-		if hook != nil {
-			hook(true, s.QPN())
-		}
-	})
-	n.idleEndpoints = newIdlePool(cfg.RDMA.IdleExpiry, func(e *rdma.IdleEndpoint) {
-		if err := e.Close(); err != nil {
-			n.log.Warn("closing an idle RDMA endpoint", "err", err)
-		}
-	}, func(e *rdma.IdleEndpoint) {
-		if hook != nil {
-			hook(false, e.QPN())
-		}
-	})
-	// Parked queue pairs keep their device open: let go of a device that is
-	// being removed (one netlink query per device and tick).
-	n.idleSenders.gone, n.idleEndpoints.gone = rdma.DeviceRemoved, rdma.DeviceRemoved
-	// ... and of one whose device reported it unusable (port down, device fatal).
-	n.idleSenders.broken = func(s *rdma.Sender) bool { return s.Lost() != nil }
-	n.idleEndpoints.broken = func(e *rdma.IdleEndpoint) bool { return e.Lost() != nil }
+	n.pool = rdma.NewPool(rdma.PoolConfig{Options: cfg.RDMA.Options, IdleExpiry: cfg.RDMA.IdleExpiry, Log: n.log,
+		Expired: func(outgoing bool, qpn uint32) {
+			if h := knobs.idleRDMAClosed; h != nil {
+				h(outgoing, qpn)
+			}
+		}})
 	return n
 }
 
 // IdleRDMA returns the number of parked queue pairs: senders (this node as
 // a source) and endpoints (as a destination).
 func (n *Node) IdleRDMA() (senders, endpoints int) {
-	return n.idleSenders.len(), n.idleEndpoints.len()
+	return n.pool.Idle()
 }
 
 // DropIdleRDMA closes every parked queue pair and returns how many.
 func (n *Node) DropIdleRDMA() int {
-	return n.idleSenders.drop("", true) + n.idleEndpoints.drop("", true)
+	return n.pool.Drop()
 }
 
 // Config returns the node's effective configuration.
@@ -370,8 +319,7 @@ func (localPeer) Close() error { return nil }
 // (removing its partial file), and closes the parked queue pairs. Call it
 // when the node stops.
 func (n *Node) Shutdown() {
-	defer n.idleEndpoints.close()
-	defer n.idleSenders.close()
+	defer n.pool.Close()
 	n.mu.Lock()
 	recs := make([]*record, 0, len(n.transfers))
 	for _, r := range n.transfers {

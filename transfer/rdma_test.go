@@ -29,7 +29,7 @@ func needRDMA(t *testing.T, n *Node) {
 }
 
 func TestPushOverRDMA(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.src)
 	for _, n := range []int{0, 1, 4096, 1<<20 + 1, 64 << 20} {
 		want := writeRandom(t, filepath.Join(p.srcDir, "f"), n)
@@ -48,7 +48,7 @@ func TestPushOverRDMA(t *testing.T) {
 
 func TestRDMACorruptChunkIsResent(t *testing.T) {
 	var corrupted atomic.Int32
-	p := newPair(t, Hooks{CorruptChunk: func(i uint32, attempt int) bool {
+	p := newPair(t, testKnobs{corruptChunk: func(i uint32, attempt int) bool {
 		if i == 1 && attempt == 1 {
 			corrupted.Add(1)
 			return true
@@ -67,9 +67,9 @@ func TestRDMACorruptChunkIsResent(t *testing.T) {
 }
 
 // breakAfter breaks the source's queue pair once n chunks were verified.
-func breakAfter(n int) Hooks {
+func breakAfter(n int) testKnobs {
 	var once sync.Once
-	return Hooks{BreakRDMA: func(verified int) (brk bool) {
+	return testKnobs{breakRDMA: func(verified int) (brk bool) {
 		if verified >= n {
 			once.Do(func() { brk = true })
 		}
@@ -108,7 +108,7 @@ func TestRDMAPolicyFailsWithoutFailover(t *testing.T) {
 }
 
 func TestRDMAConcurrentPushes(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.src)
 	const n = 8
 	var wg sync.WaitGroup
@@ -136,7 +136,7 @@ func TestRDMAConcurrentPushes(t *testing.T) {
 
 // On a host without RDMA: the RDMA policy fails with the reason, AUTO uses TCP and says why.
 func TestPolicyWithoutRDMA(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	if p.src.Config().RDMAUnavailable == "" {
 		t.Skip("this host has RDMA; the policy-without-RDMA case runs on the host suite")
 	}

@@ -194,10 +194,6 @@ type regionTarget struct {
 	release func()
 }
 
-// directRDMA lets RDMA transfers into memfd-backed region windows land in
-// place (landsInPlace); tests turn it off to measure the staging path.
-var directRDMA = true
-
 // anonymousRegion reports whether f is the file of region name and the
 // region is memfd-backed: its memory a window receiver may register for
 // remote writes (and a sender for local reads). A
@@ -210,18 +206,6 @@ func (n *Node) anonymousRegion(name string, f *os.File) bool {
 	defer n.mu.Unlock()
 	r, ok := n.regions[name]
 	return ok && r.file == f && r.info.Backing == "anonymous"
-}
-
-// mapRange maps [off, off+length) of f MAP_SHARED with protection prot:
-// from the page boundary below off, sliced to the range.
-func mapRange(f *os.File, off, length int64, prot int) (mem []byte, unmap func() error, err error) {
-	start := off &^ int64(unix.Getpagesize()-1)
-	lead := int(off - start)
-	m, err := unix.Mmap(int(f.Fd()), start, lead+int(length), prot, unix.MAP_SHARED)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m[lead : lead+int(length)], func() error { return unix.Munmap(m) }, nil
 }
 
 func (t *regionTarget) File() *os.File { return t.file }

@@ -35,7 +35,7 @@ func rdmaOf(t *testing.T, n *Node, id string) (window bool, inPlace int64) {
 }
 
 func TestRegionToRegionOverRDMA(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.src)
 	const size = 3<<20 + 12345
 	if _, err := p.src.RegisterRegion("src", 4<<20, ""); err != nil {
@@ -93,7 +93,7 @@ func TestRegionToRegionOverRDMA(t *testing.T) {
 // A file-backed region keeps the staging receiver (no writable long-term pin
 // of a file mapping), and still receives the bytes.
 func TestFileBackedRegionOverRDMAUsesStaging(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.src)
 	want := writeRandom(t, filepath.Join(p.dstDir, "backing"), 1<<20)
 	if _, err := p.dst.RegisterRegion("fb", 0, "/backing"); err != nil {
@@ -115,10 +115,10 @@ func TestFileBackedRegionOverRDMAUsesStaging(t *testing.T) {
 }
 
 // TestRegionRDMAThroughput moves 64 MiB region→region over RDMA in 1 MiB
-// chunks, in place and (directRDMA off) through staging slots, interleaved;
+// chunks, in place and (knobs.stagingOnly) through staging slots, interleaved;
 // RXFER_REGION_ROUNDS sets the rounds (default 2).
 func TestRegionRDMAThroughput(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.src)
 	const size = 64 << 20
 	p.src.cfg.RDMA.Chunk = 1 << 20
@@ -137,10 +137,10 @@ func TestRegionRDMAThroughput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func() { directRDMA = true }()
+	defer func() { knobs.stagingOnly = false }()
 	for r := range rounds {
 		for _, direct := range []bool{true, false} {
-			directRDMA = direct
+			knobs.stagingOnly = !direct
 			fillRegion(t, p.dst, "dst", make([]byte, size), 0)
 			start := time.Now()
 			info, err := p.src.Push(context.Background(), PushRequest{Policy: PolicyRDMA,

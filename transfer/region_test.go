@@ -35,7 +35,7 @@ func fillRegion(t *testing.T, n *Node, name string, b []byte, off int64) {
 }
 
 func TestRegionCopies(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	must := func(_ RegionInfo, err error) {
 		t.Helper()
 		if err != nil {
@@ -83,7 +83,7 @@ func TestRegionCopies(t *testing.T) {
 }
 
 func TestRegionErrors(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	p.dst.cfg.MaxRegistered = 3 << 20
 	if _, err := p.dst.RegisterRegion("dst", 1<<20, ""); err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestRegionErrors(t *testing.T) {
 }
 
 func TestFileBackedRegion(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	want := writeRandom(t, filepath.Join(p.dstDir, "backing"), 64<<10)
 	if _, err := p.dst.RegisterRegion("fb", 0, "/backing"); err != nil {
 		t.Fatal(err)

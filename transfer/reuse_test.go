@@ -31,8 +31,8 @@ type qpConn struct {
 // transfer's connection is one queue pair on each side.
 func oneLane(c *Config) { c.RDMA.Lanes = 1 }
 
-func connHook(ch chan<- qpConn) Hooks {
-	return Hooks{RDMAConnected: func(l, r uint32, reused bool) { ch <- qpConn{l, r, reused} }}
+func connHook(ch chan<- qpConn) testKnobs {
+	return testKnobs{rdmaConnected: func(l, r uint32, reused bool) { ch <- qpConn{l, r, reused} }}
 }
 
 // pushVerified pushes n random bytes over RDMA to name and checks the copy;
@@ -229,10 +229,9 @@ func TestRDMAIdleExpiry(t *testing.T) {
 	expired := make(chan closed, 4)
 	hook := func(out bool, qpn uint32) { expired <- closed{out, qpn} }
 	hooks := connHook(conns)
-	hooks.IdleRDMAClosed = hook
+	hooks.idleRDMAClosed = hook
 	p := newPair(t, hooks, oneLane, func(c *Config) {
 		c.RDMA.IdleExpiry = 300 * time.Millisecond
-		c.Hooks.IdleRDMAClosed = hook
 	})
 	needRDMA(t, p.src)
 	base := testbedenv.ResourceCounts(t, rxeDevice)
@@ -271,7 +270,7 @@ func TestRDMAIdleExpiry(t *testing.T) {
 
 // Failed transfers are never parked.
 func TestRDMAFailedNotParked(t *testing.T) {
-	p := newPair(t, Hooks{BreakRDMA: func(verified int) bool { return verified == 4 }}) // every push
+	p := newPair(t, testKnobs{breakRDMA: func(verified int) bool { return verified == 4 }}) // every push
 	needRDMA(t, p.src)
 	writeRandom(t, filepath.Join(p.srcDir, "f"), 4<<20)
 	if _, err := p.src.Push(context.Background(), PushRequest{SourcePath: "f", DestPath: "g", Policy: PolicyRDMA}, p.dst.LocalPeer(), nil); err == nil {
@@ -288,8 +287,8 @@ func TestRDMAFailedNotParked(t *testing.T) {
 // Per-transfer latency of a small RDMA copy with and without reuse, in the
 // same run (a measurement, not a timed assertion).
 func TestRDMAReuseLatency(t *testing.T) {
-	reuse := newPair(t, Hooks{})
-	fresh := newPair(t, Hooks{}, func(c *Config) { c.RDMA.IdleExpiry = -1 })
+	reuse := newPair(t, testKnobs{})
+	fresh := newPair(t, testKnobs{}, func(c *Config) { c.RDMA.IdleExpiry = -1 })
 	needRDMA(t, reuse.src)
 	const rounds = 15
 	size := 64 << 10
@@ -344,7 +343,7 @@ func TestRDMALanesFewerAtDestination(t *testing.T) {
 // A destination registers no more slot memory than the transfer needs: as
 // many slots as chunks (up to its share), none larger than the file.
 func TestRDMASlotsFitTheTransfer(t *testing.T) {
-	p := newPair(t, Hooks{})
+	p := newPair(t, testKnobs{})
 	needRDMA(t, p.dst)
 	for _, tc := range []struct {
 		size              int64
@@ -354,13 +353,13 @@ func TestRDMASlotsFitTheTransfer(t *testing.T) {
 		{3 * 64 << 10, 3, 64 << 10},            // three chunks
 		{64 << 20, DefaultRDMASlots, 64 << 10}, // the node's slots
 	} {
-		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: -1}, netip.Addr{})
+		s, offer, err := rdma.NewSender(rdma.Options{GIDIndex: rdma.AutoGID}, netip.Addr{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		id := NewID()
 		resp, err := p.dst.Prepare(context.Background(), PrepareRequest{ID: id, SourceNode: "src", SourcePath: "/f", DestPath: "/slots",
-			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []rdma.EndpointInfo{offer}})
+			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []RDMAEndpoint{RDMAEndpoint(offer)}})
 		s.Close()
 		if err != nil {
 			t.Fatalf("%d bytes: Prepare: %v", tc.size, err)

@@ -178,8 +178,7 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 // fallocate: extents reserved, nothing written. On memory filesystems
 // fallocate allocates and clears every page before the first byte moves —
 // an extra pass over the whole file, in Prepare, that the data then
-// overwrites (128 MiB: 0.7 s in the testbed VM, tens of ms on hardware, as
-// long as the copy itself on a fast link). There the free space is checked
+// overwrites (as long as the copy itself on a fast link: README.md). There the free space is checked
 // and the file extended sparsely instead; pages are allocated as chunks land.
 // On overlayfs the upper layer's free space is what statfs reports.
 func reserve(fd int, size int64) error {
@@ -222,8 +221,7 @@ func (d *Destination) Commit() error {
 	} else if old, err := unix.Openat(dfd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
 		// Hold the file being replaced open across the rename: its last
 		// reference then goes in the background, so freeing its pages
-		// or extents (85 ms for 128 MiB on the testbed's tmpfs) is not
-		// part of the commit.
+		// or extents (README.md) is not part of the commit.
 		defer func() { go unix.Close(old) }()
 	}
 	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {

@@ -5,18 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path"
-	"runtime/debug"
 	"sync"
 	"time"
 
-	"github.com/rxfer/rxfer/internal/crc32c"
-
 	"golang.org/x/sys/unix"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
 )
@@ -36,118 +32,132 @@ type PushRequest struct {
 	DestRegion   *RegionRef
 }
 
-// progressEvery bounds how often Push reports progress while moving. Every
-// report costs CPU on the way to whoever watches (the service streams it; the
-// CLI decodes and prints it), often on a node that is itself moving the
-// bytes: across two 1-vCPU testbed VMs `rxfer cp` spent ~8% of the receiving
-// VM's CPU on ten reports a second, and at two a second the 64 MiB copies
-// ran 4–10% faster (medians of side-by-side daemon pairs).
+// progressEvery bounds how often Push reports progress while moving: every
+// report costs CPU on a node that may be moving the bytes too (README.md).
 const progressEvery = 500 * time.Millisecond
 
 // Push sends a file to peer and returns once the destination has committed
 // it (or the transfer failed or was cancelled). progress, if not nil, is
 // called with snapshots, never concurrently. Cancelling ctx cancels the transfer.
 func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress func(Info)) (Info, error) {
-	streams := cmp.Or(req.Streams, n.cfg.Streams)
+	streams, err := n.validatePush(&req)
+	if err != nil {
+		return Info{}, err
+	}
+	src, err := n.openSource(&req)
+	if err != nil {
+		return Info{}, err
+	}
+	defer src.close()
+	// Offer RDMA unless TCP was asked for: the queue pairs (one per lane)
+	// exist before Prepare so the destination can connect to them at once.
+	lanes, rdmaReason := n.offerLanes(req.Policy, req.DestNode, ChunkPlan{Size: src.size, ChunkSize: n.chunkSize(req.ChunkSize, true)}.Count())
+	parked := false
+	defer func() {
+		if !parked {
+			n.pool.Release(req.DestNode, lanes, false)
+		}
+	}()
+	if req.Policy == PolicyRDMA && len(lanes) == 0 {
+		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, rdmaReason)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p, err := n.admitPush(req, src, streams, lanes, rdmaReason, peer, progress, cancel)
+	if err != nil {
+		return Info{}, err
+	}
+	err = p.run(ctx, req)
+	if err == nil && p.rdmaDone {
+		// Committed over RDMA all the way: park the lanes for the next
+		// transfer to this destination (the destination parked its side).
+		n.pool.Release(req.DestNode, lanes, true)
+		parked = true
+	}
+	err = p.end(ctx, err)
+	return p.rec.snapshot(), err
+}
+
+// validatePush checks a push request and returns its stream count; a
+// region destination is named by its window.
+func (n *Node) validatePush(req *PushRequest) (streams int, err error) {
+	streams = cmp.Or(req.Streams, n.cfg.Streams)
 	if req.ChunkSize != 0 && (req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize) {
-		return Info{}, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
+		return 0, fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
 	if streams < 1 || streams > 64 {
-		return Info{}, fmt.Errorf("%w: %d streams (want 1-64)", ErrInvalid, streams)
-	}
-	var src *os.File
-	var srcBase, size int64
-	srcAnon := false
-	if ref := req.SourceRegion; ref != nil {
-		f, off, length, release, err := n.acquireRegion(*ref, -1)
-		if err != nil {
-			return Info{}, err
-		}
-		defer release()
-		src, srcBase, size = f, off, length
-		srcAnon = n.anonymousRegion(ref.Name, f)
-		req.SourcePath = RegionRef{ref.Name, off, length}.String()
-	} else {
-		f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
-		if err != nil {
-			return Info{}, err
-		}
-		defer f.Close()
-		src, size = f, st.Size()
+		return 0, fmt.Errorf("%w: %d streams (want 1-64)", ErrInvalid, streams)
 	}
 	if req.DestRegion != nil {
 		req.DestPath = req.DestRegion.String()
 	}
-	// Offer RDMA unless TCP was asked for: the queue pairs (one per lane)
-	// exist before Prepare so the destination can connect to them at once.
-	// Connections parked by an earlier transfer to the same destination are
-	// offered first (their QPs are still connected to the destination's).
-	var senders []*rdma.Sender // closed when Push returns unless parked (set to nil)
-	var offers []rdma.EndpointInfo
-	rdmaReason := n.cfg.RDMAUnavailable
-	poolKey := req.DestNode + "\x00" + n.cfg.RDMA.Options.Device
-	if req.Policy != PolicyTCP && rdmaReason == "" {
-		defer func() {
-			for _, s := range senders {
-				if s != nil {
-					s.Close()
-				}
-			}
-		}()
-		// No more lanes than chunks: a small file needs one.
-		chunks := ChunkPlan{Size: size, ChunkSize: cmp.Or(req.ChunkSize, n.cfg.RDMA.Chunk)}.Count()
-		for len(senders) < min(n.cfg.RDMA.Lanes, max(1, chunks)) {
-			if s, ok := n.idleSenders.take(poolKey, nil); ok {
-				senders, offers = append(senders, s), append(offers, s.Offer())
-				continue
-			}
-			s, info, err := rdma.NewSender(n.cfg.RDMA.Options, peerAddr(req.DestNode))
-			if err != nil {
-				if len(senders) == 0 {
-					rdmaReason = rdma.UnavailableReason(err)
-				} else {
-					n.log.Info("RDMA lane not set up; striping over fewer", "lanes", len(senders), "err", err)
-				}
-				break
-			}
-			senders, offers = append(senders, s), append(offers, info)
-		}
-	}
-	if req.Policy == PolicyRDMA && len(senders) == 0 {
-		return Info{}, fmt.Errorf("%w: RDMA on node %s: %s", ErrTransportUnavailable, n.cfg.ID, rdmaReason)
-	}
-	chunkSize := cmp.Or(req.ChunkSize, n.cfg.ChunkSize)
-	if len(senders) > 0 && req.ChunkSize == 0 {
-		chunkSize = n.cfg.RDMA.Chunk
-	}
+	return streams, nil
+}
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+// chunkSize is the one place a push's chunk size is decided: the request's,
+// else the RDMA chunk size when RDMA lanes carry it (the destination's slots
+// are that size), else the node's.
+func (n *Node) chunkSize(requested int64, overRDMA bool) int64 {
+	switch {
+	case requested != 0:
+		return requested
+	case overRDMA:
+		return n.cfg.RDMA.Chunk
+	}
+	return n.cfg.ChunkSize
+}
+
+// pushSource is what a push reads: a file beneath the root, or a window of
+// a region (SourcePath then names the window).
+type pushSource struct {
+	file  *os.File
+	base  int64 // offset in file of the transfer's first byte
+	size  int64
+	anon  bool   // a memfd-backed region: RDMA WRITEs straight from its mapping
+	close func() // closes the file or releases the region
+}
+
+// openSource opens the source of a push.
+func (n *Node) openSource(req *PushRequest) (pushSource, error) {
+	if ref := req.SourceRegion; ref != nil {
+		f, off, length, release, err := n.acquireRegion(*ref, -1)
+		if err != nil {
+			return pushSource{}, err
+		}
+		req.SourcePath = RegionRef{ref.Name, off, length}.String()
+		return pushSource{file: f, base: off, size: length, anon: n.anonymousRegion(ref.Name, f), close: release}, nil
+	}
+	f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
+	if err != nil {
+		return pushSource{}, err
+	}
+	return pushSource{file: f, size: st.Size(), close: func() { f.Close() }}, nil
+}
+
+// admitPush registers the outgoing transfer (the node's concurrency limit
+// applies) and returns it, reported once as pending.
+func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*rdma.Sender, rdmaReason string, peer Peer,
+	progress func(Info), cancel context.CancelCauseFunc) (*push, error) {
+	chunkSize := n.chunkSize(req.ChunkSize, len(lanes) > 0)
 	rec := &record{cancel: cancel, info: Info{
 		ID: NewID(), State: StatePending, Direction: Outgoing, SourcePath: req.SourcePath,
-		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: size,
+		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: src.size,
 		ChunkSize: chunkSize, Streams: streams, Started: time.Now(),
 	}}
 	if err := n.admit(rec); err != nil {
-		return Info{}, err
+		return nil, err
 	}
-	p := &push{node: n, rec: rec, peer: peer, src: src, srcBase: srcBase, srcAnon: srcAnon, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: size, ChunkSize: chunkSize}, rdma: senders, offers: offers, rdmaReason: rdmaReason}
+	p := &push{node: n, rec: rec, peer: peer, src: src.file, srcBase: src.base, srcAnon: src.anon, progress: progress, policy: req.Policy,
+		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason}
 	p.emit()
-	err := p.run(ctx, req)
+	return p, nil
+}
+
+// end records how the push ended and returns its error: committed, or
+// failed or cancelled, the destination told to abort once it had prepared.
+func (p *push) end(ctx context.Context, err error) error {
+	n, rec := p.node, p.rec
 	if err == nil {
-		// Committed over RDMA all the way: park the lanes for the next
-		// transfer to this destination (the destination parked its side).
-		// A lane the destination did not take is not connected: Park
-		// refuses it and it is closed, as are all of them otherwise.
-		if p.rdmaDone && n.cfg.RDMA.IdleExpiry > 0 {
-			for i, s := range senders {
-				if _, perr := s.Park(); perr == nil {
-					senders[i] = nil // parked: not closed
-					n.idleSenders.put(poolKey, s.Device(), s)
-				}
-			}
-		}
 		n.finish(rec, StateCommitted, nil)
 	} else {
 		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrCanceled) {
@@ -159,7 +169,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 		}
 		if p.prepared {
 			actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if aerr := peer.Abort(actx, rec.info.ID, err.Error()); aerr != nil {
+			if aerr := p.peer.Abort(actx, rec.info.ID, err.Error()); aerr != nil {
 				n.log.Warn("abort on destination failed", "transfer", rec.info.ID, "err", aerr)
 			}
 			acancel()
@@ -169,7 +179,7 @@ func (n *Node) Push(ctx context.Context, req PushRequest, peer Peer, progress fu
 	}
 	p.emitters.Wait()
 	p.emit()
-	return rec.snapshot(), err
+	return err
 }
 
 // push is the sending half of one transfer.
@@ -182,18 +192,18 @@ type push struct {
 	srcAnon bool  // src is a memfd-backed region: RDMA WRITEs straight from its mapping
 	// register: data is a read-write mapping of such a region, which the
 	// RDMA sender registers instead of copying from it.
-	register bool
-	data     []byte       // the transfer's bytes of the source, mapped while run runs
-	unmap    func() error // unmaps data
-	plan     ChunkPlan
-	progress func(Info)
-	prepared bool
-	policy   Policy
+	register   bool
+	data       []byte       // the transfer's bytes of the source, mapped while run runs
+	unmap      func() error // unmaps data
+	plan       ChunkPlan
+	progress   func(Info)
+	prepared   bool      // the destination prepared: it must be told if the push fails
+	preparedAt time.Time // when, for Result.Setup
+	policy     Policy
 
-	rdma       []*rdma.Sender      // the lanes offered (none: no RDMA)
-	offers     []rdma.EndpointInfo // their queue pairs, as offered in Prepare
-	rdmaReason string              // why no RDMA was offered
-	rdmaDone   bool                // every chunk was verified over RDMA
+	rdma       []*rdma.Sender // the lanes offered (none: no RDMA)
+	rdmaReason string         // why no RDMA was offered
+	rdmaDone   bool           // every chunk was verified over RDMA
 
 	emitMu   sync.Mutex
 	lastEmit time.Time
@@ -224,33 +234,41 @@ func (p *push) maybeEmit() {
 	p.progress(p.rec.snapshot())
 }
 
+// run moves the admitted transfer: map the source, prepare the
+// destination, move every chunk, commit.
 func (p *push) run(ctx context.Context, req PushRequest) error {
-	rec := p.rec
-	rec.setState(StatePreparing)
+	p.rec.setState(StatePreparing)
 	p.emit()
 	if err := p.mapSource(); err != nil {
 		return err
 	}
-	defer func() {
-		for _, s := range p.rdma {
-			s.DropSource() // registered ahead but not taken: before the unmap
-		}
-		if p.unmap != nil {
-			p.unmap()
-		}
-	}()
+	defer p.unmapSource()
+	resp, err := p.prepare(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := p.move(ctx, resp); err != nil {
+		return err
+	}
+	return p.commit(ctx)
+}
+
+// prepare asks the destination to set up the transfer, offering the lanes
+// (a region source registers with them meanwhile), and records its answer.
+func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, error) {
+	rec := p.rec
 	registered := p.registerAhead()
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
-		RDMA: p.offers, RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
+		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 	})
 	registered.Wait()
 	if err != nil {
-		return err
+		return PrepareResponse{}, err
 	}
 	p.prepared = true
-	prepared := time.Now()
+	p.preparedAt = time.Now()
 	rec.mu.Lock()
 	rec.info.Transport = resp.Transport
 	rec.info.FallbackReason = resp.FallbackReason
@@ -258,10 +276,13 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	rec.info.State = StateMoving
 	rec.mu.Unlock()
 	p.emit()
+	return resp, nil
+}
 
-	if err := p.move(ctx, resp); err != nil {
-		return err
-	}
+// commit asks the destination to publish the file with the whole-file
+// CRC32C and records the result.
+func (p *push) commit(ctx context.Context) error {
+	rec := p.rec
 	moved := time.Now()
 	rec.setState(StateVerifying)
 	p.emit()
@@ -276,7 +297,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 	now := time.Now()
 	rec.mu.Lock()
 	rec.info.Result = &Result{CRC32C: sum, FinalPath: cresp.FinalPath, Duration: now.Sub(rec.info.Started),
-		Setup: prepared.Sub(rec.info.Started), Moving: moved.Sub(prepared), Commit: now.Sub(moved)}
+		Setup: p.preparedAt.Sub(rec.info.Started), Moving: moved.Sub(p.preparedAt), Commit: now.Sub(moved)}
 	rec.mu.Unlock()
 	return nil
 }
@@ -289,10 +310,6 @@ func sourceName(req PushRequest) string {
 	return path.Base(req.SourcePath)
 }
 
-// transportSend moves the chunks it takes from queue and reports each one's
-// verdict through done (the contract of fallback.Send).
-type transportSend func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error
-
 // tcpSend returns the TCP data channel's transportSend.
 func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 	var tok fallback.Token
@@ -301,194 +318,17 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 	}
 	copy(tok[:], ch.Token)
 	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode}
-	if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
-		opt.Corrupt = func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) }
-	}
-	return func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
+	return func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		return fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
 	}, nil
 }
 
-// scheduler hands out chunks and collects verdicts across transports: a
-// chunk that failed on a broken transport is queued again for the next one.
-// CRCs are computed from a read-only mapping of the source just before each
-// chunk is first queued, so checksumming overlaps sending and reads no byte
-// twice from disk.
-type scheduler struct {
-	plan     ChunkPlan
-	data     []byte   // read-only mapping of the source, from base
-	base     int64    // offset in the source of data[0]; chunks carry source offsets
-	crcs     []uint32 // CRC32C of each chunk, filled as chunks are first queued
-	allAcked chan struct{}
-	retry    chan struct{} // a chunk was added to retries
-
-	mu       sync.Mutex
-	acked    []bool
-	attempts []int
-	nAcked   int
-	next     int // first chunk never queued
-	retries  []fallback.Chunk
-}
-
-func (s *scheduler) verified() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.nAcked
-}
-
-func (s *scheduler) attemptsOf(i uint32) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.attempts[i]
-}
-
-// requeue puts c back for sending; the caller holds s.mu.
-func (s *scheduler) requeue(c fallback.Chunk) {
-	s.retries = append(s.retries, c)
-	select {
-	case s.retry <- struct{}{}:
-	default:
-	}
-}
-
-// transportBroken ends one transport's attempt: its unacknowledged chunks
-// were requeued and another transport may finish the job.
-type transportBroken struct{ cause error }
-
-func (e *transportBroken) Error() string { return e.cause.Error() }
-func (e *transportBroken) Unwrap() error { return e.cause }
-
-// attempt runs one transport until every chunk is verified (nil), a chunk
-// fails verification for good (ErrCorrupt), the transport breaks (an error
-// *transportBroken) or ctx ends.
-func (p *push) attempt(ctx context.Context, send transportSend) error {
-	s := p.sched
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	broken := make(chan struct{})
-	var brokenOnce sync.Once
-	var brokenErr error
-	done := func(c fallback.Chunk, err error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		switch {
-		case s.acked[c.Index]:
-		case err == nil:
-			s.acked[c.Index] = true
-			s.nAcked++
-			p.rec.mu.Lock()
-			p.rec.info.BytesDone += int64(c.Length)
-			if secs := time.Since(p.rec.info.Started).Seconds(); secs > 0 {
-				p.rec.info.Rate = float64(p.rec.info.BytesDone) / secs
-			}
-			p.rec.mu.Unlock()
-			if s.nAcked == len(s.acked) {
-				close(s.allAcked)
-			}
-			p.emitters.Go(p.maybeEmit)
-		case errors.Is(err, fallback.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
-			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", s.attempts[c.Index])
-			s.requeue(c)
-		case errors.Is(err, fallback.ErrChecksum):
-			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
-		default:
-			s.requeue(c) // lost with its transport; the next transport sends it
-			brokenOnce.Do(func() { brokenErr = err; close(broken) })
-		}
-	}
-	queue := make(chan fallback.Chunk, 2*p.rec.info.Streams)
-	feedErr := make(chan error, 1)
-	go func() { feedErr <- p.feed(ctx, queue, broken) }()
-	sendErr := send(ctx, queue, done)
-	ferr := <-feedErr
-	select {
-	case <-s.allAcked:
-		return nil // every chunk is verified; a stream that broke afterwards lost nothing
-	default:
-	}
-	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-		return c
-	}
-	if ferr != nil {
-		return ferr
-	}
-	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
-	}
-	if brokenErr == nil {
-		brokenErr = sendErr
-	}
-	if brokenErr == nil {
-		brokenErr = errors.New("the transport stopped with chunks unacknowledged")
-	}
-	return &transportBroken{dataChannelErr(brokenErr)}
-}
-
-// feed queues chunks (resends first) until all are acknowledged, the
-// transport broke or ctx ended, then closes queue.
-func (p *push) feed(ctx context.Context, queue chan<- fallback.Chunk, broken <-chan struct{}) (err error) {
-	s := p.sched
-	defer close(queue)
-	// A source truncated under us faults the mapping: report it instead of crashing.
-	debug.SetPanicOnFault(true)
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: source file changed while being read (%v)", ErrInvalid, r)
-		}
-	}()
-	for {
-		s.mu.Lock()
-		var c fallback.Chunk
-		have := len(s.retries) > 0
-		if have {
-			c, s.retries = s.retries[0], s.retries[1:]
-		} else if s.next < len(s.crcs) {
-			i := s.next
-			s.next++
-			s.mu.Unlock()
-			off, n := s.plan.Span(i)
-			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
-			c = fallback.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
-			s.mu.Lock()
-			have = true
-		}
-		if have {
-			s.attempts[c.Index]++
-		}
-		s.mu.Unlock()
-		if !have {
-			select {
-			case <-s.retry:
-				continue
-			case <-s.allAcked:
-			case <-broken:
-			case <-ctx.Done():
-			}
-			return nil
-		}
-		select {
-		case queue <- c:
-		case <-broken:
-			s.mu.Lock()
-			s.attempts[c.Index]--
-			s.requeue(c)
-			s.mu.Unlock()
-			return nil
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
 // move sends every chunk with the negotiated transport.
 func (p *push) move(ctx context.Context, resp PrepareResponse) error {
-	count := p.plan.Count()
-	p.sched = &scheduler{plan: p.plan, crcs: make([]uint32, count), acked: make([]bool, count),
-		attempts: make([]int, count), allAcked: make(chan struct{}), retry: make(chan struct{}, 1)}
-	if count == 0 {
+	p.sched = newScheduler(p.plan, p.data, p.srcBase)
+	if p.plan.Count() == 0 {
 		return nil
 	}
-	p.sched.data, p.sched.base = p.data, p.srcBase
 	if resp.Transport == TransportRDMA {
 		err := p.moveRDMA(ctx, resp)
 		var broken *transportBroken
@@ -516,41 +356,19 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 // so does any lane breaking: the transfer continues over TCP (under AUTO)
 // with every chunk not yet verified.
 func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
-	if len(resp.RDMA) == 0 || len(resp.RDMA) > len(p.rdma) {
-		return fmt.Errorf("%w: destination answered %d RDMA lanes to the %d offered", ErrInvalid, len(resp.RDMA), len(p.rdma))
-	}
-	lanes := p.rdma[:len(resp.RDMA)]
-	for i, ch := range resp.RDMA {
-		s := lanes[i]
-		if corrupt := p.node.cfg.Hooks.CorruptChunk; corrupt != nil {
-			s.SetCorruptHook(func(c fallback.Chunk) bool { return corrupt(c.Index, p.sched.attemptsOf(c.Index)) })
-		}
-		reused := p.offers[i].ConnectedQPN != 0 && ch.Reused
-		var err error
-		switch {
-		case reused: // the destination resumed the QP ours is still connected to
-			err = s.Resume(ch.Endpoint, ch.Slots, ch.Direct)
-		case ch.Direct: // the slots are the destination region's window: chunk i → slot i
-			err = s.ConnectWindow(ch.Endpoint, ch.Slots)
-		default: // a fresh QP (a parked one of ours is reset and reconnected)
-			err = s.Connect(ch.Endpoint, ch.Slots)
-		}
-		if err != nil {
-			return &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
-		}
-		if h := p.node.cfg.Hooks.RDMAConnected; h != nil {
-			h(s.QPN(), ch.Endpoint.QPN, reused)
-		}
+	lanes, err := p.attachLanes(resp)
+	if err != nil {
+		return err
 	}
 	// The depth is the transfer's: each lane gets its share.
 	depth := cmp.Or(p.node.cfg.RDMA.Depth, rdma.DefaultDepth)
 	depth = max(1, (depth+len(lanes)-1)/len(lanes))
 	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
-	err := p.attempt(ctx, func(ctx context.Context, queue <-chan fallback.Chunk, done func(fallback.Chunk, error)) error {
-		if brk := p.node.cfg.Hooks.BreakRDMA; brk != nil {
+	err = p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
+		if brk := knobs.breakRDMA; brk != nil {
 			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
 			inner := done
-			done = func(c fallback.Chunk, err error) {
+			done = func(c chunk.Chunk, err error) {
 				mu.Lock()
 				inner(c, err)
 				verified := p.sched.verified()
@@ -594,14 +412,21 @@ func (p *push) mapSource() error {
 	return nil
 }
 
+// unmapSource drops source registrations no lane took, then the mapping.
+func (p *push) unmapSource() {
+	for _, s := range p.rdma {
+		s.DropSource() // registered ahead but not taken: before the unmap
+	}
+	if p.unmap != nil {
+		p.unmap()
+	}
+}
+
 // registerAhead registers a region source for each lane while the
 // destination prepares, one lane after the other (pinning the same pages
 // from two threads at once was slower): otherwise each lane's Send pins
-// every page after Prepare returned, while the destination waits. Across
-// two 1-vCPU testbed VMs, daemon pairs side by side, six 64 MiB
-// region→region copies each: median 2.12 s before, 2.01 s with it (moving
-// phase 1.96 → 1.87 s). A lane whose registration fails registers in Send
-// as before.
+// every page after Prepare returned, while the destination waits (measured
+// in README.md). A lane whose registration fails registers in Send as before.
 func (p *push) registerAhead() *sync.WaitGroup {
 	var wg sync.WaitGroup
 	if !p.register {
@@ -615,28 +440,6 @@ func (p *push) registerAhead() *sync.WaitGroup {
 		}
 	})
 	return &wg
-}
-
-// peerAddr is the IP address in a node's host:port, to pick the local GID
-// that reaches it. The zero Addr (unknown, or loopback: the peer is on this
-// host and any local GID reaches it) lets the RDMA layer choose.
-func peerAddr(node string) netip.Addr {
-	host, _, err := net.SplitHostPort(node)
-	if err != nil {
-		return netip.Addr{}
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		ips, lerr := net.LookupIP(host)
-		if lerr != nil || len(ips) == 0 {
-			return netip.Addr{}
-		}
-		a, _ = netip.AddrFromSlice(ips[0])
-	}
-	if a = a.Unmap(); a.IsLoopback() {
-		return netip.Addr{}
-	}
-	return a
 }
 
 // dataChannelErr classifies a data-channel failure: a broken or refused

@@ -2,9 +2,9 @@ package transfer
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"time"
-
-	"github.com/rxfer/rxfer/rdma"
 )
 
 // State is a transfer's place in its life:
@@ -120,18 +120,69 @@ type PrepareRequest struct {
 	// RDMA is the source's queue pairs, one per lane, empty when it cannot
 	// use RDMA (RDMAUnavailable says why). Chunks are striped over the
 	// lanes the destination takes (a prefix of these, at least one).
-	RDMA            []rdma.EndpointInfo
+	RDMA            []RDMAEndpoint
 	RDMAUnavailable string
+}
+
+// RDMAEndpoint describes one queue pair to the peer: what the control plane
+// carries of an rdma.EndpointInfo (the same fields, so the two convert).
+type RDMAEndpoint struct {
+	Device   string
+	QPN, PSN uint32
+	GID      [16]byte
+	GIDIndex int
+	MTU      int // active MTU in bytes
+	// ConnectedQPN, when not 0, offers a queue pair parked still connected
+	// to the peer's queue pair ConnectedQPN from an earlier transfer.
+	ConnectedQPN uint32
+}
+
+// RDMABuffer is a registered buffer the peer may write into (an
+// rdma.RemoteBuffer). Its rkey is a capability: it never prints.
+type RDMABuffer struct {
+	Addr uint64
+	RKey uint32
+	Len  uint32
+}
+
+// String prints the buffer without its rkey.
+func (b RDMABuffer) String() string {
+	return fmt.Sprintf("{addr %#x len %d rkey <redacted>}", b.Addr, b.Len)
+}
+
+// GoString is String, so %#v does not print the rkey either.
+func (b RDMABuffer) GoString() string { return "transfer.RDMABuffer" + b.String() }
+
+// RDMADevice is one port of a verbs device as [Devices] reports it.
+type RDMADevice struct {
+	Name      string
+	Port      uint8
+	State     string // e.g. "PORT_ACTIVE"
+	LinkLayer string // e.g. "Ethernet"
+	ActiveMTU int    // bytes
+	Netdev    string
+	Addrs     []netip.Prefix // the netdev's addresses
+	GIDs      []RDMAGID      // RoCE v2 GIDs
+	Usable    bool
+	Reason    string // why not usable
+}
+
+// RDMAGID is one GID of a device port.
+type RDMAGID struct {
+	Index int
+	Type  string // e.g. "RoCE v2"
+	GID   string
+	Addr  netip.Addr // the IP address the GID maps to
 }
 
 // RDMAChannel is the destination's RDMA side of one lane: its queue pair
 // and the registered slots the source may write into.
 type RDMAChannel struct {
-	Endpoint rdma.EndpointInfo
-	Slots    []rdma.RemoteBuffer
+	Endpoint RDMAEndpoint
+	Slots    []RDMABuffer
 	// Direct: the slots are the destination window itself (a region's
 	// memory, registered for this transfer only); chunk i must be written
-	// into slot i (rdma.Sender.ConnectWindow).
+	// into slot i.
 	Direct bool
 	// Reused: the endpoint is the destination's queue pair that the
 	// source's offered one is still connected to (EndpointInfo.ConnectedQPN),

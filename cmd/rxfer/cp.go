@@ -135,7 +135,7 @@ func newLocalNode(dir, dataHost string) (*localNode, error) {
 	}
 	l := &localNode{root: root}
 	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog,
-		RDMA: transfer.RDMAConfig{Options: rdma.Options{GIDIndex: -1}}}
+		RDMA: transfer.RDMAConfig{Options: rdma.Options{GIDIndex: rdma.AutoGID}}}
 	if dataHost != "" {
 		if l.data, err = fallback.Listen(net.JoinHostPort(dataHost, "0"), quietLog); err != nil {
 			root.Close()
@@ -191,7 +191,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	}
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
-		Policy: transfer.Policy(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
+		Policy: service.PolicyFromProto(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
-	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/service"
+	"github.com/rxfer/rxfer/transfer"
 )
 
 // cmdDevices prints the RDMA devices this host can use, like `ibv_devinfo`
@@ -25,7 +25,7 @@ func cmdDevices(args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("usage: rxfer devices [--json]")
 	}
-	devs, err := rdma.Inventory()
+	devs, err := transfer.Devices()
 	if *asJSON {
 		out := &pb.NodeInfo{RdmaDevices: service.DevicesToProto(devs)}
 		if err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/rxfer/rxfer/internal/crc32c"
 
+	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 )
 
@@ -56,13 +57,13 @@ type sink struct {
 }
 
 func (s *sink) File() *os.File { return s.f }
-func (s *sink) Admit(c fallback.Chunk) (int64, error) {
+func (s *sink) Admit(c chunk.Chunk) (int64, error) {
 	if c.Offset+int64(c.Length) > s.size {
 		return 0, fmt.Errorf("chunk %d ends past %d", c.Index, s.size)
 	}
 	return c.Offset, nil
 }
-func (s *sink) Landed(c fallback.Chunk, err error) {
+func (s *sink) Landed(c chunk.Chunk, err error) {
 	if err != nil {
 		s.bad.Add(1)
 		return
@@ -135,12 +136,12 @@ func send(args []string) error {
 	}
 	var times []time.Duration
 	for run := range *runs {
-		ch := make(chan fallback.Chunk, len(chunks))
+		ch := make(chan chunk.Chunk, len(chunks))
 		for _, c := range chunks {
 			ch <- c
 		}
 		var acked, failed atomic.Int64
-		done := func(c fallback.Chunk, err error) {
+		done := func(c chunk.Chunk, err error) {
 			if err != nil {
 				failed.Add(1)
 				fmt.Fprintln(os.Stderr, "chunk failed:", err)
@@ -171,20 +172,20 @@ func send(args []string) error {
 }
 
 // plan splits src into chunks and computes their CRCs (outside the timed section).
-func plan(src *os.File, chunkSize int) ([]fallback.Chunk, int64, error) {
+func plan(src *os.File, chunkSize int) ([]chunk.Chunk, int64, error) {
 	st, err := src.Stat()
 	if err != nil {
 		return nil, 0, err
 	}
 	size := st.Size()
 	buf := make([]byte, chunkSize)
-	var chunks []fallback.Chunk
+	var chunks []chunk.Chunk
 	for off, i := int64(0), uint32(0); off < size; off, i = off+int64(chunkSize), i+1 {
 		n := min(int64(chunkSize), size-off)
 		if _, err := src.ReadAt(buf[:n], off); err != nil && err != io.EOF {
 			return nil, 0, err
 		}
-		chunks = append(chunks, fallback.Chunk{Index: i, Offset: off, Length: uint32(n), CRC: crc32c.Checksum(buf[:n])})
+		chunks = append(chunks, chunk.Chunk{Index: i, Offset: off, Length: uint32(n), CRC: crc32c.Checksum(buf[:n])})
 	}
 	return chunks, size, nil
 }

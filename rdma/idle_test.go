@@ -1,4 +1,4 @@
-package transfer
+package rdma
 
 import (
 	"sync"
@@ -37,8 +37,8 @@ func TestIdlePool(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("entry did not expire")
 	}
-	watchEvery = 10 * time.Millisecond
-	defer func() { watchEvery = time.Second }()
+	knobs.watchEvery = 10 * time.Millisecond
+	defer func() { knobs.watchEvery = 0 }()
 	gone := make(chan string, 1)
 	w := newIdlePool(time.Hour, func(v int) { gone <- "closed" }, nil)
 	w.gone = func(dev string) bool { return dev == "dead" }

@@ -1,18 +1,19 @@
-package transfer
+package rdma
 
 import (
+	"cmp"
 	"sync"
 	"time"
 )
 
-// idlePool parks idle RDMA connections (a source's rdma.Sender, a
-// destination's rdma.IdleEndpoint) between transfers, keyed by peer. Each
-// entry is closed when it has been idle for expiry, and every entry when
-// the pool is closed (Node.Shutdown).
+// idlePool parks idle connections (a source's Sender, a destination's
+// ParkedEndpoint) between transfers, keyed by peer: the mechanics under
+// Pool. Each entry is closed when it has been idle for expiry, and every
+// entry when the pool is closed.
 type idlePool[T any] struct {
 	expiry  time.Duration
 	closeFn func(T)
-	expired func(T) // test hook, after closeFn of an expired entry
+	expired func(T) // told after closeFn of an expired entry (nil: nobody)
 	// gone, when set, is asked every watchEvery about the device of each
 	// parked entry; true closes it (its device is being removed).
 	gone func(device string) bool
@@ -65,15 +66,16 @@ func (p *idlePool[T]) put(key, device string, v T) {
 	p.mu.Unlock()
 }
 
-// watchEvery is how often parked entries are checked with gone.
-var watchEvery = time.Second
+// watchEvery is how often parked entries are checked with gone and broken
+// (knobs.watchEvery overrides it).
+const watchEvery = time.Second
 
 // watch closes parked entries for which gone or broken is true, every watchEvery,
 // until the pool is empty or closed. An idle parked connection must not keep
 // a device open that is being removed (rdma link delete waits for it).
 func (p *idlePool[T]) watch() {
 	defer p.watcher.Done()
-	t := time.NewTicker(watchEvery)
+	t := time.NewTicker(cmp.Or(knobs.watchEvery, watchEvery))
 	defer t.Stop()
 	for {
 		select {

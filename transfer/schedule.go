@@ -1,0 +1,198 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/rxfer/rxfer/chunk"
+	"github.com/rxfer/rxfer/internal/crc32c"
+)
+
+// The chunk scheduler of a push: it hands chunks to one transport after
+// the other and collects their verdicts.
+
+// transportSend moves the chunks it takes from queue and reports each one's
+// verdict through done (the contract of fallback.Send).
+type transportSend func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error
+
+// scheduler hands out chunks and collects verdicts across transports: a
+// chunk that failed on a broken transport is queued again for the next one.
+// CRCs are computed from a read-only mapping of the source just before each
+// chunk is first queued, so checksumming overlaps sending and reads no byte
+// twice from disk.
+type scheduler struct {
+	plan     ChunkPlan
+	data     []byte   // read-only mapping of the source, from base
+	base     int64    // offset in the source of data[0]; chunks carry source offsets
+	crcs     []uint32 // CRC32C of each chunk, filled as chunks are first queued
+	allAcked chan struct{}
+	retry    chan struct{} // a chunk was added to retries
+
+	mu       sync.Mutex
+	acked    []bool
+	attempts []int
+	nAcked   int
+	next     int // first chunk never queued
+	retries  []chunk.Chunk
+}
+
+// newScheduler schedules plan's chunks; data is the source's read-only
+// mapping, base the source's offset of data[0].
+func newScheduler(plan ChunkPlan, data []byte, base int64) *scheduler {
+	count := plan.Count()
+	return &scheduler{plan: plan, data: data, base: base, crcs: make([]uint32, count), acked: make([]bool, count),
+		attempts: make([]int, count), allAcked: make(chan struct{}), retry: make(chan struct{}, 1)}
+}
+
+// verified returns how many chunks the destination verified.
+func (s *scheduler) verified() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nAcked
+}
+
+// requeue puts c back for sending; the caller holds s.mu.
+func (s *scheduler) requeue(c chunk.Chunk) {
+	s.retries = append(s.retries, c)
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
+
+// transportBroken ends one transport's attempt: its unacknowledged chunks
+// were requeued and another transport may finish the job.
+type transportBroken struct{ cause error }
+
+func (e *transportBroken) Error() string { return e.cause.Error() }
+func (e *transportBroken) Unwrap() error { return e.cause }
+
+// attempt runs one transport until every chunk is verified (nil), a chunk
+// fails verification for good (ErrCorrupt), the transport breaks (an error
+// *transportBroken) or ctx ends.
+func (p *push) attempt(ctx context.Context, send transportSend) error {
+	s := p.sched
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	broken := make(chan struct{})
+	var brokenOnce sync.Once
+	var brokenErr error
+	done := func(c chunk.Chunk, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case s.acked[c.Index]:
+		case err == nil:
+			s.acked[c.Index] = true
+			s.nAcked++
+			p.rec.mu.Lock()
+			p.rec.info.BytesDone += int64(c.Length)
+			if secs := time.Since(p.rec.info.Started).Seconds(); secs > 0 {
+				p.rec.info.Rate = float64(p.rec.info.BytesDone) / secs
+			}
+			p.rec.mu.Unlock()
+			if s.nAcked == len(s.acked) {
+				close(s.allAcked)
+			}
+			p.emitters.Go(p.maybeEmit)
+		case errors.Is(err, chunk.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
+			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", s.attempts[c.Index])
+			s.requeue(c)
+		case errors.Is(err, chunk.ErrChecksum):
+			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
+		default:
+			s.requeue(c) // lost with its transport; the next transport sends it
+			brokenOnce.Do(func() { brokenErr = err; close(broken) })
+		}
+	}
+	queue := make(chan chunk.Chunk, 2*p.rec.info.Streams)
+	feedErr := make(chan error, 1)
+	go func() { feedErr <- p.feed(ctx, queue, broken) }()
+	sendErr := send(ctx, queue, done)
+	ferr := <-feedErr
+	select {
+	case <-s.allAcked:
+		return nil // every chunk is verified; a stream that broke afterwards lost nothing
+	default:
+	}
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	if ferr != nil {
+		return ferr
+	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	if brokenErr == nil {
+		brokenErr = sendErr
+	}
+	if brokenErr == nil {
+		brokenErr = errors.New("the transport stopped with chunks unacknowledged")
+	}
+	return &transportBroken{dataChannelErr(brokenErr)}
+}
+
+// feed queues chunks (resends first) until all are acknowledged, the
+// transport broke or ctx ended, then closes queue.
+func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan struct{}) (err error) {
+	s := p.sched
+	defer close(queue)
+	// A source truncated under us faults the mapping: report it instead of crashing.
+	debug.SetPanicOnFault(true)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: source file changed while being read (%v)", ErrInvalid, r)
+		}
+	}()
+	for {
+		s.mu.Lock()
+		var c chunk.Chunk
+		have := len(s.retries) > 0
+		if have {
+			c, s.retries = s.retries[0], s.retries[1:]
+		} else if s.next < len(s.crcs) {
+			i := s.next
+			s.next++
+			s.mu.Unlock()
+			off, n := s.plan.Span(i)
+			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
+			c = chunk.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
+			s.mu.Lock()
+			have = true
+		}
+		if have {
+			s.attempts[c.Index]++
+			c.CRC = s.crcs[c.Index] // a resend of a corrupted chunk carries the true CRC again
+			if corrupt := knobs.corruptChunk; corrupt != nil && corrupt(c.Index, s.attempts[c.Index]) {
+				c.CRC ^= 1 // as if the bytes were corrupted on the wire
+			}
+		}
+		s.mu.Unlock()
+		if !have {
+			select {
+			case <-s.retry:
+				continue
+			case <-s.allAcked:
+			case <-broken:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+		select {
+		case queue <- c:
+		case <-broken:
+			s.mu.Lock()
+			s.attempts[c.Index]--
+			s.requeue(c)
+			s.mu.Unlock()
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
