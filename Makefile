@@ -10,8 +10,8 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # testbed/testbed.mk). scripts/deps.sh checks them and, as root, installs the
 # missing ones before anything compiles.
 BUILD_APT := gcc libc6-dev libibverbs-dev
-HOST_APT  := iproute2 iperf3
-BENCH_APT := $(HOST_APT)
+HOST_APT  := iproute2
+BENCH_APT := $(HOST_APT) iperf3
 DEPS      := scripts/deps.sh
 
 .PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean
