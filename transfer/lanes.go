@@ -33,7 +33,7 @@ func (n *Node) offerLanes(policy Policy, dest string, chunks int) ([]*rdma.Sende
 func offers(senders []*rdma.Sender) []RDMAEndpoint {
 	out := make([]RDMAEndpoint, 0, len(senders))
 	for _, s := range senders {
-		out = append(out, RDMAEndpoint(s.Offer()))
+		out = append(out, s.Offer())
 	}
 	return out
 }
@@ -48,7 +48,7 @@ func (p *push) attachLanes(resp PrepareResponse) ([]*rdma.Sender, error) {
 	lanes := p.rdma[:len(resp.RDMA)]
 	for i, ch := range resp.RDMA {
 		s := lanes[i]
-		reused, err := s.Attach(rdma.Answer{Endpoint: rdma.EndpointInfo(ch.Endpoint), Slots: toRemoteBuffers(ch.Slots), Window: ch.Direct, Resumed: ch.Reused})
+		reused, err := s.Attach(rdma.Answer{Endpoint: ch.Endpoint, Slots: ch.Slots, Window: ch.Direct, Resumed: ch.Reused})
 		if err != nil {
 			return nil, &transportBroken{fmt.Errorf("%w: connecting to the destination's queue pair: %w", ErrTransportUnavailable, err)}
 		}
@@ -75,10 +75,7 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 	// chunks; slots no larger than the file (a 64 KiB copy registers 64 KiB).
 	slots := max(1, min((n.cfg.RDMA.Slots+lanes-1)/lanes, (in.plan.Count()+lanes-1)/lanes))
 	slotSize := int(max(1, min(req.ChunkSize, req.Size)))
-	offered := make([]rdma.EndpointInfo, len(req.RDMA))
-	for i, off := range req.RDMA {
-		offered[i] = rdma.EndpointInfo(off)
-	}
+	offered := req.RDMA
 	n.pool.Decline(req.SourceNode, offered[lanes:]) // the source closes those
 	// The destination range is mapped once, for every lane: window lanes
 	// register it (a memfd-backed region: chunk i lands in place), staging
@@ -109,7 +106,7 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 			break
 		}
 		in.rdma = append(in.rdma, r)
-		resp.RDMA = append(resp.RDMA, RDMAChannel{Endpoint: RDMAEndpoint(a.Endpoint), Slots: fromRemoteBuffers(a.Slots), Direct: a.Window, Reused: a.Resumed})
+		resp.RDMA = append(resp.RDMA, RDMAChannel{Endpoint: a.Endpoint, Slots: a.Slots, Direct: a.Window, Reused: a.Resumed})
 	}
 	if len(in.rdma) == 0 {
 		if in.mapped != nil {
@@ -167,36 +164,10 @@ func closeParked(eps []*rdma.ParkedEndpoint) {
 	}
 }
 
-func toRemoteBuffers(bs []RDMABuffer) []rdma.RemoteBuffer {
-	out := make([]rdma.RemoteBuffer, len(bs))
-	for i, b := range bs {
-		out[i] = rdma.RemoteBuffer(b)
-	}
-	return out
-}
-
-func fromRemoteBuffers(bs []rdma.RemoteBuffer) []RDMABuffer {
-	out := make([]RDMABuffer, len(bs))
-	for i, b := range bs {
-		out[i] = RDMABuffer(b)
-	}
-	return out
-}
-
 // Devices lists the RDMA device ports of this host, usable or not (Reason
 // says why), or the error that kept it from looking.
 func Devices() ([]RDMADevice, error) {
-	devs, err := rdma.Inventory()
-	out := make([]RDMADevice, 0, len(devs))
-	for _, d := range devs {
-		gids := make([]RDMAGID, len(d.GIDs))
-		for i, g := range d.GIDs {
-			gids[i] = RDMAGID(g)
-		}
-		out = append(out, RDMADevice{Name: d.Name, Port: d.Port, State: d.State, LinkLayer: d.LinkLayer, ActiveMTU: d.ActiveMTU,
-			Netdev: d.Netdev, Addrs: d.Addrs, GIDs: gids, Usable: d.Usable, Reason: d.Reason})
-	}
-	return out, err
+	return rdma.Inventory()
 }
 
 // Devices is [Devices] for the node's API: why RDMA is unavailable is in

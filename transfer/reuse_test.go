@@ -359,7 +359,7 @@ func TestRDMASlotsFitTheTransfer(t *testing.T) {
 		}
 		id := NewID()
 		resp, err := p.dst.Prepare(context.Background(), PrepareRequest{ID: id, SourceNode: "src", SourcePath: "/f", DestPath: "/slots",
-			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []RDMAEndpoint{RDMAEndpoint(offer)}})
+			Size: tc.size, ChunkSize: 64 << 10, Overwrite: true, Policy: PolicyRDMA, RDMA: []RDMAEndpoint{offer}})
 		s.Close()
 		if err != nil {
 			t.Fatalf("%d bytes: Prepare: %v", tc.size, err)

@@ -2,9 +2,9 @@ package transfer
 
 import (
 	"context"
-	"fmt"
-	"net/netip"
 	"time"
+
+	"github.com/rxfer/rxfer/rdma"
 )
 
 // State is a transfer's place in its life:
@@ -124,56 +124,19 @@ type PrepareRequest struct {
 	RDMAUnavailable string
 }
 
-// RDMAEndpoint describes one queue pair to the peer: what the control plane
-// carries of an rdma.EndpointInfo (the same fields, so the two convert).
-type RDMAEndpoint struct {
-	Device   string
-	QPN, PSN uint32
-	GID      [16]byte
-	GIDIndex int
-	MTU      int // active MTU in bytes
-	// ConnectedQPN, when not 0, offers a queue pair parked still connected
-	// to the peer's queue pair ConnectedQPN from an earlier transfer.
-	ConnectedQPN uint32
-}
-
-// RDMABuffer is a registered buffer the peer may write into (an
-// rdma.RemoteBuffer). Its rkey is a capability: it never prints.
-type RDMABuffer struct {
-	Addr uint64
-	RKey uint32
-	Len  uint32
-}
-
-// String prints the buffer without its rkey.
-func (b RDMABuffer) String() string {
-	return fmt.Sprintf("{addr %#x len %d rkey <redacted>}", b.Addr, b.Len)
-}
-
-// GoString is String, so %#v does not print the rkey either.
-func (b RDMABuffer) GoString() string { return "transfer.RDMABuffer" + b.String() }
-
-// RDMADevice is one port of a verbs device as [Devices] reports it.
-type RDMADevice struct {
-	Name      string
-	Port      uint8
-	State     string // e.g. "PORT_ACTIVE"
-	LinkLayer string // e.g. "Ethernet"
-	ActiveMTU int    // bytes
-	Netdev    string
-	Addrs     []netip.Prefix // the netdev's addresses
-	GIDs      []RDMAGID      // RoCE v2 GIDs
-	Usable    bool
-	Reason    string // why not usable
-}
-
-// RDMAGID is one GID of a device port.
-type RDMAGID struct {
-	Index int
-	Type  string // e.g. "RoCE v2"
-	GID   string
-	Addr  netip.Addr // the IP address the GID maps to
-}
+// The control plane's RDMA types are rdma's own (aliases, so service can
+// convert them without importing rdma and nothing is copied field by field).
+type (
+	// RDMAEndpoint describes one queue pair to the peer.
+	RDMAEndpoint = rdma.EndpointInfo
+	// RDMABuffer is a registered buffer the peer may write into; its rkey
+	// never prints.
+	RDMABuffer = rdma.RemoteBuffer
+	// RDMADevice is one port of a verbs device as [Devices] reports it.
+	RDMADevice = rdma.DeviceStatus
+	// RDMAGID is one RoCE v2 GID of a device port.
+	RDMAGID = rdma.GIDStatus
+)
 
 // RDMAChannel is the destination's RDMA side of one lane: its queue pair
 // and the registered slots the source may write into.
