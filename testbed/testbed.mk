@@ -23,8 +23,9 @@ TESTBED_TESTFLAGS ?= -test.v -test.timeout=10m
 # -test.run pattern of the tests that need two VMs (they skip with one VM;
 # the one-VM suite skips them).
 TESTBED_2VM_RUN ?= TwoVM
-# Flags for the runner (e.g. -m 2048 -smp 2); TESTBED_TIMEOUT bounds each boot+suite.
-TESTBED_TIMEOUT ?= 15m
+# Flags for the runner (e.g. -m 2048 -smp 2); TESTBED_TIMEOUT bounds each boot+suite
+# with room for a loaded host (suite times: testbed/README.md).
+TESTBED_TIMEOUT ?= 30m
 TESTBED_RUNFLAGS ?=
 # The host-only target named in the "cannot run" message.
 TESTBED_HOST_TARGET ?= test-host
