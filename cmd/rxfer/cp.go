@@ -79,8 +79,10 @@ func cmdCp(args []string) error {
 	defer rep.done()
 	switch {
 	case src.Remote() && dst.Remote():
+		// The user's token is for both nodes: the source presents it to the
+		// destination (a node sends its own only to its configured peers).
 		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
-			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region}, rep)
+			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
 	case src.Remote():
 		return pull(ctx, src, dst.Path, o, rep)
 	default:

@@ -1,6 +1,6 @@
 // Command rxfer moves files between nodes over RDMA or zero-copy TCP.
 //
-//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--peer HOST:PORT]
 //	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
 //	rxfer status HOST:PORT
 //	rxfer cancel HOST:PORT ID

@@ -27,6 +27,14 @@ func cmdServe(args []string) error {
 	dataListen := fs.String("data-listen", "127.0.0.1:7471", "TCP data-channel address")
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
+	var peers []string
+	fs.Func("peer", "control address HOST:PORT of a node this node may send its own token to (repeatable; any other destination needs the client's dest_token)", func(s string) error {
+		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+			return fmt.Errorf("want HOST:PORT, got %q", s)
+		}
+		peers = append(peers, s)
+		return nil
+	})
 	maxTransfers := fs.Int("max-transfers", transfer.DefaultMaxConcurrent, "maximum concurrent transfers")
 	maxRegistered := fs.Int64("max-registered", transfer.DefaultMaxRegistered, "maximum bytes of all memory regions")
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
@@ -85,7 +93,7 @@ func cmdServe(args []string) error {
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}
-	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Logger: log})
+	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log})
 	if token == "" {
 		log.Warn("control plane has no bearer token and no TLS: anyone who can reach it can read and write the export root; use --token-file beyond trusted networks")
 	}
