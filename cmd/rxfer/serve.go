@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/rxfer/rxfer/internal/crc32c"
@@ -109,20 +108,4 @@ func cmdServe(args []string) error {
 	// One line on stdout says the node is ready and where (ports may have been 0).
 	fmt.Printf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
 	return srv.Serve(lis)
-}
-
-// readToken reads a bearer token file ("" = no token). RXFER_TOKEN is used when no file is given.
-func readToken(path string) (string, error) {
-	if path == "" {
-		return os.Getenv("RXFER_TOKEN"), nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return tok, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -85,4 +86,39 @@ func TestNodeTokenOnlyToConfiguredPeers(t *testing.T) {
 			t.Errorf("the configured peer saw tokens %q, want the node's own", got)
 		}
 	})
+}
+
+// Finding 9b: a token file others can read is refused, as ssh refuses such
+// a key, by serve and by the client commands, naming the file, its mode and
+// the fix.
+func TestTokenFileReadableByOthers(t *testing.T) {
+	bin := RxferBinary(t)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		tokFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokFile, []byte(nodeToken+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(tokFile, mode); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{tokFile, "0" + strconv.FormatUint(uint64(mode), 8), "chmod 600 " + tokFile}
+		_, exited := StartServe(t, bin, "--root", t.TempDir(), "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0", "--token-file", tokFile)
+		if exited == nil {
+			t.Errorf("serve with a token file of mode %#o started", mode)
+		} else if exited.Code == 0 || !containsAll(exited.Stderr, want) {
+			t.Errorf("serve with a token file of mode %#o: want a failure naming %q\n%s", mode, want, exited)
+		}
+		for _, args := range [][]string{
+			{"cp", "--token-file", tokFile, "127.0.0.1:1:/x", "127.0.0.1:2:/y"},
+			{"status", "--token-file", tokFile, "127.0.0.1:1"},
+		} {
+			if r := RunRxfer(t, bin, args...); r.Code == 0 || !containsAll(r.Stderr, want) {
+				t.Errorf("want a failure naming %q\n%s", want, r)
+			}
+		}
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	return !slices.ContainsFunc(subs, func(sub string) bool { return !strings.Contains(s, sub) })
 }
