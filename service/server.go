@@ -179,6 +179,10 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	case req.ChunkSize < 0 || req.Streams < 0:
 		return status.Error(codes.InvalidArgument, "chunk_size and streams must not be negative (0 chooses the default)")
 	}
+	policy, err := PolicyFromProto(req.Transport)
+	if err != nil {
+		return ToStatus(err)
+	}
 	dest := req.DestNode
 	if dest == "" {
 		dest = s.addr
@@ -195,7 +199,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	var sendErr error
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
-		Policy: PolicyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
+		Policy: policy, ChunkSize: req.ChunkSize, Streams: int(req.Streams),
 		SourceRegion: srcRegion, DestRegion: destRegion,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {

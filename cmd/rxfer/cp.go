@@ -195,9 +195,13 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 		defer d.close()
 		peer, destPath = d.node.LocalPeer(), rel
 	}
+	policy, err := service.PolicyFromProto(o.policy)
+	if err != nil {
+		return service.ToStatus(err)
+	}
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
-		Policy: service.PolicyFromProto(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
+		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams,
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
