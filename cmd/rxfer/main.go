@@ -1,6 +1,6 @@
 // Command rxfer moves files between nodes over RDMA or zero-copy TCP.
 //
-//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--peer HOST:PORT]
+//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--peer HOST:PORT] [--insecure]
 //	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
 //	rxfer status HOST:PORT
 //	rxfer cancel HOST:PORT ID
@@ -23,7 +23,7 @@ import (
 const usage = `rxfer moves files between nodes over RDMA or zero-copy TCP, verified end to end.
 
 Usage:
-  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--insecure]
   rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
   rxfer status HOST:PORT
   rxfer cancel HOST:PORT ID

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,6 +27,7 @@ func cmdServe(args []string) error {
 	dataListen := fs.String("data-listen", "127.0.0.1:7471", "TCP data-channel address")
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
+	insecure := fs.Bool("insecure", false, "allow serving without a token on a non-loopback address (plaintext: anyone who reaches it can read and write the export root)")
 	var peers []string
 	fs.Func("peer", "control address HOST:PORT of a node this node may send its own token to (repeatable; any other destination needs the client's dest_token)", func(s string) error {
 		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
@@ -66,6 +68,13 @@ func cmdServe(args []string) error {
 	token, err := readToken(*tokenFile)
 	if err != nil {
 		return err
+	}
+	if token == "" && !*insecure {
+		for _, l := range []struct{ flag, addr string }{{"--listen", *listen}, {"--data-listen", *dataListen}} {
+			if !loopback(l.addr) {
+				return usagef("%s %s is not a loopback address and there is no authentication: set --token-file (or $RXFER_TOKEN), or pass --insecure to serve it unauthenticated", l.flag, l.addr)
+			}
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	r, err := transfer.OpenRoot(*root)
@@ -108,4 +117,19 @@ func cmdServe(args []string) error {
 	// One line on stdout says the node is ready and where (ports may have been 0).
 	fmt.Printf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
 	return srv.Serve(lis)
+}
+
+// loopback reports whether a listen address stays on this host: localhost,
+// 127.0.0.0/8 or ::1. An empty host listens everywhere. An address that does
+// not parse counts as loopback here: listening on it fails and says why.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
