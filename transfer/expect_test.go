@@ -18,35 +18,35 @@ func TestExpectationAdmitsOneTransfer(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		expect  Expectation
+		expect  *Expectation
 		mkdir   string        // a directory to create in the destination root first
 		reqs    []PushRequest // pushed in turn; all but the last must succeed
 		entries []string      // the destination root afterwards
 	}{
-		{"the expected file", Expectation{DestPath: "out", MaxSize: 1 << 20},
+		{"the expected file", &Expectation{DestPath: "out", MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestPath: "out"}}, []string{"out"}},
-		{"another path", Expectation{DestPath: "out", MaxSize: 1 << 20},
+		{"another path", &Expectation{DestPath: "out", MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestPath: "other"}}, nil},
-		{"overwrite not expected", Expectation{DestPath: "out", MaxSize: 1 << 20},
+		{"overwrite not expected", &Expectation{DestPath: "out", MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestPath: "out", Overwrite: true}}, nil},
-		{"overwrite expected but not asked", Expectation{DestPath: "out", Overwrite: true, MaxSize: 1 << 20},
+		{"overwrite expected but not asked", &Expectation{DestPath: "out", Overwrite: true, MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestPath: "out"}}, nil},
-		{"larger than expected", Expectation{DestPath: "out", MaxSize: 1000},
+		{"larger than expected", &Expectation{DestPath: "out", MaxSize: 1000},
 			"", []PushRequest{{SourcePath: "f", DestPath: "out"}}, nil},
-		{"a region", Expectation{DestPath: "out", MaxSize: 1 << 20},
+		{"a region", &Expectation{DestPath: "out", MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestRegion: &RegionRef{Name: "r"}}}, nil},
-		{"a second transfer", Expectation{DestPath: "out", Overwrite: true, MaxSize: 1 << 20},
+		{"a second transfer", &Expectation{DestPath: "out", Overwrite: true, MaxSize: 1 << 20},
 			"", []PushRequest{{SourcePath: "f", DestPath: "out", Overwrite: true}, {SourcePath: "f", DestPath: "out", Overwrite: true}}, []string{"out"}},
 		// The expected name turned out to be a directory: the source's
 		// name must not pick a file inside it.
-		{"a directory", Expectation{DestPath: "d", MaxSize: 1 << 20},
+		{"a directory", &Expectation{DestPath: "d", MaxSize: 1 << 20},
 			"d", []PushRequest{{SourcePath: "f", DestPath: "d"}}, []string{"d"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var violations []error
 			tc.expect.Violated = func(err error) { violations = append(violations, err) }
-			p := newPair(t, testKnobs{}, func(c *Config) { c.Expect = &tc.expect })
+			p := newPair(t, testKnobs{}, func(c *Config) { c.Expect = tc.expect })
 			writeRandom(t, filepath.Join(p.srcDir, "f"), 4096)
 			if tc.mkdir != "" {
 				if err := os.Mkdir(filepath.Join(p.dstDir, tc.mkdir), 0o755); err != nil {
