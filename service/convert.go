@@ -14,8 +14,25 @@ func stateToProto(s transfer.State) pb.State {
 func transportToProto(t transfer.Transport) pb.Transport { return pb.Transport(t) }
 
 // PolicyFromProto converts a requested transport policy (the enums share
-// numbering); the CLI's local copies use it too.
-func PolicyFromProto(p pb.TransportPolicy) transfer.Policy { return transfer.Policy(p) }
+// numbering); the CLI's local copies use it too. A value the API does not
+// define is ErrInvalid, never taken as AUTO.
+func PolicyFromProto(p pb.TransportPolicy) (transfer.Policy, error) {
+	switch p {
+	case pb.TransportPolicy_TRANSPORT_POLICY_AUTO, pb.TransportPolicy_TRANSPORT_POLICY_TCP, pb.TransportPolicy_TRANSPORT_POLICY_RDMA:
+		return transfer.Policy(p), nil
+	}
+	return 0, fmt.Errorf("%w: transport policy %d (want 0 AUTO, 1 TCP or 2 RDMA)", transfer.ErrInvalid, int32(p))
+}
+
+// transportFromProto converts the transport a destination chose: TCP or
+// RDMA, nothing else.
+func transportFromProto(t pb.Transport) (transfer.Transport, error) {
+	switch t {
+	case pb.Transport_TRANSPORT_TCP, pb.Transport_TRANSPORT_RDMA:
+		return transfer.Transport(t), nil
+	}
+	return 0, fmt.Errorf("%w: the destination chose transport %d (want 1 TCP or 2 RDMA)", transfer.ErrInvalid, int32(t))
+}
 
 func policyToProto(p transfer.Policy) pb.TransportPolicy { return pb.TransportPolicy(p) }
 

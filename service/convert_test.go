@@ -25,12 +25,33 @@ func TestEnumsLineUp(t *testing.T) {
 			t.Errorf("transport %v converts to %s", tr, got)
 		}
 	}
-	if PolicyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_RDMA) != transfer.PolicyRDMA ||
-		PolicyFromProto(pb.TransportPolicy_TRANSPORT_POLICY_TCP) != transfer.PolicyTCP {
-		t.Error("transport policies do not line up")
+	for p, want := range map[pb.TransportPolicy]transfer.Policy{pb.TransportPolicy_TRANSPORT_POLICY_AUTO: transfer.PolicyAuto,
+		pb.TransportPolicy_TRANSPORT_POLICY_TCP: transfer.PolicyTCP, pb.TransportPolicy_TRANSPORT_POLICY_RDMA: transfer.PolicyRDMA} {
+		if got, err := PolicyFromProto(p); got != want || err != nil {
+			t.Errorf("policy %v converts to %v, %v", p, got, err)
+		}
 	}
 	if pb.Direction(transfer.Incoming) != pb.Direction_DIRECTION_INCOMING || pb.Direction(transfer.Outgoing) != pb.Direction_DIRECTION_OUTGOING {
 		t.Error("directions do not line up")
+	}
+}
+
+// An enum value the API does not define is ErrInvalid, never a default.
+func TestUnknownEnumsRefused(t *testing.T) {
+	for _, p := range []pb.TransportPolicy{-1, 3, 42} {
+		if got, err := PolicyFromProto(p); !errors.Is(err, transfer.ErrInvalid) || status.Code(ToStatus(err)) != codes.InvalidArgument {
+			t.Errorf("policy %d converts to %v, %v; want InvalidArgument", p, got, err)
+		}
+	}
+	for _, tr := range []pb.Transport{pb.Transport_TRANSPORT_UNSPECIFIED, -1, 3, 42} {
+		if got, err := transportFromProto(tr); !errors.Is(err, transfer.ErrInvalid) {
+			t.Errorf("transport %d converts to %v, %v; want ErrInvalid", tr, got, err)
+		}
+	}
+	for _, tr := range []pb.Transport{pb.Transport_TRANSPORT_TCP, pb.Transport_TRANSPORT_RDMA} {
+		if got, err := transportFromProto(tr); err != nil || transportToProto(got) != tr {
+			t.Errorf("transport %v converts to %v, %v", tr, got, err)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ var codeOf = []struct {
 	{transfer.ErrExists, codes.AlreadyExists},
 	{transfer.ErrPathEscape, codes.PermissionDenied},
 	{transfer.ErrPermission, codes.PermissionDenied},
+	{transfer.ErrUnexpected, codes.PermissionDenied},
 	{transfer.ErrInvalid, codes.InvalidArgument},
 	{transfer.ErrNoSpace, codes.ResourceExhausted},
 	{transfer.ErrTooMany, codes.ResourceExhausted},

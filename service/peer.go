@@ -32,10 +32,14 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	policy, err := PolicyFromProto(req.Transport)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
 		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
-		Policy: PolicyFromProto(req.Transport), RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
+		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset,
 	})
 	if err != nil {
@@ -136,12 +140,16 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
 	}
+	transport, err := transportFromProto(resp.Transport)
+	if err != nil {
+		return transfer.PrepareResponse{}, err
+	}
 	ch, err := channelsFromProto(resp.Rdma)
 	if err != nil {
 		return transfer.PrepareResponse{}, err
 	}
 	return transfer.PrepareResponse{
-		Transport: transfer.Transport(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
+		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()}, RDMA: ch,
 	}, nil
 }

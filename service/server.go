@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -27,8 +28,14 @@ type Options struct {
 	// Addr is this node's own control address, used when a Copy names no destination node.
 	Addr string
 	// Token, when set, must be presented as "authorization: Bearer TOKEN" on every call
-	// (health checks excepted). It is also presented to peers that need no other token.
+	// (health checks excepted). A Copy presents it to its destination only if
+	// that is this node itself or one of Peers; any other destination needs
+	// the client's dest_token, so the node never hands its credential to an
+	// address a client merely named.
 	Token string
+	// Peers are the control addresses (HOST:PORT) of the nodes this node
+	// trusts with its Token (`serve --peer`).
+	Peers []string
 	// PeerOnly serves only the Peer API (a CLI acting as one end of a copy).
 	PeerOnly bool
 	Logger   *slog.Logger
@@ -50,7 +57,11 @@ func New(node *transfer.Node, opt Options) *Server {
 	g := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
 	pb.RegisterPeerServer(g, &peerServer{node: node})
 	if !opt.PeerOnly {
-		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, log: log})
+		peers := make(map[string]bool)
+		for _, p := range append([]string{opt.Addr}, opt.Peers...) {
+			peers[canonicalAddr(p)] = true
+		}
+		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, peers: peers, log: log})
 	}
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
@@ -104,7 +115,36 @@ type transferServer struct {
 	node  *transfer.Node
 	addr  string
 	token string
+	peers map[string]bool // canonical addresses trusted with token, this node's own included
 	log   *slog.Logger
+}
+
+// canonicalAddr spells a HOST:PORT one way, so an allow-list entry matches
+// however a client writes the same address (IPv6 forms, case of a name).
+// No name is resolved: a name matches only itself.
+func canonicalAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return net.JoinHostPort(ip.Unmap().String(), port)
+	}
+	return net.JoinHostPort(strings.ToLower(host), port)
+}
+
+// destToken is the bearer token a Copy presents to its destination: the
+// client's dest_token, else this node's own token if dest is trusted with it.
+func (s *transferServer) destToken(dest, given string) (string, error) {
+	switch {
+	case given != "":
+		return given, nil
+	case s.token == "" || s.peers[canonicalAddr(dest)]:
+		return s.token, nil
+	}
+	return "", status.Errorf(codes.PermissionDenied,
+		"node %s does not send its own token to %.256q, which is not a configured peer: add --peer %.256s to its serve command, or pass dest_token in the Copy request (rxfer cp --token-file does)",
+		s.node.Config().ID, dest, dest)
 }
 
 func (s *transferServer) GetNodeInfo(ctx context.Context, _ *pb.GetNodeInfoRequest) (*pb.NodeInfo, error) {
@@ -139,13 +179,17 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	case req.ChunkSize < 0 || req.Streams < 0:
 		return status.Error(codes.InvalidArgument, "chunk_size and streams must not be negative (0 chooses the default)")
 	}
+	policy, err := PolicyFromProto(req.Transport)
+	if err != nil {
+		return ToStatus(err)
+	}
 	dest := req.DestNode
 	if dest == "" {
 		dest = s.addr
 	}
-	token := req.DestToken
-	if token == "" {
-		token = s.token
+	token, err := s.destToken(dest, req.DestToken)
+	if err != nil {
+		return err
 	}
 	peer, err := DialPeer(dest, token)
 	if err != nil {
@@ -155,7 +199,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	var sendErr error
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
-		Policy: PolicyFromProto(req.Transport), ChunkSize: req.ChunkSize, Streams: int(req.Streams),
+		Policy: policy, ChunkSize: req.ChunkSize, Streams: int(req.Streams),
 		SourceRegion: srcRegion, DestRegion: destRegion,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {

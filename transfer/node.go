@@ -86,6 +86,9 @@ type Config struct {
 	// NewNode fills it in from the device check.
 	RDMAUnavailable string
 	Logger          *slog.Logger
+	// Expect, if not nil, restricts the node to the one incoming transfer
+	// it describes (a pull-mode CLI node).
+	Expect *Expectation
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives

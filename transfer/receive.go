@@ -51,6 +51,9 @@ type target interface {
 // a region window), set up the data channels (RDMA lanes, a single-use TCP
 // token) and start receiving.
 func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error) {
+	if err := n.cfg.Expect.check(&req); err != nil {
+		return PrepareResponse{}, err
+	}
 	if err := n.validatePrepare(req); err != nil {
 		return PrepareResponse{}, err
 	}

@@ -77,12 +77,12 @@ func cmdBench(args []string) error {
 		}
 		fmt.Printf("%-28s %s in %.3fs = %.2f GB/s%s\n", r.Name, size2(r.Bytes), r.Seconds, r.GBps, ratio)
 	}
-	srcNode, err := newLocalNode(filepath.Join(work, "src"), "")
+	srcNode, err := newLocalNode(filepath.Join(work, "src"), "", nil)
 	if err != nil {
 		return err
 	}
 	defer srcNode.close()
-	dstNode, err := newLocalNode(filepath.Join(work, "dst"), "127.0.0.1")
+	dstNode, err := newLocalNode(filepath.Join(work, "dst"), "127.0.0.1", nil)
 	if err != nil {
 		return err
 	}

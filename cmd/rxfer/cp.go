@@ -9,13 +9,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
@@ -76,8 +79,10 @@ func cmdCp(args []string) error {
 	defer rep.done()
 	switch {
 	case src.Remote() && dst.Remote():
+		// The user's token is for both nodes: the source presents it to the
+		// destination (a node sends its own only to its configured peers).
 		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
-			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region}, rep)
+			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
 	case src.Remote():
 		return pull(ctx, src, dst.Path, o, rep)
 	default:
@@ -127,14 +132,15 @@ func (l *localNode) close() {
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newLocalNode makes a node rooted at dir; dataHost, if not empty, gets a
-// TCP data listener so the node can receive.
-func newLocalNode(dir, dataHost string) (*localNode, error) {
+// TCP data listener so the node can receive; expect, if not nil, restricts
+// what it receives.
+func newLocalNode(dir, dataHost string, expect *transfer.Expectation) (*localNode, error) {
 	root, err := transfer.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	l := &localNode{root: root}
-	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog,
+	cfg := transfer.Config{ID: "rxfer-cp", Root: root, Logger: quietLog, Expect: expect,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{GIDIndex: rdma.AutoGID}}}
 	if dataHost != "" {
 		if l.data, err = fallback.Listen(net.JoinHostPort(dataHost, "0"), quietLog); err != nil {
@@ -168,7 +174,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	if p, err := filepath.EvalSymlinks(srcPath); err == nil {
 		srcPath = p
 	}
-	src, err := newLocalNode(filepath.Dir(srcPath), "")
+	src, err := newLocalNode(filepath.Dir(srcPath), "", nil)
 	if err != nil {
 		return localErr(srcPath, err)
 	}
@@ -182,16 +188,20 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 		defer peer.Close()
 	} else {
 		dir, rel := localDest(dst.Path)
-		d, err := newLocalNode(dir, "127.0.0.1")
+		d, err := newLocalNode(dir, "127.0.0.1", nil)
 		if err != nil {
 			return localErr(dst.Path, err)
 		}
 		defer d.close()
 		peer, destPath = d.node.LocalPeer(), rel
 	}
+	policy, err := service.PolicyFromProto(o.policy)
+	if err != nil {
+		return service.ToStatus(err)
+	}
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
-		Policy: service.PolicyFromProto(o.policy), ChunkSize: o.chunkSize, Streams: o.streams,
+		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams,
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
@@ -202,18 +212,39 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 
 // pull receives src's file: this process becomes a one-copy destination node
 // (Peer API and data channel on the address that reaches the source, guarded
-// by a one-time token) and asks the source to push to it.
+// by a one-time token) and asks the source to push to it. The source may be
+// hostile: the node accepts exactly one Prepare, for the file, overwrite flag
+// and size bound fixed here (transfer.Expectation), and a source that asks
+// for anything else is refused, stops the copy and is named in the error.
 func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep reporter) error {
 	host, err := localAddrFor(src.Node)
 	if err != nil {
 		return err
 	}
 	dir, rel := localDest(dstPath)
-	d, err := newLocalNode(dir, host)
+	if rel == "/" {
+		// Name the file here, so that the one Prepare accepted names it
+		// exactly, rather than letting the source's name pick it.
+		name := sourceBase(src)
+		if name == "" {
+			return usagef("source %s has no file name: name the local file", src)
+		}
+		rel = "/" + name
+		if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.IsDir() {
+			return localErr(filepath.Join(dir, name), fmt.Errorf("%w: it is a directory", transfer.ErrExists))
+		}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	expect := &transfer.Expectation{DestPath: rel, Overwrite: o.force, Violated: cancel}
+	d, err := newLocalNode(dir, host, expect)
 	if err != nil {
 		return localErr(dstPath, err)
 	}
 	defer d.close()
+	if expect.MaxSize, err = pullBound(dir, src); err != nil { // before the node serves
+		return localErr(dstPath, err)
+	}
 	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return err
@@ -224,9 +255,58 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 	srv := service.New(d.node, service.Options{PeerOnly: true, Token: token, Logger: quietLog})
 	go srv.Serve(lis)
 	defer srv.Stop()
-	return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
+	err = remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
 		SourcePath: src.Path, SourceRegion: src.Region, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
 	}, rep)
+	if cause := context.Cause(ctx); errors.Is(cause, transfer.ErrUnexpected) {
+		return service.ToStatus(fmt.Errorf("source node %s misbehaved and was refused (nothing was written for it): %w", src.Node, cause))
+	}
+	if err == nil && !committedOne(d.node) {
+		return service.ToStatus(fmt.Errorf("%w: source node %s reported success but committed no file here", transfer.ErrIncomplete, src.Node))
+	}
+	return err
+}
+
+// sourceBase is the name a pulled file gets in a local directory: the
+// source file's base name or the region's name ("" if there is none).
+func sourceBase(src endpoint) string {
+	if src.Region != nil {
+		return src.Region.Name
+	}
+	switch name := path.Base(src.Path); name {
+	case "/", ".", "..":
+		return ""
+	default:
+		return name
+	}
+}
+
+// pullBound is the most bytes a pull accepts: the window's length when the
+// user named one, else what the local file system has free (the CLI cannot
+// know a file's size before the source announces it).
+func pullBound(dir string, src endpoint) (int64, error) {
+	if r := src.Region; r != nil && r.Length > 0 {
+		return r.Length, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	if st.Blocks == 0 { // a file system without a size (ramfs)
+		return math.MaxInt64, nil
+	}
+	bsize := uint64(max(st.Bsize, 1))
+	return int64(min(st.Bavail, math.MaxInt64/bsize) * bsize), nil
+}
+
+// committedOne reports whether node received and committed a file.
+func committedOne(node *transfer.Node) bool {
+	for _, i := range node.List() {
+		if i.Direction == transfer.Incoming && i.State == transfer.StateCommitted {
+			return true
+		}
+	}
+	return false
 }
 
 // localAddrFor returns this host's address on the route to node.

@@ -405,8 +405,11 @@ func TestBearerToken(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	tokFile, wrongFile := filepath.Join(dir, "token"), filepath.Join(dir, "wrong")
-	writeFile(t, tokFile, []byte("s3cret-e2e-token\n"))
-	writeFile(t, wrongFile, []byte("not-the-token\n"))
+	for name, tok := range map[string]string{tokFile: "s3cret-e2e-token\n", wrongFile: "not-the-token\n"} {
+		if err := os.WriteFile(name, []byte(tok), 0o600); err != nil { // a token file others can read is refused
+			t.Fatal(err)
+		}
+	}
 	a := startDaemon(t, daemonConfig{ID: "node-a", TokenFile: tokFile})
 	b := startDaemon(t, daemonConfig{ID: "node-b", TokenFile: tokFile})
 	writeRandom(t, a.Path("t.bin"), 150_000)

@@ -1,6 +1,6 @@
 // Command rxfer moves files between nodes over RDMA or zero-copy TCP.
 //
-//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+//	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--peer HOST:PORT] [--insecure]
 //	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
 //	rxfer status HOST:PORT
 //	rxfer cancel HOST:PORT ID
@@ -13,6 +13,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -22,7 +23,7 @@ import (
 const usage = `rxfer moves files between nodes over RDMA or zero-copy TCP, verified end to end.
 
 Usage:
-  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME]
+  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--insecure]
   rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
   rxfer status HOST:PORT
   rxfer cancel HOST:PORT ID
@@ -88,3 +89,33 @@ func describe(err error) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// readToken reads a bearer token file ("" = no token; RXFER_TOKEN is used
+// then). Like ssh with a private key, it refuses a file that group or
+// others have any access to: the token is the node's whole credential.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return os.Getenv("RXFER_TOKEN"), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat() // the file opened, not whatever has the name now
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("token file %s has mode %#o: group or others can access it, so it is refused; run chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("token file %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return tok, nil
+}

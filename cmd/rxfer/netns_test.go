@@ -73,8 +73,8 @@ func newNetnsPair(t *testing.T) netnsPair {
 func (p netnsPair) startDaemons(t *testing.T) (n1, n2 *daemon) {
 	t.Helper()
 	start := func(ns, ip, id string) *daemon {
-		return startDaemon(t, daemonConfig{NS: ns, ID: id,
-			Listen: ip + ":7470", DataListen: ip + ":7471"})
+		return startDaemon(t, daemonConfig{NS: ns, ID: id, // the namespaces' veth pair is the test's own network
+			Listen: ip + ":7470", DataListen: ip + ":7471", Extra: []string{"--insecure"}})
 	}
 	return start(p.NS1, p.IP1, "node1"), start(p.NS2, p.IP2, "node2")
 }
@@ -167,7 +167,7 @@ func TestNetnsBench(t *testing.T) {
 	// The same copy to a node whose root is in memory: the network path
 	// without the destination disk.
 	mem := startDaemon(t, daemonConfig{NS: p.NS2, ID: "node2-tmpfs", Root: mountTmpfs(t, fmt.Sprint(size+64<<20)),
-		Listen: p.IP2 + ":7480", DataListen: p.IP2 + ":7481"})
+		Listen: p.IP2 + ":7480", DataListen: p.IP2 + ":7481", Extra: []string{"--insecure"}})
 	r = rxferIn(t, p.NS1, "cp", n1.At("/bench.bin"), mem.At("/"))
 	if r.Code != 0 {
 		t.Fatalf("copy to tmpfs failed:\n%s", r)

@@ -346,7 +346,9 @@ func TestRDMABenchTwoVM(t *testing.T) {
 		t.Skip("needs two testbed VMs: make bench-rdma runs it with -vms 2")
 	}
 	self, peer := os.Getenv("RXFER_VM_IP"), os.Getenv("RXFER_PEER_IP")
-	cfg := daemonConfig{Listen: net.JoinHostPort(self, twoVMCtlPort), DataListen: net.JoinHostPort(self, twoVMDataPort), Extra: extra}
+	// --insecure: the testbed's private link between the two VMs.
+	cfg := daemonConfig{Listen: net.JoinHostPort(self, twoVMCtlPort), DataListen: net.JoinHostPort(self, twoVMDataPort),
+		Extra: append(slices.Clip(extra), "--insecure")}
 	switch os.Getenv("RXFER_VM_INDEX") {
 	case "0":
 		cfg.ID = "vm0"

@@ -316,7 +316,7 @@ func twoVMSource(t *testing.T, self string) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	startDaemon(t, daemonConfig{ID: "vm0", Root: root,
+	startDaemon(t, daemonConfig{ID: "vm0", Root: root, Extra: []string{"--insecure"}, // the testbed's private link
 		Listen: net.JoinHostPort(self, twoVMCtlPort), DataListen: net.JoinHostPort(self, twoVMDataPort)})
 	l.(*net.TCPListener).SetDeadline(time.Now().Add(twoVMTimeout))
 	c, err := l.Accept()
@@ -334,7 +334,7 @@ func twoVMSource(t *testing.T, self string) {
 
 // twoVMDest runs its own daemon, pulls vm0's file to it over RDMA and checks it.
 func twoVMDest(t *testing.T, self, peer string) {
-	d := startDaemon(t, daemonConfig{ID: "vm1",
+	d := startDaemon(t, daemonConfig{ID: "vm1", Extra: []string{"--insecure"}, // the testbed's private link
 		Listen: net.JoinHostPort(self, twoVMCtlPort), DataListen: net.JoinHostPort(self, twoVMDataPort)})
 	peerCtl := net.JoinHostPort(peer, twoVMCtlPort)
 	ctx, cancel := context.WithTimeout(context.Background(), twoVMTimeout)

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/rxfer/rxfer/internal/crc32c"
@@ -27,6 +27,15 @@ func cmdServe(args []string) error {
 	dataListen := fs.String("data-listen", "127.0.0.1:7471", "TCP data-channel address")
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
+	insecure := fs.Bool("insecure", false, "allow serving without a token on a non-loopback address (plaintext: anyone who reaches it can read and write the export root)")
+	var peers []string
+	fs.Func("peer", "control address HOST:PORT of a node this node may send its own token to (repeatable; any other destination needs the client's dest_token)", func(s string) error {
+		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+			return fmt.Errorf("want HOST:PORT, got %q", s)
+		}
+		peers = append(peers, s)
+		return nil
+	})
 	maxTransfers := fs.Int("max-transfers", transfer.DefaultMaxConcurrent, "maximum concurrent transfers")
 	maxRegistered := fs.Int64("max-registered", transfer.DefaultMaxRegistered, "maximum bytes of all memory regions")
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
@@ -60,6 +69,13 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	if token == "" && !*insecure {
+		for _, l := range []struct{ flag, addr string }{{"--listen", *listen}, {"--data-listen", *dataListen}} {
+			if !loopback(l.addr) {
+				return usagef("%s %s is not a loopback address and there is no authentication: set --token-file (or $RXFER_TOKEN), or pass --insecure to serve it unauthenticated", l.flag, l.addr)
+			}
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	r, err := transfer.OpenRoot(*root)
 	if err != nil {
@@ -85,7 +101,7 @@ func cmdServe(args []string) error {
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}
-	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Logger: log})
+	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log})
 	if token == "" {
 		log.Warn("control plane has no bearer token and no TLS: anyone who can reach it can read and write the export root; use --token-file beyond trusted networks")
 	}
@@ -103,18 +119,17 @@ func cmdServe(args []string) error {
 	return srv.Serve(lis)
 }
 
-// readToken reads a bearer token file ("" = no token). RXFER_TOKEN is used when no file is given.
-func readToken(path string) (string, error) {
-	if path == "" {
-		return os.Getenv("RXFER_TOKEN"), nil
-	}
-	b, err := os.ReadFile(path)
+// loopback reports whether a listen address stays on this host: localhost,
+// 127.0.0.0/8 or ::1. An empty host listens everywhere. An address that does
+// not parse counts as loopback here: listening on it fails and says why.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
+		return true
 	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
+	if host == "localhost" {
+		return true
 	}
-	return tok, nil
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
