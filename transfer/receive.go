@@ -23,7 +23,8 @@ type incoming struct {
 	srcBase int64 // the source's offset of byte 0 (chunks carry source offsets)
 	plan    ChunkPlan
 	crcs    []uint32 // verified CRC32C of each landed chunk
-	landed  []bool
+	landed  []bool   // verified: final, every later claim is refused
+	claimed []bool   // admitted and not landed yet: in flight on one connection
 	nLanded int
 	viaRDMA int // chunks of nLanded that landed over RDMA
 	source  string
@@ -69,7 +70,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count())}
 	resp, err := n.openChannels(req, in)
 	if err != nil {
 		in.closeChannels()
@@ -191,7 +192,10 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 func (in *incoming) File() *os.File { return in.dest.File() }
 
 // Admit implements chunk.Sink: a chunk must match the agreed plan
-// exactly; its bytes go to the same place relative to the destination's base.
+// exactly, so its bytes go to its own range relative to the destination's
+// base and nowhere else. It claims the chunk: both transports land chunks
+// through here, so one rule covers them — a chunk landing on one connection
+// is refused on any other, and a verified chunk is final.
 func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 	if int(c.Index) >= in.plan.Count() {
 		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
@@ -200,19 +204,32 @@ func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 	if c.Offset != in.srcBase+off || int64(c.Length) != n {
 		return 0, fmt.Errorf("%w: chunk %d at %d+%d, want %d+%d", ErrInvalid, c.Index, c.Offset, c.Length, in.srcBase+off, n)
 	}
+	in.rec.mu.Lock()
+	defer in.rec.mu.Unlock()
+	switch {
+	case in.landed[c.Index]:
+		return 0, fmt.Errorf("chunk %d: %w", c.Index, chunk.ErrAlreadyVerified)
+	case in.claimed[c.Index]:
+		return 0, fmt.Errorf("chunk %d: %w", c.Index, chunk.ErrInFlight)
+	}
+	in.claimed[c.Index] = true
 	return in.dest.Base() + off, nil
 }
 
-// Landed implements chunk.Sink: record a verified chunk.
+// Landed implements chunk.Sink: end the chunk's claim, and record it if it
+// was verified.
 func (in *incoming) Landed(c chunk.Chunk, err error) { in.landedVia(c, err, false) }
 
 func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
+	in.rec.mu.Lock()
+	defer in.rec.mu.Unlock()
+	in.claimed[c.Index] = false
 	if err != nil {
+		// Its bytes may be in the file, but Commit needs every chunk
+		// verified: a resend must land and verify over them first.
 		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
 		return
 	}
-	in.rec.mu.Lock()
-	defer in.rec.mu.Unlock()
 	if in.rec.info.State != StateMoving || in.landed[c.Index] {
 		return
 	}
