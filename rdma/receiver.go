@@ -88,7 +88,10 @@ type ReceiverConfig struct {
 	// after a chunk landed, the sink's file is never written and Admit's
 	// offset is not used. One rkey covers the whole window: unlike staging
 	// slots, a WRITE of the (authenticated) sender is bounded by the window,
-	// not by its slot.
+	// not by its slot. The window stays writable until Close or Park
+	// deregisters it, so a chunk verified in it can be written again: a
+	// caller that needs the verified bytes verifies the window once more
+	// after that (the engine does, before it commits).
 	Window []byte
 	// Resume, when set, is a parked endpoint ([Receiver.Park]) to take
 	// instead of a new queue pair: it is still connected to the sender that
