@@ -227,8 +227,8 @@ const verifyDepth = 2
 
 // landing is a chunk handed from the receive loop to the verifier of its connection.
 type landing struct {
-	c      chunk.Chunk
-	off    int64        // where in the file the chunk's bytes went
+	c       chunk.Chunk
+	off     int64        // where in the file the chunk's bytes went
 	status  chunk.Status // StatusOK: still to be verified; otherwise the verdict
 	err     error        // the error for Landed when status is not StatusOK
 	refused bool         // Admit refused it: no Landed is owed
