@@ -29,9 +29,13 @@ type Sink interface {
 	// It must be opened O_RDWR (a receiver may read each chunk back to verify it).
 	File() *os.File
 	// Admit validates a chunk before its bytes are taken (bounds, index) and
-	// returns the offset in File where the chunk's bytes go (Chunk.Offset is
-	// the source's offset; a destination window may start elsewhere). A
-	// non-nil error rejects it: the sender is told (ErrRejected).
+	// claims its index: it returns the offset in File where the chunk's
+	// bytes go (Chunk.Offset is the source's offset; a destination window
+	// may start elsewhere). A non-nil error refuses it before a byte lands:
+	// one wrapping ErrAlreadyVerified or ErrInFlight when the index was
+	// claimed before (the sender is told so, RefusalStatus), any other
+	// ErrRejected. The claim ends with Landed: with a nil error the chunk
+	// is final, and every later Admit of it is refused.
 	Admit(c Chunk) (fileOffset int64, err error)
 	// Landed is called once the chunk's bytes are in place and were checked:
 	// err is nil, or wraps ErrChecksum on a CRC mismatch, ErrReceiverIO when
@@ -53,6 +57,16 @@ var (
 	// ErrRejected means the receiver refused the chunk (Sink.Admit, or a
 	// malformed message about it).
 	ErrRejected = errors.New("rejected by the receiver")
+	// ErrAlreadyVerified means the chunk was verified before: a verified
+	// chunk is final, so the receiver wrote nothing of this send. A Sink's
+	// Admit returns it (wrapped) for such a chunk; a sender may count the
+	// chunk as verified.
+	ErrAlreadyVerified = errors.New("chunk already verified")
+	// ErrInFlight means another connection is landing the same chunk: the
+	// receiver wrote nothing of this send. A Sink's Admit returns it
+	// (wrapped); a sender may send the chunk again once the other send is
+	// answered.
+	ErrInFlight = errors.New("chunk in flight on another connection")
 )
 
 // Status is a receiver's verdict on one chunk as both wire protocols carry
@@ -65,11 +79,27 @@ const (
 	StatusChecksum Status = 1 // CRC32C mismatch (ErrChecksum)
 	StatusIO       Status = 2 // the destination could not be written (ErrReceiverIO)
 	StatusRejected Status = 3 // refused (ErrRejected)
+	StatusVerified Status = 4 // already verified; nothing written (ErrAlreadyVerified)
+	StatusInFlight Status = 5 // claimed by another connection; nothing written (ErrInFlight)
 )
 
 // Valid reports whether s is one of the statuses above; a larger value in
 // an acknowledgement is a protocol error.
-func (s Status) Valid() bool { return s <= StatusRejected }
+func (s Status) Valid() bool { return s <= StatusInFlight }
+
+// RefusalStatus is the status that answers a chunk Sink.Admit refused with
+// err: StatusVerified or StatusInFlight for a chunk claimed before (the
+// connection may go on), otherwise StatusRejected.
+func RefusalStatus(err error) Status {
+	switch {
+	case errors.Is(err, ErrAlreadyVerified):
+		return StatusVerified
+	case errors.Is(err, ErrInFlight):
+		return StatusInFlight
+	default:
+		return StatusRejected
+	}
+}
 
 // Err returns the sentinel error of s (nil for StatusOK).
 func (s Status) Err() error {
@@ -80,6 +110,10 @@ func (s Status) Err() error {
 		return ErrChecksum
 	case StatusIO:
 		return ErrReceiverIO
+	case StatusVerified:
+		return ErrAlreadyVerified
+	case StatusInFlight:
+		return ErrInFlight
 	default:
 		return ErrRejected
 	}

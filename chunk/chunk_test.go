@@ -3,6 +3,7 @@ package chunk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -11,7 +12,8 @@ func TestVerdict(t *testing.T) {
 	for _, tc := range []struct {
 		s    Status
 		want error
-	}{{StatusOK, nil}, {StatusChecksum, ErrChecksum}, {StatusIO, ErrReceiverIO}, {StatusRejected, ErrRejected}} {
+	}{{StatusOK, nil}, {StatusChecksum, ErrChecksum}, {StatusIO, ErrReceiverIO}, {StatusRejected, ErrRejected},
+		{StatusVerified, ErrAlreadyVerified}, {StatusInFlight, ErrInFlight}} {
 		err := Verdict(c, tc.s)
 		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Errorf("Verdict(status %d) = %v, want %v", tc.s, err, tc.want)
@@ -19,9 +21,17 @@ func TestVerdict(t *testing.T) {
 		if !tc.s.Valid() {
 			t.Errorf("status %d not valid", tc.s)
 		}
+		if tc.want != nil && tc.s != StatusChecksum && tc.s != StatusIO {
+			if got := RefusalStatus(fmt.Errorf("admit: %w", tc.want)); got != tc.s {
+				t.Errorf("RefusalStatus(%v) = %d, want %d", tc.want, got, tc.s)
+			}
+		}
 	}
-	if Status(4).Valid() {
-		t.Error("status 4 valid")
+	if Status(6).Valid() {
+		t.Error("status 6 valid")
+	}
+	if got := RefusalStatus(errors.New("out of range")); got != StatusRejected {
+		t.Errorf("RefusalStatus of another error = %d, want StatusRejected", got)
 	}
 }
 

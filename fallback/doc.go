@@ -45,7 +45,12 @@
 // status ([chunk.Status]) 0 = landed and verified, 1 = CRC32C mismatch
 // ([chunk.ErrChecksum]; the stream goes on and the chunk may be re-sent), 2 = receiver
 // I/O error ([chunk.ErrReceiverIO]; the connection is then closed because the rest of
-// the chunk is still unread), 3 = rejected ([chunk.ErrRejected]; closed). The sender keeps at most
+// the chunk is still unread), 3 = rejected ([chunk.ErrRejected]; closed), 4 = already
+// verified ([chunk.ErrAlreadyVerified]) and 5 = in flight on another connection
+// ([chunk.ErrInFlight]). Admit claims a chunk's index when its header arrives: a
+// verified chunk is final and a claimed one is landed by one connection only, so
+// statuses 4 and 5 answer a header for such a chunk; its bytes are read and
+// discarded, never written, and the stream goes on. The sender keeps at most
 // [SendOptions].Window chunks unacknowledged per connection and ends a connection
 // with a TCP half-close between chunks, which the receiver takes as a clean end.
 //

@@ -227,10 +227,11 @@ const verifyDepth = 2
 
 // landing is a chunk handed from the receive loop to the verifier of its connection.
 type landing struct {
-	c      chunk.Chunk
-	off    int64        // where in the file the chunk's bytes went
-	status chunk.Status // StatusOK: still to be verified; otherwise the verdict
-	err    error        // the error for Landed when status is not StatusOK
+	c       chunk.Chunk
+	off     int64        // where in the file the chunk's bytes went
+	status  chunk.Status // StatusOK: still to be verified; otherwise the verdict
+	err     error        // the error for Landed when status is not StatusOK
+	refused bool         // Admit refused it: no Landed is owed
 }
 
 // serve receives chunks on an authenticated connection until the sender closes it
@@ -271,8 +272,18 @@ func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<
 		off, err := s.Admit(ch)
 		if err != nil {
 			// Not admitted, so Landed is not called; only the sender is told.
-			q <- landing{c: ch, status: chunk.StatusRejected}
-			return fmt.Errorf("chunk %d: %w: %w", ch.Index, chunk.ErrRejected, err)
+			st := chunk.RefusalStatus(err)
+			if st == chunk.StatusRejected {
+				q <- landing{c: ch, status: st, refused: true}
+				return fmt.Errorf("chunk %d: %w: %w", ch.Index, chunk.ErrRejected, err)
+			}
+			// Claimed by another send (verified, or landing now): its bytes
+			// never reach the file, and the stream goes on after them.
+			if _, err := io.CopyN(io.Discard, c, int64(ch.Length)); err != nil {
+				return fmt.Errorf("chunk %d: %w: %w", ch.Index, ErrStreamBroken, err)
+			}
+			q <- landing{c: ch, status: st, refused: true}
+			continue
 		}
 		err = spliceToFile(c, f, off, int64(ch.Length), pipe)
 		switch {
@@ -304,7 +315,7 @@ func verify(c *net.TCPConn, s chunk.Sink, q <-chan landing) error {
 				l.status, l.err = chunk.StatusChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, chunk.ErrChecksum, sum, l.c.CRC)
 			}
 		}
-		if l.status != chunk.StatusRejected {
+		if !l.refused {
 			s.Landed(l.c, l.err)
 		}
 		if werr == nil {

@@ -68,10 +68,12 @@
 // completion goroutine copies the message out, reposts the receive and hands
 // the chunk to one of a few verification workers (GOMAXPROCS/2, 1 to 8:
 // CRC32C and pwrite of different slots proceed in parallel), which calls
-// Sink.Admit, computes the CRC32C of the bytes in the slot, pwrites them to
-// Sink.File at the offset, calls Sink.Landed, reposts the receive and answers
-// with a SEND of a 32-byte ack {slot, chunk index, status} (0 ok, 1 CRC
-// mismatch, 2 receiver I/O error, 3 rejected). The ack is the credit: the
+// Sink.Admit (which claims the chunk), writes the slot's bytes to Sink.File
+// at the offset (or its mapping), computes the CRC32C of the bytes that
+// landed there, calls Sink.Landed, reposts the receive and answers
+// with a SEND of a 32-byte ack {slot, chunk index, status} ([chunk.Status]:
+// 0 ok, 1 CRC mismatch, 2 receiver I/O error, 3 rejected, 4 already
+// verified, 5 in flight elsewhere). The ack is the credit: the
 // sender reuses a slot (and its staging buffer) only after the ack arrived
 // and its own SEND completed, so at most N×S bytes are registered for
 // receiving and depth×S for sending, whatever the file size. Message layouts
@@ -88,6 +90,9 @@
 // the CRC32C in place and acknowledges it — no pwrite, the bytes are already
 // where they belong. Slots are not reused, so credits are the depth only.
 // The protocol messages are the same (the slot field equals the index).
+// The window stays writable by the sender until Close or Park deregisters
+// it, so a verified slot can be written again: the engine verifies the
+// whole window once more after that, before it commits.
 //
 // Why WRITE + SEND rather than WRITE_WITH_IMM: the receiver needs the index,
 // offset, length and CRC of the chunk, which do not fit the 32 bits of an
@@ -116,9 +121,9 @@
 // itself left the queue empty between chunks (measured in README.md).
 // [verbs.QueuePair.PostSend] allows concurrent calls for this.
 //
-// The CRC32C is computed on the bytes in the slot, which the sender could in
-// principle still overwrite before they are written to the file: it guards
-// against corruption, not against the authenticated peer itself.
+// In staging mode the CRC32C is computed on the bytes once they are in the
+// file, not in the slot, which the sender can overwrite at any time: what
+// is verified is what the destination holds.
 //
 // Completions are taken with [verbs.CompletionQueue.Wait] (the completion
 // channel: no core spins while a transfer is idle). A failed completion

@@ -88,7 +88,10 @@ type ReceiverConfig struct {
 	// after a chunk landed, the sink's file is never written and Admit's
 	// offset is not used. One rkey covers the whole window: unlike staging
 	// slots, a WRITE of the (authenticated) sender is bounded by the window,
-	// not by its slot.
+	// not by its slot. The window stays writable until Close or Park
+	// deregisters it, so a chunk verified in it can be written again: a
+	// caller that needs the verified bytes verifies the window once more
+	// after that (the engine does, before it commits).
 	Window []byte
 	// Resume, when set, is a parked endpoint ([Receiver.Park]) to take
 	// instead of a new queue pair: it is still connected to the sender that
@@ -388,16 +391,24 @@ func (r *Receiver) verdict(m chunkMsg, err error) chunk.Status {
 	}
 	off, err := r.sink.Admit(c)
 	if err != nil {
-		return chunk.StatusRejected
+		return chunk.RefusalStatus(err)
 	}
+	// The slot stays writable by the sender: land its bytes first and
+	// verify what landed (as the TCP receiver reads back), so the bytes
+	// verified are the bytes in the file, whatever the slot holds by then.
 	b := r.slots[m.Slot].Bytes()[:c.Length]
-	if sum := crc32c.Checksum(b); sum != c.CRC {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (slot has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
-		return chunk.StatusChecksum
-	}
 	if err := r.write(b, off); err != nil {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
 		return chunk.StatusIO
+	}
+	sum, err := r.landedCRC(off, int64(c.Length))
+	if err != nil {
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: reading back: %w", c.Index, chunk.ErrReceiverIO, err))
+		return chunk.StatusIO
+	}
+	if sum != c.CRC {
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (landed bytes have %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
+		return chunk.StatusChecksum
 	}
 	r.sink.Landed(c, nil)
 	return chunk.StatusOK
@@ -425,6 +436,25 @@ func (r *Receiver) write(b []byte, off int64) error {
 	return err
 }
 
+// landedCRC is the CRC32C of the n bytes at file offset off as they landed:
+// from the sink's mapping when it covers them, else read back from the file.
+func (r *Receiver) landedCRC(off, n int64) (sum uint32, err error) {
+	if at := off - r.mappedBase; r.mapped != nil && at >= 0 && at+n <= int64(len(r.mapped)) {
+		err = onMapping(func() { sum = crc32c.Checksum(r.mapped[at : at+n]) })
+		return sum, err
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k, err := r.sink.File().ReadAt(buf[:min(n, int64(len(buf)))], off)
+		sum = crc32c.Update(sum, buf[:k])
+		off, n = off+int64(k), n-int64(k)
+		if err != nil && n > 0 {
+			return 0, err
+		}
+	}
+	return sum, nil
+}
+
 // verdictInPlace admits and verifies a chunk in its window slot, which must
 // be the one its index names.
 func (r *Receiver) verdictInPlace(m chunkMsg, err error) chunk.Status {
@@ -436,8 +466,8 @@ func (r *Receiver) verdictInPlace(m chunkMsg, err error) chunk.Status {
 	if int(c.Length) > min(r.slotSize, len(r.window)-off) {
 		return chunk.StatusRejected
 	}
-	if _, err := r.sink.Admit(c); err != nil { // validates the chunk; its place is the slot
-		return chunk.StatusRejected
+	if _, err := r.sink.Admit(c); err != nil { // validates and claims the chunk; its place is the slot
+		return chunk.RefusalStatus(err)
 	}
 	b := r.window[off : off+int(c.Length)]
 	if sum := crc32c.Checksum(b); sum != c.CRC {

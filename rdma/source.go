@@ -171,7 +171,13 @@ func (src *source) sge(buf int, c chunk.Chunk) (verbs.SGE, error) {
 // beyond a file that shrank meanwhile (or that the file system could not
 // provide: no space) into an error wrapping io.ErrUnexpectedEOF instead of a
 // crash.
-func copyMapped(dst, src []byte) (err error) {
+func copyMapped(dst, src []byte) error {
+	return onMapping(func() { copy(dst, src) })
+}
+
+// onMapping runs f, which touches a file mapping, turning a fault as
+// copyMapped describes into an error.
+func onMapping(f func()) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
@@ -179,7 +185,7 @@ func copyMapped(dst, src []byte) (err error) {
 			err = fmt.Errorf("a file mapping faulted (%v): %w", r, io.ErrUnexpectedEOF)
 		}
 	}()
-	copy(dst, src)
+	f()
 	return nil
 }
 

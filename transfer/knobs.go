@@ -23,6 +23,9 @@ type testKnobs struct {
 	// stagingOnly keeps RDMA transfers into memfd-backed region windows off
 	// the in-place path (landsInPlace), to measure staging slots.
 	stagingOnly bool
+	// namedPartial makes destinations use a named partial file, as on a
+	// file system without O_TMPFILE.
+	namedPartial bool
 }
 
 var knobs testKnobs

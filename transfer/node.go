@@ -25,6 +25,7 @@ const (
 	DefaultIdleTimeout   = 60 * time.Second
 	maxHistory           = 256 // finished transfers kept for ListTransfers
 	maxChunkAttempts     = 3   // sends of one chunk before a checksum failure is final
+	maxInFlightAttempts  = 100 // sends of one chunk the destination may answer "in flight elsewhere"
 )
 
 // RDMAConfig configures the RDMA transport of a node.

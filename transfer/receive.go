@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/crc32c"
 	"github.com/rxfer/rxfer/rdma"
 )
 
@@ -23,7 +25,8 @@ type incoming struct {
 	srcBase int64 // the source's offset of byte 0 (chunks carry source offsets)
 	plan    ChunkPlan
 	crcs    []uint32 // verified CRC32C of each landed chunk
-	landed  []bool
+	landed  []bool   // verified: final, every later claim is refused
+	claimed []bool   // admitted and not landed yet: in flight on one connection
 	nLanded int
 	viaRDMA int // chunks of nLanded that landed over RDMA
 	source  string
@@ -72,7 +75,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count())}
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count())}
 	resp, err := n.openChannels(req, in)
 	if err != nil {
 		in.closeChannels()
@@ -194,7 +197,10 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 func (in *incoming) File() *os.File { return in.dest.File() }
 
 // Admit implements chunk.Sink: a chunk must match the agreed plan
-// exactly; its bytes go to the same place relative to the destination's base.
+// exactly, so its bytes go to its own range relative to the destination's
+// base and nowhere else. It claims the chunk: both transports land chunks
+// through here, so one rule covers them — a chunk landing on one connection
+// is refused on any other, and a verified chunk is final.
 func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 	if int(c.Index) >= in.plan.Count() {
 		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
@@ -203,19 +209,32 @@ func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 	if c.Offset != in.srcBase+off || int64(c.Length) != n {
 		return 0, fmt.Errorf("%w: chunk %d at %d+%d, want %d+%d", ErrInvalid, c.Index, c.Offset, c.Length, in.srcBase+off, n)
 	}
+	in.rec.mu.Lock()
+	defer in.rec.mu.Unlock()
+	switch {
+	case in.landed[c.Index]:
+		return 0, fmt.Errorf("chunk %d: %w", c.Index, chunk.ErrAlreadyVerified)
+	case in.claimed[c.Index]:
+		return 0, fmt.Errorf("chunk %d: %w", c.Index, chunk.ErrInFlight)
+	}
+	in.claimed[c.Index] = true
 	return in.dest.Base() + off, nil
 }
 
-// Landed implements chunk.Sink: record a verified chunk.
+// Landed implements chunk.Sink: end the chunk's claim, and record it if it
+// was verified.
 func (in *incoming) Landed(c chunk.Chunk, err error) { in.landedVia(c, err, false) }
 
 func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
+	in.rec.mu.Lock()
+	defer in.rec.mu.Unlock()
+	in.claimed[c.Index] = false
 	if err != nil {
+		// Its bytes may be in the file, but Commit needs every chunk
+		// verified: a resend must land and verify over them first.
 		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
 		return
 	}
-	in.rec.mu.Lock()
-	defer in.rec.mu.Unlock()
 	if in.rec.info.State != StateMoving || in.landed[c.Index] {
 		return
 	}
@@ -260,9 +279,13 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		// next transfer (parked only if the commit succeeds).
 		idle := in.stopChannels(len(in.rdma) > 0 && nLanded > 0 && viaRDMA == nLanded && n.pool.Parking())
 		defer func() { closeParked(idle) }()
-		if got := in.plan.Combine(in.crcs); got != req.CRC32C {
+		got := in.plan.Combine(in.crcs)
+		if got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
-		} else if err = in.dest.Commit(); err == nil {
+		} else if err = in.recheckInPlace(); err == nil {
+			err = in.dest.Commit()
+		}
+		if err == nil {
 			rec.mu.Lock()
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
 			rec.mu.Unlock()
@@ -275,6 +298,35 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	n.abortIncoming(rec, StateFailed, err)
 	return CommitResponse{}, err
+}
+
+// recheckInPlace verifies every chunk again when RDMA lanes landed chunks in
+// place: the window stayed registered for remote writes for the whole
+// transfer, so a chunk verified there could have been written again. It
+// runs after the lanes stopped — the window is deregistered and no remote
+// write lands any more — so what it verifies is what Commit publishes.
+func (in *incoming) recheckInPlace() error {
+	if !slices.ContainsFunc(in.rdma, (*rdma.Receiver).Window) {
+		return nil
+	}
+	f, base := in.dest.File(), in.dest.Base()
+	buf := make([]byte, min(in.plan.ChunkSize, 1<<20))
+	for i := range in.plan.Count() {
+		off, n := in.plan.Span(i)
+		var sum uint32
+		for at := off; at < off+n; {
+			k, err := f.ReadAt(buf[:min(off+n-at, int64(len(buf)))], base+at)
+			if k == 0 && err != nil {
+				return fmt.Errorf("%w: reading chunk %d back from the window: %w", ErrCorrupt, i, err)
+			}
+			sum = crc32c.Update(sum, buf[:k])
+			at += int64(k)
+		}
+		if sum != in.crcs[i] {
+			return fmt.Errorf("%w: chunk %d changed after it was verified (CRC32C %08x, verified %08x): written again through the RDMA window", ErrCorrupt, i, sum, in.crcs[i])
+		}
+	}
+	return nil
 }
 
 // Abort discards an incoming transfer: its partial file is removed.

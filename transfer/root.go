@@ -1,11 +1,14 @@
 package transfer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -109,16 +112,32 @@ func (r *Root) OpenSource(p string) (*os.File, fs.FileInfo, error) {
 	return f, st, nil
 }
 
-// Destination is a file being received: it is written under a temporary name
-// in the destination directory and renamed to its final name on Commit.
+// Destination is a file being received: an unnamed file in the destination
+// directory (O_TMPFILE) that Commit links in under its final name, or, where
+// the file system has no O_TMPFILE, a file under a partial name that Commit
+// renames into place once it checked the name still holds that file.
 type Destination struct {
 	dir     *os.File // the destination directory (read-only, for fsync and *at calls)
 	file    *os.File // the partial file, O_RDWR
-	partial string   // name of the partial file inside dir
+	partial string   // name of the partial file inside dir (unnamed: the name Commit may link it under)
+	named   bool     // the partial name holds the file (created so, or linked by Commit)
 	name    string   // final name inside dir
 	// FinalPath is the destination path relative to the root, as reported to users.
 	FinalPath string
 	overwrite bool
+}
+
+// partialMarker is in the name of every partial file, and a destination
+// name that contains it is refused: no transfer can be prepared to a
+// partial file's name and so take its place before its commit.
+const partialMarker = ".rxfer-partial-"
+
+// partialName is the partial file's name for final name name of transfer
+// id: short (31 bytes) so that every final name up to NAME_MAX can be
+// received, and hidden.
+func partialName(name, id string) string {
+	h := sha256.Sum256([]byte(id + "/" + name))
+	return partialMarker + hex.EncodeToString(h[:8])
 }
 
 // CreateDestination validates a destination and creates its partial file.
@@ -139,12 +158,15 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 			return nil, fmt.Errorf("%w: destination %q is a directory and the source has no file name", ErrInvalid, destPath)
 		}
 	}
+	if strings.Contains(name, partialMarker) {
+		return nil, fmt.Errorf("%w: destination name %.256q contains %q, which only rxfer's partial files may; choose another name", ErrInvalid, name, partialMarker)
+	}
 	dir, err := r.openat(dirPath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("destination directory %w", err)
 	}
 	d := &Destination{dir: dir, name: name, overwrite: overwrite,
-		partial:   name + ".rxfer-partial-" + id,
+		partial:   partialName(name, id),
 		FinalPath: path.Join("/", strings.TrimLeft(dirPath, "/"), name)}
 	var st unix.Stat_t
 	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
@@ -158,10 +180,17 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 		dir.Close()
 		return nil, fmt.Errorf("destination %q: %w", d.FinalPath, osErr(err))
 	}
-	fd, err := unix.Openat(int(dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	fd, err := -1, error(unix.EOPNOTSUPP)
+	if !knobs.namedPartial {
+		fd, err = unix.Openat(int(dir.Fd()), ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	}
+	if err == unix.EOPNOTSUPP || err == unix.EISDIR { // no O_TMPFILE in this file system (EISDIR: nor in the kernel)
+		d.named = true
+		fd, err = unix.Openat(int(dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	}
 	if err != nil {
 		dir.Close()
-		return nil, fmt.Errorf("creating %q: %w", d.partial, osErr(err))
+		return nil, fmt.Errorf("creating the partial file of %q: %w", d.FinalPath, osErr(err))
 	}
 	d.file = os.NewFile(uintptr(fd), d.partial)
 	if size > 0 {
@@ -207,9 +236,11 @@ func (d *Destination) Base() int64 { return 0 }
 // Path is the final path, as users see it.
 func (d *Destination) Path() string { return d.FinalPath }
 
-// Commit makes the file durable and visible: fsync the file, rename it to
-// its final name (refusing to replace a file that appeared meanwhile unless
-// overwriting), fsync the directory.
+// Commit makes the file durable and visible: fsync the file, give it its
+// final name (refusing to replace a file that appeared meanwhile unless
+// overwriting), fsync the directory. What it publishes is the file this
+// Destination wrote: an unnamed file is linked in from its descriptor; a
+// named one is renamed only after its name was checked to still be it.
 func (d *Destination) Commit() error {
 	if err := d.file.Sync(); err != nil {
 		return fmt.Errorf("fsync %q: %w", d.FinalPath, osErr(err))
@@ -218,15 +249,66 @@ func (d *Destination) Commit() error {
 	var flags uint
 	if !d.overwrite {
 		flags = unix.RENAME_NOREPLACE
+		if !d.named {
+			// linkat never replaces a name: RENAME_NOREPLACE's rule.
+			if err := linkFile(d.file, dfd, d.name); err != nil {
+				return fmt.Errorf("linking into place %q: %w", d.FinalPath, osErr(err))
+			}
+			return d.syncDir()
+		}
 	} else if old, err := unix.Openat(dfd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
 		// Hold the file being replaced open across the rename: its last
 		// reference then goes in the background, so freeing its pages
 		// or extents (README.md) is not part of the commit.
 		defer func() { go unix.Close(old) }()
 	}
+	if !d.named {
+		// Replacing takes a rename, and a rename takes a name: link the
+		// file under its partial name first.
+		if err := linkFile(d.file, dfd, d.partial); err != nil {
+			return fmt.Errorf("linking the partial file of %q: %w", d.FinalPath, osErr(err))
+		}
+		d.named = true
+	}
+	if err := d.samePartial(); err != nil {
+		return err
+	}
 	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {
 		return fmt.Errorf("renaming into place %q: %w", d.FinalPath, osErr(err))
 	}
+	return d.syncDir()
+}
+
+// samePartial checks that the partial name still holds the file this
+// Destination wrote, right before it is renamed into place.
+func (d *Destination) samePartial() error {
+	var mine, named unix.Stat_t
+	if err := unix.Fstat(int(d.file.Fd()), &mine); err != nil {
+		return fmt.Errorf("fstat %q: %w", d.FinalPath, osErr(err))
+	}
+	err := unix.Fstatat(int(d.dir.Fd()), d.partial, &named, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && (named.Dev != mine.Dev || named.Ino != mine.Ino) {
+		err = errors.New("another file has its name")
+	}
+	if err != nil {
+		return fmt.Errorf("%w: the partial file of %q is not the file received (%v); nothing was published", ErrCorrupt, d.FinalPath, err)
+	}
+	return nil
+}
+
+// linkFile gives the unnamed (O_TMPFILE) file f the name name in directory
+// dfd. Through /proc/self/fd it needs no privilege; AT_EMPTY_PATH, tried
+// where /proc is not mounted, needs CAP_DAC_READ_SEARCH.
+func linkFile(f *os.File, dfd int, name string) error {
+	err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), dfd, name, unix.AT_SYMLINK_FOLLOW)
+	if err == unix.ENOENT {
+		err = unix.Linkat(int(f.Fd()), "", dfd, name, unix.AT_EMPTY_PATH)
+	}
+	return err
+}
+
+// syncDir makes the new name durable and releases the descriptors.
+func (d *Destination) syncDir() error {
 	if err := d.dir.Sync(); err != nil {
 		return fmt.Errorf("fsync directory of %q: %w", d.FinalPath, osErr(err))
 	}
@@ -238,7 +320,9 @@ func (d *Destination) Commit() error {
 // Remove deletes the partial file and releases the descriptors. It is safe
 // to call after a failed Commit.
 func (d *Destination) Remove() {
-	d.file.Close()
-	unix.Unlinkat(int(d.dir.Fd()), d.partial, 0) // ENOENT after a successful rename: nothing to do
+	d.file.Close() // an unnamed file is gone with its last descriptor
+	if d.named {
+		unix.Unlinkat(int(d.dir.Fd()), d.partial, 0) // ENOENT after a successful rename: nothing to do
+	}
 	d.dir.Close()
 }

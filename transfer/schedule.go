@@ -82,6 +82,11 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 	var brokenOnce sync.Once
 	var brokenErr error
 	done := func(c chunk.Chunk, err error) {
+		if errors.Is(err, chunk.ErrAlreadyVerified) {
+			// An earlier send of it (over the other transport, say) was
+			// verified, with the same CRC: the chunk is done.
+			err = nil
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		switch {
@@ -104,6 +109,12 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			s.requeue(c)
 		case errors.Is(err, chunk.ErrChecksum):
 			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
+		case errors.Is(err, chunk.ErrInFlight) && s.attempts[c.Index] < maxInFlightAttempts:
+			// A send of it the source gave up on (its transport broke) is
+			// still landing at the destination: send it again.
+			s.requeue(c)
+		case errors.Is(err, chunk.ErrInFlight):
+			cancel(fmt.Errorf("%w: the destination still had chunk %d in flight after %d sends", ErrTimeout, c.Index, s.attempts[c.Index]))
 		default:
 			s.requeue(c) // lost with its transport; the next transport sends it
 			brokenOnce.Do(func() { brokenErr = err; close(broken) })
