@@ -39,8 +39,8 @@ func (r *Root) Close() error { return r.file.Close() }
 // relative turns a request path into one relative to the root. It does not
 // clean ".." away: the kernel refuses it if it climbs out.
 func relative(p string) (string, error) {
-	if strings.IndexByte(p, 0) >= 0 {
-		return "", fmt.Errorf("%w: path contains a NUL byte", ErrInvalid)
+	if err := checkPath("requested path", p); err != nil {
+		return "", err
 	}
 	rel := strings.TrimLeft(p, "/")
 	if rel == "" {
@@ -66,7 +66,7 @@ func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
 			continue // EAGAIN: a concurrent rename raced the lookup; retry
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", p, osErr(err))
+			return nil, fmt.Errorf("%s: %w", shown(p), osErr(err))
 		}
 		return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
 	}
@@ -85,6 +85,8 @@ func osErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return fmt.Errorf("%w: a name is longer than the file system allows (%v)", ErrInvalid, err)
 	case errors.Is(err, unix.ENOTDIR):
 		return fmt.Errorf("%w: a path component is not a directory", ErrNotFound)
 	}
@@ -126,6 +128,12 @@ type Destination struct {
 // receives sourceName. size bytes are preallocated so a full disk fails now,
 // not halfway through the copy.
 func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, overwrite bool) (*Destination, error) {
+	if err := checkPath("destination path", destPath); err != nil {
+		return nil, err
+	}
+	if err := checkPath("source name", path.Base(sourceName)); err != nil {
+		return nil, err
+	}
 	dirPath, name := path.Split(destPath)
 	if name == "" || name == "." || name == ".." {
 		dirPath, name = destPath, ""
@@ -136,7 +144,7 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	if name == "" {
 		name = path.Base(sourceName)
 		if name == "/" || name == "." || name == ".." || name == "" {
-			return nil, fmt.Errorf("%w: destination %q is a directory and the source has no file name", ErrInvalid, destPath)
+			return nil, fmt.Errorf("%w: destination %s is a directory and the source has no file name", ErrInvalid, shown(destPath))
 		}
 	}
 	dir, err := r.openat(dirPath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -150,24 +158,24 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		dir.Close()
-		return nil, fmt.Errorf("%w: destination %q is a directory", ErrExists, d.FinalPath)
+		return nil, fmt.Errorf("%w: destination %s is a directory", ErrExists, shown(d.FinalPath))
 	case err == nil && !overwrite:
 		dir.Close()
-		return nil, fmt.Errorf("%w: destination %q exists (use overwrite / --force to replace it)", ErrExists, d.FinalPath)
+		return nil, fmt.Errorf("%w: destination %s exists (use overwrite / --force to replace it)", ErrExists, shown(d.FinalPath))
 	case err != nil && err != unix.ENOENT:
 		dir.Close()
-		return nil, fmt.Errorf("destination %q: %w", d.FinalPath, osErr(err))
+		return nil, fmt.Errorf("destination %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	fd, err := unix.Openat(int(dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		dir.Close()
-		return nil, fmt.Errorf("creating %q: %w", d.partial, osErr(err))
+		return nil, fmt.Errorf("creating %s: %w", shown(d.partial), osErr(err))
 	}
 	d.file = os.NewFile(uintptr(fd), d.partial)
 	if size > 0 {
 		if err := reserve(fd, size); err != nil {
 			d.Remove()
-			return nil, fmt.Errorf("preallocating %d bytes for %q: %w", size, d.FinalPath, osErr(err))
+			return nil, fmt.Errorf("preallocating %d bytes for %s: %w", size, shown(d.FinalPath), osErr(err))
 		}
 	}
 	return d, nil
