@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -90,6 +91,8 @@ func (n *Node) validatePrepare(req PrepareRequest) error {
 		return fmt.Errorf("%w: transfer id %q (want 1-64 letters, digits or '-')", ErrInvalid, req.ID)
 	case req.Size < 0:
 		return fmt.Errorf("%w: negative size %d", ErrInvalid, req.Size)
+	case req.SourceOffset < 0 || req.SourceOffset > math.MaxInt64-req.Size:
+		return fmt.Errorf("%w: source offset %d + size %d does not fit a 64-bit offset", ErrOutOfRange, req.SourceOffset, req.Size)
 	case req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize:
 		return fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
 	case req.Size/req.ChunkSize > 1<<24:

@@ -8,6 +8,7 @@ package hostile
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -102,6 +103,18 @@ func (v *victim) conn(t testing.TB) *grpc.ClientConn {
 // transferClient is a client of the victim's public Transfer API.
 func (v *victim) transferClient(t testing.TB) pb.TransferClient {
 	return pb.NewTransferClient(v.conn(t))
+}
+
+// copyOutcome reads a Copy's progress to the end and returns how it ended
+// (nil: committed).
+func copyOutcome(stream pb.Transfer_CopyClient, err error) error {
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if err == io.EOF {
+		return nil
+	}
+	return err
 }
 
 // peerClient is a raw client of the victim's Peer API, for requests no

@@ -61,9 +61,7 @@ func TestHostileNames(t *testing.T) {
 	tc := v.transferClient(t)
 	for _, src := range []string{"/a\x00b", long, "/ctl\x01"} {
 		stream, err := tc.Copy(context.Background(), &pb.CopyRequest{SourcePath: src, DestPath: "/y"})
-		if err == nil {
-			_, err = stream.Recv()
-		}
+		err = copyOutcome(stream, err)
 		st := status.Convert(err)
 		if st.Code() != codes.InvalidArgument || len(st.Message()) > maxEcho {
 			t.Errorf("Copy from %.40q = %s %.300q (%d bytes), want InvalidArgument of at most %d bytes",
