@@ -67,14 +67,10 @@ func (n *Node) RegisterRegion(name string, size int64, path string) (RegionInfo,
 	backing := "anonymous"
 	if path != "" {
 		var err error
-		f, err = n.cfg.Root.openat(path, unix.O_RDWR, 0)
+		var st os.FileInfo
+		f, st, err = n.cfg.Root.openRegular("region file", path, unix.O_RDWR)
 		if err != nil {
-			return RegionInfo{}, fmt.Errorf("region file %w", err)
-		}
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			f.Close()
-			return RegionInfo{}, fmt.Errorf("%w: region file %q is not a regular file", ErrInvalid, path)
+			return RegionInfo{}, err
 		}
 		if size == 0 {
 			size = st.Size()

@@ -51,9 +51,19 @@ func relative(p string) (string, error) {
 
 // openat opens rel beneath the root.
 func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
-	rel, err := relative(p)
+	fd, err := r.openatFD(p, flags, mode)
 	if err != nil {
 		return nil, err
+	}
+	rel, _ := relative(p)
+	return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
+}
+
+// openatFD is openat returning the bare descriptor.
+func (r *Root) openatFD(p string, flags uint64, mode uint32) (int, error) {
+	rel, err := relative(p)
+	if err != nil {
+		return -1, err
 	}
 	how := unix.OpenHow{
 		Flags:   flags | unix.O_CLOEXEC,
@@ -66,9 +76,9 @@ func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
 			continue // EAGAIN: a concurrent rename raced the lookup; retry
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", shown(p), osErr(err))
+			return -1, fmt.Errorf("%s: %w", shown(p), osErr(err))
 		}
-		return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
+		return fd, nil
 	}
 }
 
@@ -76,7 +86,7 @@ func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
 func osErr(err error) error {
 	switch {
 	case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ELOOP):
-		return fmt.Errorf("%w (%v)", ErrPathEscape, err)
+		return fmt.Errorf("%w (%w)", ErrPathEscape, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, fs.ErrExist):
@@ -93,22 +103,10 @@ func osErr(err error) error {
 	return err
 }
 
-// OpenSource opens a regular file beneath the root for reading.
+// OpenSource opens a regular file beneath the root for reading (see
+// openRegular: FIFOs, sockets, devices and symbolic links are ErrInvalid).
 func (r *Root) OpenSource(p string) (*os.File, fs.FileInfo, error) {
-	f, err := r.openat(p, unix.O_RDONLY, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("source %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("source %q: %w", p, err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: source %q is not a regular file (%s)", ErrInvalid, p, st.Mode().Type())
-	}
-	return f, st, nil
+	return r.openRegular("source", p, unix.O_RDONLY)
 }
 
 // Destination is a file being received: it is written under a temporary name
