@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rxfer/rxfer/chunk"
@@ -33,7 +34,8 @@ type incoming struct {
 	unmap   func() error     // unmaps a direct RDMA window or mapped, after the lanes are closed
 	mapped  []byte           // the destination range, mapped for staging RDMA lanes (rdma.MappedSink)
 	closed  sync.Once        // closeChannels ran
-	idle    *time.Timer
+	idle    *time.Timer      // the first-byte deadline, then the idle timeout
+	gotData atomic.Bool      // a chunk arrived (sawData)
 	movingT time.Time
 }
 
@@ -60,7 +62,17 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
 		ChunkSize: req.ChunkSize, Started: time.Now(),
 	}}
+	var reserve int64
+	if req.DestRegion == nil {
+		reserve = req.Size // a partial file preallocates it; a region window reserves nothing
+	}
+	release, err := n.quota.take(&n.cfg, req.Client, reserve)
+	if err != nil {
+		return PrepareResponse{}, err
+	}
+	rec.release = release
 	if err := n.admit(rec); err != nil {
+		release()
 		return PrepareResponse{}, err
 	}
 	dest, err := n.openDestination(req)
@@ -99,8 +111,14 @@ func (n *Node) validatePrepare(req PrepareRequest) error {
 		return fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
 	case req.Policy != PolicyRDMA && n.cfg.Data == nil:
 		return fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
+	case len(req.SourceNode) > MaxNameLen:
+		return fmt.Errorf("%w: source node name of %d bytes exceeds the limit of %d bytes (%s)", ErrInvalid, len(req.SourceNode), MaxNameLen, shown(req.SourceNode))
 	}
-	return nil
+	// Both reach logs and ListTransfers: no control characters there either.
+	if err := checkChars("source node name", req.SourceNode); err != nil {
+		return err
+	}
+	return checkPath("source path", req.SourcePath)
 }
 
 // openDestination creates where the bytes go: a window of a region, or the
@@ -147,10 +165,12 @@ func (n *Node) openChannels(req PrepareRequest, in *incoming) (PrepareResponse, 
 func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResponse) error {
 	rec := in.rec
 	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
-	in.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
-		n.abortIncoming(rec, StateFailed, fmt.Errorf("%w: no data or commit from %s for %v", ErrTimeout, req.SourceNode, n.cfg.IdleTimeout))
-	})
-	rec.mu.Lock()
+	first := n.cfg.FirstByteTimeout
+	if first < 0 {
+		first = n.cfg.IdleTimeout
+	}
+	rec.mu.Lock() // sawData reads in.idle under it
+	in.idle = time.AfterFunc(first, func() { n.abortIncoming(rec, StateFailed, in.stalled()) })
 	cancelled := rec.info.State.Terminal()
 	rec.in = in
 	rec.info.DestPath = in.dest.Path()
@@ -196,6 +216,7 @@ func (in *incoming) File() *os.File { return in.dest.File() }
 // Admit implements chunk.Sink: a chunk must match the agreed plan
 // exactly; its bytes go to the same place relative to the destination's base.
 func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
+	in.sawData()
 	if int(c.Index) >= in.plan.Count() {
 		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
 	}
@@ -210,6 +231,7 @@ func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 func (in *incoming) Landed(c chunk.Chunk, err error) { in.landedVia(c, err, false) }
 
 func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
+	in.sawData()
 	if err != nil {
 		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
 		return
