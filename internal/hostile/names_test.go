@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,6 +53,16 @@ func TestHostileNames(t *testing.T) {
 				t.Errorf("the error echoes %d bytes, want at most %d", len(st.Message()), maxEcho)
 			}
 		})
+	}
+	// The source's node name and path reach logs and ListTransfers.
+	for i, src := range []struct{ node, path string }{{"evil\x1b]0;pwned\x07", "/x"}, {strings.Repeat("h", 300), "/x"}, {"hostile", "/x\r"}} {
+		_, err := peer.Prepare(context.Background(), &pb.PrepareRequest{
+			TransferId: fmt.Sprintf("source-%d", i), SourceNode: src.node, SourcePath: src.path, SourceName: "x",
+			DestPath: "/y", Size: 10, ChunkSize: 64 << 10, Transport: pb.TransportPolicy_TRANSPORT_POLICY_TCP, Tcp: &pb.TcpOffer{},
+		})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument {
+			t.Errorf("Prepare from source node %.40q path %q = %s %q, want InvalidArgument", src.node, src.path, st.Code(), st.Message())
+		}
 	}
 	if names := v.names(t, "."); len(names) != 0 {
 		t.Errorf("the root holds %q after refused requests, want nothing", names)
