@@ -29,8 +29,11 @@
 //	magic "RXFR" (4) | status uint8 | reserved (3)                            8 bytes
 //
 // with status 0 (accepted), 1 (unknown token) or 2 (unsupported version/flags) and
-// closes the connection unless it accepted it. Every refusal is logged (never the
-// token) and affects no other connection. Then, for each chunk, the sender writes a
+// closes the connection unless it accepted it. A connection that arrives while
+// [ListenConfig].MaxUnauthenticated others have not presented their preamble yet
+// is answered at once with status 3 (busy, [ErrReceiverBusy]) and closed. Every
+// refusal is logged (never the token), at most one line per kind per
+// [ListenConfig].LogInterval, and affects no other connection. Then, for each chunk, the sender writes a
 // header followed by exactly Length bytes:
 //
 //	magic "RXFC" (4) | index uint32 | offset int64 | length uint32 | crc32c uint32   24 bytes

@@ -1,6 +1,7 @@
 package fallback
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,12 @@ type ListenConfig struct {
 	// PreambleTimeout is how long a new connection may take to send its preamble;
 	// 0 means DefaultPreambleTimeout.
 	PreambleTimeout time.Duration
+	// MaxUnauthenticated caps the connections that have not presented a
+	// preamble yet; more are refused at once (0 = DefaultMaxUnauthenticated).
+	MaxUnauthenticated int
+	// LogInterval is how often one kind of refusal is logged at most; the
+	// next line counts the ones left out (0 = DefaultLogInterval).
+	LogInterval time.Duration
 }
 
 // Listener accepts token-authenticated data connections and lands their chunks in the
@@ -32,12 +39,15 @@ type ListenConfig struct {
 type Listener struct {
 	ln              *net.TCPListener
 	log             *slog.Logger
+	logs            *logLimiter // refusals, which a peer can repeat at will
 	preambleTimeout time.Duration
+	maxUnauth       int
 
 	mu       sync.Mutex
 	closed   bool
 	expected map[Token]*registration
 	conns    map[net.Conn]struct{} // every open connection, so Close can end them
+	unauth   int                   // connections still to present a preamble
 	wg       sync.WaitGroup        // accept loop and connection handlers
 }
 
@@ -67,7 +77,9 @@ func (lc ListenConfig) Listen(addr string, log *slog.Logger) (*Listener, error) 
 	l := &Listener{
 		ln:              ln.(*net.TCPListener),
 		log:             log,
+		logs:            newLogLimiter(log, cmp.Or(lc.LogInterval, DefaultLogInterval)),
 		preambleTimeout: lc.PreambleTimeout,
+		maxUnauth:       cmp.Or(lc.MaxUnauthenticated, DefaultMaxUnauthenticated),
 		expected:        make(map[Token]*registration),
 		conns:           make(map[net.Conn]struct{}),
 	}
@@ -145,7 +157,7 @@ func (l *Listener) acceptLoop() {
 			}
 			// Like net/http: back off on transient errors such as EMFILE.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("fallback: accept failed", "err", err, "retry_in", backoff)
+			l.logs.Log(slog.LevelWarn, "accept", "fallback: accept failed", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
 		}
@@ -156,6 +168,12 @@ func (l *Listener) acceptLoop() {
 			c.Close()
 			return
 		}
+		if l.unauth >= l.maxUnauth {
+			l.mu.Unlock()
+			l.refuseBusy(c)
+			continue
+		}
+		l.unauth++
 		l.conns[c] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
@@ -170,13 +188,28 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
+// refuseBusy turns away a connection over the cap of unauthenticated ones:
+// a "busy" reply (a fresh socket's buffer takes it at once; the deadline
+// only guards that) and close, without a goroutine or a wait.
+func (l *Listener) refuseBusy(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(appendReply(nil, replyBusy))
+	c.Close()
+	l.logs.Log(slog.LevelWarn, "unauthenticated cap", "fallback: refused data connection: too many unauthenticated connections (raise serve --max-unauthenticated-conns)",
+		"remote", c.RemoteAddr().String(), "limit", l.maxUnauth)
+}
+
 // handle authenticates one connection and then serves its chunks.
 func (l *Listener) handle(c *net.TCPConn) {
 	remote := c.RemoteAddr().String()
 	var pre [preambleLen]byte
 	c.SetReadDeadline(time.Now().Add(l.preambleTimeout))
-	if _, err := io.ReadFull(c, pre[:]); err != nil {
-		l.log.Warn("fallback: data connection closed before preamble", "remote", remote, "err", err)
+	_, err := io.ReadFull(c, pre[:])
+	l.mu.Lock()
+	l.unauth--
+	l.mu.Unlock()
+	if err != nil {
+		l.logs.Log(slog.LevelWarn, "no preamble", "fallback: data connection closed before preamble", "remote", remote, "err", err)
 		return
 	}
 	c.SetReadDeadline(time.Time{})
@@ -185,7 +218,7 @@ func (l *Listener) handle(c *net.TCPConn) {
 		if version != 0 {
 			c.Write(appendReply(nil, replyBadVersion))
 		}
-		l.log.Warn("fallback: refused data connection", "remote", remote, "err", err)
+		l.logs.Log(slog.LevelWarn, "bad preamble", "fallback: refused data connection", "remote", remote, "err", err)
 		return
 	}
 	l.mu.Lock()
@@ -197,7 +230,7 @@ func (l *Listener) handle(c *net.TCPConn) {
 	l.mu.Unlock()
 	if r == nil {
 		c.Write(appendReply(nil, replyUnknownToken))
-		l.log.Warn("fallback: refused data connection", "remote", remote, "err", ErrUnknownToken)
+		l.logs.Log(slog.LevelWarn, "unknown token", "fallback: refused data connection", "remote", remote, "err", ErrUnknownToken)
 		return
 	}
 	defer func() {

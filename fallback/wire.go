@@ -48,6 +48,7 @@ const (
 	replyOK           byte = 0
 	replyUnknownToken byte = 1
 	replyBadVersion   byte = 2
+	replyBusy         byte = 3 // too many unauthenticated connections
 )
 
 func appendPreamble(b []byte, tok Token) []byte {
@@ -93,6 +94,8 @@ func parseReply(b []byte) error {
 		return ErrUnknownToken
 	case replyBadVersion:
 		return fmt.Errorf("%w: receiver does not speak protocol version %d", ErrBadHeader, protoVersion)
+	case replyBusy:
+		return ErrReceiverBusy
 	default:
 		return fmt.Errorf("%w: unknown preamble reply status %d", ErrBadHeader, b[4])
 	}

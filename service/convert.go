@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"math"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/transfer"
@@ -154,6 +155,9 @@ func regionRefFromProto(r *pb.RegionRef) (*transfer.RegionRef, error) {
 	}
 	if r.Name == "" || r.Offset < 0 || r.Length < 0 {
 		return nil, fmt.Errorf("%w: region window %q offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, r.Name, r.Offset, r.Length)
+	}
+	if r.Offset > math.MaxInt64-r.Length {
+		return nil, fmt.Errorf("%w: region window %q offset %d + length %d overflows a 64-bit offset", transfer.ErrOutOfRange, r.Name, r.Offset, r.Length)
 	}
 	return &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}, nil
 }

@@ -26,6 +26,7 @@ var codeOf = []struct {
 	{transfer.ErrInvalid, codes.InvalidArgument},
 	{transfer.ErrNoSpace, codes.ResourceExhausted},
 	{transfer.ErrTooMany, codes.ResourceExhausted},
+	{transfer.ErrQuota, codes.ResourceExhausted},
 	{transfer.ErrCorrupt, codes.DataLoss},
 	{transfer.ErrPeerUnavailable, codes.Unavailable},
 	{transfer.ErrTransportUnavailable, codes.FailedPrecondition},

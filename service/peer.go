@@ -36,8 +36,12 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	var client string
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		client = p.Addr.String()
+	}
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
-		ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
+		Client: client, ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset,

@@ -20,6 +20,8 @@ var (
 	ErrNoSpace = errors.New("no space left on the destination")
 	// ErrTooMany: the node is at its limit of concurrent transfers.
 	ErrTooMany = errors.New("too many concurrent transfers")
+	// ErrQuota: a client is at one of its per-client limits.
+	ErrQuota = errors.New("client limit reached")
 	// ErrCorrupt: data failed verification (chunk CRC32C or whole-file checksum).
 	ErrCorrupt = errors.New("data failed verification")
 	// ErrPeerUnavailable: the peer node cannot be reached.

@@ -81,6 +81,18 @@ type Config struct {
 	SendMode      fallback.SendMode
 	// IdleTimeout aborts an incoming transfer that makes no progress for this long.
 	IdleTimeout time.Duration
+	// FirstByteTimeout aborts an incoming transfer that receives no data
+	// this long after Prepare (0 = DefaultFirstByteTimeout; negative: only
+	// IdleTimeout applies).
+	FirstByteTimeout time.Duration
+	// MaxTransfersPerClient caps the incoming transfers one client address
+	// has prepared and not finished (0 = DefaultMaxTransfersPerClient;
+	// negative: no limit).
+	MaxTransfersPerClient int
+	// MaxReservedPerClient caps the bytes one client address has reserved
+	// on disk with unfinished Prepares (0 = DefaultMaxReservedPerClient;
+	// negative: no limit).
+	MaxReservedPerClient int64
 	// RDMA configures the RDMA transport.
 	RDMA RDMAConfig
 	// RDMAUnavailable says why this node cannot use RDMA ("" = it can).
@@ -102,6 +114,7 @@ type Node struct {
 	transfers map[key]*record
 	active    int
 	regions   map[string]*region
+	quota     clientQuota // what each client holds of this node
 
 	// pool owns the RDMA connections parked between transfers.
 	pool *rdma.Pool
@@ -118,6 +131,9 @@ type record struct {
 	info   Info
 	cancel context.CancelCauseFunc // outgoing: stops the push
 	in     *incoming               // incoming only
+	// release gives back what the transfer held of its client's limits;
+	// finish calls it (nil: nothing held).
+	release func()
 }
 
 // NewNode returns a Node with defaults filled in.
@@ -127,6 +143,9 @@ func NewNode(cfg Config) *Node {
 	cfg.ChunkSize = cmp.Or(cfg.ChunkSize, DefaultChunkSize)
 	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.FirstByteTimeout = cmp.Or(cfg.FirstByteTimeout, DefaultFirstByteTimeout)
+	cfg.MaxTransfersPerClient = cmp.Or(cfg.MaxTransfersPerClient, DefaultMaxTransfersPerClient)
+	cfg.MaxReservedPerClient = cmp.Or(cfg.MaxReservedPerClient, DefaultMaxReservedPerClient)
 	cfg.RDMA.Slots = cmp.Or(cfg.RDMA.Slots, DefaultRDMASlots)
 	cfg.RDMA.Lanes = min(cmp.Or(cfg.RDMA.Lanes, DefaultLanes()), MaxRDMALanes)
 	cfg.RDMA.Chunk = cmp.Or(cfg.RDMA.Chunk, DefaultRDMAChunk)
@@ -237,7 +256,11 @@ func (n *Node) finish(r *record, st State, err error) bool {
 	if err != nil {
 		r.info.Err = err.Error()
 	}
+	release := r.release
 	r.mu.Unlock()
+	if release != nil {
+		release()
+	}
 	n.mu.Lock()
 	n.active--
 	n.mu.Unlock()

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rxfer/rxfer/chunk"
@@ -35,7 +37,8 @@ type incoming struct {
 	unmap   func() error     // unmaps a direct RDMA window or mapped, after the lanes are closed
 	mapped  []byte           // the destination range, mapped for staging RDMA lanes (rdma.MappedSink)
 	closed  sync.Once        // closeChannels ran
-	idle    *time.Timer
+	idle    *time.Timer      // the first-byte deadline, then the idle timeout
+	gotData atomic.Bool      // a chunk arrived (sawData)
 	movingT time.Time
 }
 
@@ -65,7 +68,17 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
 		ChunkSize: req.ChunkSize, Started: time.Now(),
 	}}
+	var reserve int64
+	if req.DestRegion == nil {
+		reserve = req.Size // a partial file preallocates it; a region window reserves nothing
+	}
+	release, err := n.quota.take(&n.cfg, req.Client, reserve)
+	if err != nil {
+		return PrepareResponse{}, err
+	}
+	rec.release = release
 	if err := n.admit(rec); err != nil {
+		release()
 		return PrepareResponse{}, err
 	}
 	dest, err := n.openDestination(req)
@@ -93,17 +106,25 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 func (n *Node) validatePrepare(req PrepareRequest) error {
 	switch {
 	case !validID(req.ID):
-		return fmt.Errorf("%w: transfer id %q (want 1-64 letters, digits or '-')", ErrInvalid, req.ID)
+		return fmt.Errorf("%w: transfer id %s (want 1-64 letters, digits or '-')", ErrInvalid, shown(req.ID))
 	case req.Size < 0:
 		return fmt.Errorf("%w: negative size %d", ErrInvalid, req.Size)
+	case req.SourceOffset < 0 || req.SourceOffset > math.MaxInt64-req.Size:
+		return fmt.Errorf("%w: source offset %d + size %d does not fit a 64-bit offset", ErrOutOfRange, req.SourceOffset, req.Size)
 	case req.ChunkSize < MinChunkSize || req.ChunkSize > MaxChunkSize:
 		return fmt.Errorf("%w: chunk size %d outside [%d, %d]", ErrInvalid, req.ChunkSize, MinChunkSize, MaxChunkSize)
 	case req.Size/req.ChunkSize > 1<<24:
 		return fmt.Errorf("%w: %d bytes in %d-byte chunks is too many chunks; use a larger chunk size", ErrInvalid, req.Size, req.ChunkSize)
 	case req.Policy != PolicyRDMA && n.cfg.Data == nil:
 		return fmt.Errorf("%w: node %s has no TCP data channel", ErrTransportUnavailable, n.cfg.ID)
+	case len(req.SourceNode) > MaxNameLen:
+		return fmt.Errorf("%w: source node name of %d bytes exceeds the limit of %d bytes (%s)", ErrInvalid, len(req.SourceNode), MaxNameLen, shown(req.SourceNode))
 	}
-	return nil
+	// Both reach logs and ListTransfers: no control characters there either.
+	if err := checkChars("source node name", req.SourceNode); err != nil {
+		return err
+	}
+	return checkPath("source path", req.SourcePath)
 }
 
 // openDestination creates where the bytes go: a window of a region, or the
@@ -150,10 +171,12 @@ func (n *Node) openChannels(req PrepareRequest, in *incoming) (PrepareResponse, 
 func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResponse) error {
 	rec := in.rec
 	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
-	in.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
-		n.abortIncoming(rec, StateFailed, fmt.Errorf("%w: no data or commit from %s for %v", ErrTimeout, req.SourceNode, n.cfg.IdleTimeout))
-	})
-	rec.mu.Lock()
+	first := n.cfg.FirstByteTimeout
+	if first < 0 {
+		first = n.cfg.IdleTimeout
+	}
+	rec.mu.Lock() // sawData reads in.idle under it
+	in.idle = time.AfterFunc(first, func() { n.abortIncoming(rec, StateFailed, in.stalled()) })
 	cancelled := rec.info.State.Terminal()
 	rec.in = in
 	rec.info.DestPath = in.dest.Path()
@@ -202,6 +225,7 @@ func (in *incoming) File() *os.File { return in.dest.File() }
 // through here, so one rule covers them — a chunk landing on one connection
 // is refused on any other, and a verified chunk is final.
 func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
+	in.sawData()
 	if int(c.Index) >= in.plan.Count() {
 		return 0, fmt.Errorf("%w: chunk %d of a %d-chunk transfer", ErrInvalid, c.Index, in.plan.Count())
 	}
@@ -226,6 +250,7 @@ func (in *incoming) Admit(c chunk.Chunk) (int64, error) {
 func (in *incoming) Landed(c chunk.Chunk, err error) { in.landedVia(c, err, false) }
 
 func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
+	in.sawData()
 	in.rec.mu.Lock()
 	defer in.rec.mu.Unlock()
 	in.claimed[c.Index] = false
@@ -344,7 +369,7 @@ func (n *Node) incomingRecord(id string) (*record, error) {
 	rec, ok := n.transfers[key{Incoming, id}]
 	n.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("%w: no incoming transfer %q on node %s", ErrNotFound, id, n.cfg.ID)
+		return nil, fmt.Errorf("%w: no incoming transfer %s on node %s", ErrNotFound, shown(id), n.cfg.ID)
 	}
 	return rec, nil
 }

@@ -67,14 +67,10 @@ func (n *Node) RegisterRegion(name string, size int64, path string) (RegionInfo,
 	backing := "anonymous"
 	if path != "" {
 		var err error
-		f, err = n.cfg.Root.openat(path, unix.O_RDWR, 0)
+		var st os.FileInfo
+		f, st, err = n.cfg.Root.openRegular("region file", path, unix.O_RDWR)
 		if err != nil {
-			return RegionInfo{}, fmt.Errorf("region file %w", err)
-		}
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			f.Close()
-			return RegionInfo{}, fmt.Errorf("%w: region file %q is not a regular file", ErrInvalid, path)
+			return RegionInfo{}, err
 		}
 		if size == 0 {
 			size = st.Size()
@@ -159,29 +155,45 @@ func (n *Node) acquireRegion(ref RegionRef, want int64) (f *os.File, off, length
 	if !ok {
 		return nil, 0, 0, nil, fmt.Errorf("%w: no region %q on node %s", ErrNotFound, ref.Name, n.cfg.ID)
 	}
-	length = ref.Length
-	if length == 0 {
-		length = r.info.Size - ref.Offset
-	}
-	if want >= 0 {
-		if ref.Length != 0 && ref.Length != want {
-			return nil, 0, 0, nil, fmt.Errorf("%w: window of %d bytes for %d bytes of data", ErrOutOfRange, ref.Length, want)
-		}
-		length = want
-	}
-	if ref.Offset < 0 || length < 0 || ref.Offset+length > r.info.Size {
-		return nil, 0, 0, nil, fmt.Errorf("%w: offset %d + length %d exceeds region %q of %d bytes",
-			ErrOutOfRange, ref.Offset, length, ref.Name, r.info.Size)
+	off, length, err = regionWindow(r.info.Size, ref, want)
+	if err != nil {
+		return nil, 0, 0, nil, err
 	}
 	r.info.InUse++
 	var once sync.Once
-	return r.file, ref.Offset, length, func() {
+	return r.file, off, length, func() {
 		once.Do(func() {
 			n.mu.Lock()
 			r.info.InUse--
 			n.mu.Unlock()
 		})
 	}, nil
+}
+
+// regionWindow checks the window ref of a region of size bytes and returns
+// its offset and length. want is the length a transfer needs (-1: whatever
+// ref says; ref.Length 0 means to the region's end). The sums are checked
+// without overflowing: a window that does not lie within the region is
+// ErrOutOfRange.
+func regionWindow(size int64, ref RegionRef, want int64) (off, length int64, err error) {
+	if ref.Offset < 0 || ref.Offset > size {
+		return 0, 0, fmt.Errorf("%w: offset %d is outside region %q of %d bytes", ErrOutOfRange, ref.Offset, ref.Name, size)
+	}
+	length = ref.Length
+	if length == 0 {
+		length = size - ref.Offset
+	}
+	if want >= 0 {
+		if ref.Length != 0 && ref.Length != want {
+			return 0, 0, fmt.Errorf("%w: window of %d bytes for %d bytes of data", ErrOutOfRange, ref.Length, want)
+		}
+		length = want
+	}
+	if length < 0 || length > size-ref.Offset { // size-Offset >= 0: no overflow
+		return 0, 0, fmt.Errorf("%w: offset %d + length %d exceeds region %q of %d bytes",
+			ErrOutOfRange, ref.Offset, length, ref.Name, size)
+	}
+	return ref.Offset, length, nil
 }
 
 // regionTarget is an incoming transfer's destination inside a region. There

@@ -42,8 +42,8 @@ func (r *Root) Close() error { return r.file.Close() }
 // relative turns a request path into one relative to the root. It does not
 // clean ".." away: the kernel refuses it if it climbs out.
 func relative(p string) (string, error) {
-	if strings.IndexByte(p, 0) >= 0 {
-		return "", fmt.Errorf("%w: path contains a NUL byte", ErrInvalid)
+	if err := checkPath("requested path", p); err != nil {
+		return "", err
 	}
 	rel := strings.TrimLeft(p, "/")
 	if rel == "" {
@@ -54,9 +54,19 @@ func relative(p string) (string, error) {
 
 // openat opens rel beneath the root.
 func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
-	rel, err := relative(p)
+	fd, err := r.openatFD(p, flags, mode)
 	if err != nil {
 		return nil, err
+	}
+	rel, _ := relative(p)
+	return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
+}
+
+// openatFD is openat returning the bare descriptor.
+func (r *Root) openatFD(p string, flags uint64, mode uint32) (int, error) {
+	rel, err := relative(p)
+	if err != nil {
+		return -1, err
 	}
 	how := unix.OpenHow{
 		Flags:   flags | unix.O_CLOEXEC,
@@ -69,9 +79,9 @@ func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
 			continue // EAGAIN: a concurrent rename raced the lookup; retry
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", p, osErr(err))
+			return -1, fmt.Errorf("%s: %w", shown(p), osErr(err))
 		}
-		return os.NewFile(uintptr(fd), path.Join(r.dir, rel)), nil
+		return fd, nil
 	}
 }
 
@@ -79,7 +89,7 @@ func (r *Root) openat(p string, flags uint64, mode uint32) (*os.File, error) {
 func osErr(err error) error {
 	switch {
 	case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ELOOP):
-		return fmt.Errorf("%w (%v)", ErrPathEscape, err)
+		return fmt.Errorf("%w (%w)", ErrPathEscape, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, fs.ErrExist):
@@ -88,28 +98,18 @@ func osErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return fmt.Errorf("%w: a name is longer than the file system allows (%v)", ErrInvalid, err)
 	case errors.Is(err, unix.ENOTDIR):
 		return fmt.Errorf("%w: a path component is not a directory", ErrNotFound)
 	}
 	return err
 }
 
-// OpenSource opens a regular file beneath the root for reading.
+// OpenSource opens a regular file beneath the root for reading (see
+// openRegular: FIFOs, sockets, devices and symbolic links are ErrInvalid).
 func (r *Root) OpenSource(p string) (*os.File, fs.FileInfo, error) {
-	f, err := r.openat(p, unix.O_RDONLY, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("source %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("source %q: %w", p, err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: source %q is not a regular file (%s)", ErrInvalid, p, st.Mode().Type())
-	}
-	return f, st, nil
+	return r.openRegular("source", p, unix.O_RDONLY)
 }
 
 // Destination is a file being received: an unnamed file in the destination
@@ -145,6 +145,12 @@ func partialName(name, id string) string {
 // receives sourceName. size bytes are preallocated so a full disk fails now,
 // not halfway through the copy.
 func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, overwrite bool) (*Destination, error) {
+	if err := checkPath("destination path", destPath); err != nil {
+		return nil, err
+	}
+	if err := checkPath("source name", path.Base(sourceName)); err != nil {
+		return nil, err
+	}
 	dirPath, name := path.Split(destPath)
 	if name == "" || name == "." || name == ".." {
 		dirPath, name = destPath, ""
@@ -155,11 +161,11 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	if name == "" {
 		name = path.Base(sourceName)
 		if name == "/" || name == "." || name == ".." || name == "" {
-			return nil, fmt.Errorf("%w: destination %q is a directory and the source has no file name", ErrInvalid, destPath)
+			return nil, fmt.Errorf("%w: destination %s is a directory and the source has no file name", ErrInvalid, shown(destPath))
 		}
 	}
 	if strings.Contains(name, partialMarker) {
-		return nil, fmt.Errorf("%w: destination name %.256q contains %q, which only rxfer's partial files may; choose another name", ErrInvalid, name, partialMarker)
+		return nil, fmt.Errorf("%w: destination name %s contains %q, which only rxfer's partial files may; choose another name", ErrInvalid, shown(name), partialMarker)
 	}
 	dir, err := r.openat(dirPath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
@@ -172,13 +178,13 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		dir.Close()
-		return nil, fmt.Errorf("%w: destination %q is a directory", ErrExists, d.FinalPath)
+		return nil, fmt.Errorf("%w: destination %s is a directory", ErrExists, shown(d.FinalPath))
 	case err == nil && !overwrite:
 		dir.Close()
-		return nil, fmt.Errorf("%w: destination %q exists (use overwrite / --force to replace it)", ErrExists, d.FinalPath)
+		return nil, fmt.Errorf("%w: destination %s exists (use overwrite / --force to replace it)", ErrExists, shown(d.FinalPath))
 	case err != nil && err != unix.ENOENT:
 		dir.Close()
-		return nil, fmt.Errorf("destination %q: %w", d.FinalPath, osErr(err))
+		return nil, fmt.Errorf("destination %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	fd, err := -1, error(unix.EOPNOTSUPP)
 	if !knobs.namedPartial {
@@ -190,13 +196,13 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 	}
 	if err != nil {
 		dir.Close()
-		return nil, fmt.Errorf("creating the partial file of %q: %w", d.FinalPath, osErr(err))
+		return nil, fmt.Errorf("creating the partial file of %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	d.file = os.NewFile(uintptr(fd), d.partial)
 	if size > 0 {
 		if err := reserve(fd, size); err != nil {
 			d.Remove()
-			return nil, fmt.Errorf("preallocating %d bytes for %q: %w", size, d.FinalPath, osErr(err))
+			return nil, fmt.Errorf("preallocating %d bytes for %s: %w", size, shown(d.FinalPath), osErr(err))
 		}
 	}
 	return d, nil
@@ -243,7 +249,7 @@ func (d *Destination) Path() string { return d.FinalPath }
 // named one is renamed only after its name was checked to still be it.
 func (d *Destination) Commit() error {
 	if err := d.file.Sync(); err != nil {
-		return fmt.Errorf("fsync %q: %w", d.FinalPath, osErr(err))
+		return fmt.Errorf("fsync %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	dfd := int(d.dir.Fd())
 	var flags uint
@@ -252,7 +258,7 @@ func (d *Destination) Commit() error {
 		if !d.named {
 			// linkat never replaces a name: RENAME_NOREPLACE's rule.
 			if err := linkFile(d.file, dfd, d.name); err != nil {
-				return fmt.Errorf("linking into place %q: %w", d.FinalPath, osErr(err))
+				return fmt.Errorf("linking into place %s: %w", shown(d.FinalPath), osErr(err))
 			}
 			return d.syncDir()
 		}
@@ -266,7 +272,7 @@ func (d *Destination) Commit() error {
 		// Replacing takes a rename, and a rename takes a name: link the
 		// file under its partial name first.
 		if err := linkFile(d.file, dfd, d.partial); err != nil {
-			return fmt.Errorf("linking the partial file of %q: %w", d.FinalPath, osErr(err))
+			return fmt.Errorf("linking the partial file of %s: %w", shown(d.FinalPath), osErr(err))
 		}
 		d.named = true
 	}
@@ -274,7 +280,7 @@ func (d *Destination) Commit() error {
 		return err
 	}
 	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {
-		return fmt.Errorf("renaming into place %q: %w", d.FinalPath, osErr(err))
+		return fmt.Errorf("renaming into place %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	return d.syncDir()
 }
@@ -284,14 +290,14 @@ func (d *Destination) Commit() error {
 func (d *Destination) samePartial() error {
 	var mine, named unix.Stat_t
 	if err := unix.Fstat(int(d.file.Fd()), &mine); err != nil {
-		return fmt.Errorf("fstat %q: %w", d.FinalPath, osErr(err))
+		return fmt.Errorf("fstat %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	err := unix.Fstatat(int(d.dir.Fd()), d.partial, &named, unix.AT_SYMLINK_NOFOLLOW)
 	if err == nil && (named.Dev != mine.Dev || named.Ino != mine.Ino) {
 		err = errors.New("another file has its name")
 	}
 	if err != nil {
-		return fmt.Errorf("%w: the partial file of %q is not the file received (%v); nothing was published", ErrCorrupt, d.FinalPath, err)
+		return fmt.Errorf("%w: the partial file of %s is not the file received (%v); nothing was published", ErrCorrupt, shown(d.FinalPath), err)
 	}
 	return nil
 }
@@ -310,7 +316,7 @@ func linkFile(f *os.File, dfd int, name string) error {
 // syncDir makes the new name durable and releases the descriptors.
 func (d *Destination) syncDir() error {
 	if err := d.dir.Sync(); err != nil {
-		return fmt.Errorf("fsync directory of %q: %w", d.FinalPath, osErr(err))
+		return fmt.Errorf("fsync directory of %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	d.file.Close()
 	d.dir.Close()

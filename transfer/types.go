@@ -104,6 +104,9 @@ type Info struct {
 
 // PrepareRequest is what a source sends the destination before any data.
 type PrepareRequest struct {
+	// Client is the network address the request came from ("" in-process);
+	// the per-client limits count by its host.
+	Client     string
 	ID         string
 	SourceNode string
 	SourcePath string

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -102,6 +103,9 @@ func parseRegion(s string) (*pb.RegionRef, error) {
 		if ref.Length, err = parseSize(parts[2]); err != nil {
 			return nil, fmt.Errorf("region length: %w", err)
 		}
+	}
+	if ref.Offset > math.MaxInt64-ref.Length {
+		return nil, fmt.Errorf("region window out of range: offset %d + length %d overflows a 64-bit offset", ref.Offset, ref.Length)
 	}
 	return ref, nil
 }

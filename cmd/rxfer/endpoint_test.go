@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -21,6 +22,9 @@ func TestParseEndpoint(t *testing.T) {
 		{in: "n:7470:@", wantErr: "@NAME"},
 		{in: "n:7470:@b:x", wantErr: "not a size"},
 		{in: "n:7470:@b:1:2:3", wantErr: "@NAME"},
+		{in: "n:7470:@b:4611686018427387904:4611686018427387904", wantErr: "out of range"},
+		{in: "n:7470:@b:4294967296G:4294967296G", wantErr: "out of range"},
+		{in: "n:7470:@b:4611686018427387904:4611686018427387903", want: endpoint{Node: "n:7470", Region: &pb.RegionRef{Name: "b", Offset: 1 << 62, Length: 1<<62 - 1}}},
 		{in: "big.bin", want: endpoint{Path: "big.bin"}},
 		{in: "/data/big.bin", want: endpoint{Path: "/data/big.bin"}},
 		{in: "./a:b", want: endpoint{Path: "./a:b"}},
@@ -52,13 +56,16 @@ func TestParseEndpoint(t *testing.T) {
 }
 
 func FuzzParseEndpoint(f *testing.F) {
-	for _, s := range []string{"a:1:/x", "[::1]:2:/y", "local", "h:/p", ":::", "[", "]:"} {
+	for _, s := range []string{"a:1:/x", "[::1]:2:/y", "local", "h:/p", ":::", "[", "]:", "h:1:@r:4611686018427387904:4611686018427387904"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		e, err := parseEndpoint(s)
 		if err == nil && e.Remote() && e.Path == "" && e.Region == nil {
 			t.Fatalf("remote endpoint %q parsed with an empty path", s)
+		}
+		if r := e.Region; err == nil && r != nil && (r.Offset < 0 || r.Length < 0 || r.Offset > math.MaxInt64-r.Length) {
+			t.Fatalf("region window %q parsed as offset %d length %d, which overflows", s, r.Offset, r.Length)
 		}
 	})
 }

@@ -38,6 +38,10 @@ func cmdServe(args []string) error {
 	})
 	maxTransfers := fs.Int("max-transfers", transfer.DefaultMaxConcurrent, "maximum concurrent transfers")
 	maxRegistered := fs.Int64("max-registered", transfer.DefaultMaxRegistered, "maximum bytes of all memory regions")
+	perClient := fs.Int("max-transfers-per-client", transfer.DefaultMaxTransfersPerClient, "maximum unfinished incoming transfers per client address (negative: no limit)")
+	reservedPerClient := fs.Int64("max-reserved-per-client", transfer.DefaultMaxReservedPerClient, "maximum bytes of disk one client address may reserve with unfinished transfers (negative: no limit)")
+	firstByte := fs.Duration("first-byte-timeout", transfer.DefaultFirstByteTimeout, "abort a prepared transfer that receives no data for this long")
+	maxUnauth := fs.Int("max-unauthenticated-conns", fallback.DefaultMaxUnauthenticated, "maximum data connections that have not presented their token yet; more are refused at once")
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
 	streams := fs.Int("streams", fallback.DefaultStreams, "parallel TCP data streams for files this node sends")
 	mode := fs.String("send-mode", fallback.DefaultMode.String(), "TCP sender: sendfile or readwrite")
@@ -57,6 +61,9 @@ func cmdServe(args []string) error {
 	}
 	if *rdmaLanes < 1 || *rdmaLanes > transfer.MaxRDMALanes {
 		return usagef("--rdma-lanes %d: want 1 to %d", *rdmaLanes, transfer.MaxRDMALanes)
+	}
+	if *firstByte <= 0 || *maxUnauth < 1 {
+		return usagef("--first-byte-timeout and --max-unauthenticated-conns must be positive")
 	}
 	if *root == "" || fs.NArg() > 0 {
 		return usagef("--root DIR is required and no arguments are taken")
@@ -82,7 +89,7 @@ func cmdServe(args []string) error {
 		return err
 	}
 	defer r.Close()
-	data, err := fallback.Listen(*dataListen, log)
+	data, err := fallback.ListenConfig{MaxUnauthenticated: *maxUnauth}.Listen(*dataListen, log)
 	if err != nil {
 		return fmt.Errorf("data channel: %w", err)
 	}
@@ -94,6 +101,7 @@ func cmdServe(args []string) error {
 	host, _ := os.Hostname()
 	node := transfer.NewNode(transfer.Config{
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
+		MaxTransfersPerClient: *perClient, MaxReservedPerClient: *reservedPerClient, FirstByteTimeout: *firstByte,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},

@@ -119,6 +119,3 @@ func TestTokenFileReadableByOthers(t *testing.T) {
 	}
 }
 
-func containsAll(s string, subs []string) bool {
-	return !slices.ContainsFunc(subs, func(sub string) bool { return !strings.Contains(s, sub) })
-}
