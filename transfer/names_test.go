@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,8 +62,10 @@ func FuzzResolvePath(f *testing.F) {
 		if err := checkPath("final path", d.FinalPath); err != nil {
 			t.Fatalf("CreateDestination(%q, %q) accepted final path %q: %v", dest, src, d.FinalPath, err)
 		}
-		if _, err := os.Stat(filepath.Join(dir, filepath.Dir(d.FinalPath), d.partial)); err != nil {
-			t.Fatalf("CreateDestination(%q, %q): partial file not beneath the root: %v", dest, src, err)
+		// The file (unnamed with O_TMPFILE) lives in the directory d.dir holds open.
+		at, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", d.dir.Fd()))
+		if err != nil || (at != dir && !strings.HasPrefix(at, dir+"/")) {
+			t.Fatalf("CreateDestination(%q, %q): destination directory %q (%v) not beneath the root %q", dest, src, at, err, dir)
 		}
 	})
 }

@@ -118,4 +118,3 @@ func TestTokenFileReadableByOthers(t *testing.T) {
 		}
 	}
 }
-

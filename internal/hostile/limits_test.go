@@ -69,8 +69,13 @@ func TestHostileReservedPerClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantExhausted(t, "a Prepare beyond the client's reserved bytes", rawPrepare(peer, "more", "/more", 512<<10), "--max-reserved-per-client")
-	if names := v.names(t, "."); len(names) != 1 {
-		t.Errorf("the root holds %q, want only the first partial file", names)
+	// The refused Prepare created nothing: the root shows no name (partial
+	// files are unnamed), and the node holds only the first transfer.
+	if names := v.names(t, "."); len(names) != 0 {
+		t.Errorf("the root holds %q, want nothing visible", names)
+	}
+	if list := v.Node.List(); len(list) != 1 || list[0].ID != "big" {
+		t.Errorf("the node holds %d transfers (%+v), want only %q", len(list), list, "big")
 	}
 	if err := rawPrepare(peer, "fits", "/fits", 256<<10); err != nil {
 		t.Fatalf("a Prepare within the client's reserved bytes = %v", err)

@@ -42,24 +42,55 @@ const (
 	readyTimeout = 30 * time.Second
 )
 
-// RxferBinary builds cmd/rxfer into a temporary directory of t and returns
-// its path, or skips t when there is no go command to build it with.
+// built is the rxfer binary this test process built, once for every test.
+var built struct {
+	once      sync.Once
+	dir, path string
+	err       error
+	skip      bool
+}
+
+// RxferBinary returns $RXFER_BIN or an rxfer binary built from cmd/rxfer
+// once per test process (CleanupBinary removes it), and skips t when there is
+// no go command to build it with.
 func RxferBinary(t testing.TB) string {
 	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		if goroot := os.Getenv("GOROOT"); goroot != "" {
-			goCmd, err = filepath.Join(goroot, "bin", "go"), nil
+	if bin := os.Getenv("RXFER_BIN"); bin != "" {
+		return bin
+	}
+	built.once.Do(func() {
+		goCmd, err := exec.LookPath("go")
+		if err != nil {
+			if goroot := os.Getenv("GOROOT"); goroot != "" {
+				goCmd, err = filepath.Join(goroot, "bin", "go"), nil
+			}
 		}
-	}
-	if err != nil {
+		if err != nil {
+			built.skip = true
+			return
+		}
+		if built.dir, built.err = os.MkdirTemp("", "rxfer-hostile-"); built.err != nil {
+			return
+		}
+		built.path = filepath.Join(built.dir, "rxfer")
+		if out, err := exec.Command(goCmd, "build", "-o", built.path, "github.com/rxfer/rxfer/cmd/rxfer").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build rxfer: %w\n%s", err, out)
+		}
+	})
+	switch {
+	case built.skip:
 		t.Skip("no go command to build rxfer with")
+	case built.err != nil:
+		t.Fatal(built.err)
 	}
-	bin := filepath.Join(t.TempDir(), "rxfer")
-	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/rxfer/rxfer/cmd/rxfer").CombinedOutput(); err != nil {
-		t.Fatalf("go build rxfer: %v\n%s", err, out)
+	return built.path
+}
+
+// CleanupBinary removes the binary RxferBinary built; TestMain calls it.
+func CleanupBinary() {
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
 	}
-	return bin
 }
 
 // rxferCommand is bin with args in an environment without a token the test did not choose.
