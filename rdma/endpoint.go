@@ -267,7 +267,7 @@ func (e *endpoint) connectConfig(remote EndpointInfo) (verbs.ConnectConfig, verb
 	mtu := min(e.sel.mtu, rmtu)
 	cfg := verbs.ConnectConfig{
 		Port: e.sel.port, GIDIndex: e.info.GIDIndex, PSN: e.info.PSN, Access: e.access, MTU: mtu,
-		HopLimit: 64, Timeout: verbs.DefaultTimeout, RetryCount: verbs.DefaultRetryCount, RNRRetry: 7, MinRNRTimer: 12, MaxRdAtomic: 1,
+		HopLimit: 64, Timeout: verbs.DefaultTimeout, RetryCount: verbs.DefaultRetryCount, RNRRetry: verbs.DefaultRNRRetry, MinRNRTimer: verbs.DefaultMinRNRTimer, MaxRdAtomic: 1,
 	}
 	peer := verbs.PeerInfo{QPN: remote.QPN, PSN: remote.PSN, GID: verbs.GID(remote.GID), GIDIndex: remote.GIDIndex, MTU: rmtu}
 	return cfg, peer, nil

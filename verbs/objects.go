@@ -530,8 +530,8 @@ func (qp *QueuePair) ReadyToSend(cfg ConnectConfig) error {
 
 // Connect takes a QP in RESET through INIT and RTR to RTS, connected to
 // peer. Zero fields of cfg get defaults: port 1, MTU min(peer, local active),
-// hop limit 64, [DefaultTimeout], [DefaultRetryCount], RNR retry 7 (infinite),
-// min RNR timer 12, one
+// hop limit 64, [DefaultTimeout], [DefaultRetryCount], [DefaultRNRRetry],
+// [DefaultMinRNRTimer], one
 // outstanding RDMA READ. The GRH is always set: RoCE has no LIDs.
 func (qp *QueuePair) Connect(cfg ConnectConfig, peer PeerInfo) error {
 	port := cfg.Port

@@ -400,23 +400,29 @@ type ConnectConfig struct {
 	TrafficClass uint8
 	Timeout      uint8 // local ACK timeout, 4.096 µs * 2^Timeout; default [DefaultTimeout]
 	RetryCount   uint8 // transport retries; default [DefaultRetryCount]
-	RNRRetry     uint8 // default 7 (infinite)
-	MinRNRTimer  uint8 // default 12
+	RNRRetry     uint8 // RNR retries (7 = for ever); default [DefaultRNRRetry]
+	MinRNRTimer  uint8 // RNR NAK delay code; default [DefaultMinRNRTimer]
 	MaxRdAtomic  uint8 // outstanding RDMA READs both ways, default 1
 }
 
-// Transport retry defaults: a peer that stops answering fails the work
-// request with RETRY_EXC_ERR after about (DefaultRetryCount+1) ×
-// DefaultTimeout of silence (~1.9 s).
+// Retry defaults. Both retry counts are finite, so every stalled send queue
+// ends in a work completion error: a peer that stops acknowledging fails the
+// request with RETRY_EXC_ERR after (DefaultRetryCount+1) × DefaultTimeout
+// (~7.5 s), one that stops posting receives with RNR_RETRY_EXC_ERR after
+// (DefaultRNRRetry+1) × DefaultMinRNRTimer (~3.4 s).
 const (
-	// DefaultTimeout is the local ACK timeout exponent: 4.096 µs × 2^16 ≈ 268 ms,
-	// long enough that a busy software device (rxe under emulation) does not
-	// spend its retries on acks that are merely late.
-	DefaultTimeout = 16
+	// DefaultTimeout is the local ACK timeout exponent: 4.096 µs × 2^18 ≈ 1.07 s
+	// (NCCL's default too), so a slow but moving link (rxe in a loaded VM)
+	// does not spend its retries on acks that are merely late.
+	DefaultTimeout = 18
 	// DefaultRetryCount is 6, not the customary 7: rxe treats a transport
-	// retry count of 7 like an RNR retry count of 7, retrying forever, so a
+	// retry count of 7 like an RNR retry count of 7 and retries for ever, so a
 	// vanished peer would never fail a work request.
 	DefaultRetryCount = 6
+	// DefaultRNRRetry is 6: 7 means "for ever".
+	DefaultRNRRetry = 6
+	// DefaultMinRNRTimer is the RNR NAK delay code 31 (491.52 ms).
+	DefaultMinRNRTimer = 31
 )
 
 func (c *ConnectConfig) withDefaults(peer PeerInfo, local MTU) ConnectConfig {
@@ -440,10 +446,10 @@ func (c *ConnectConfig) withDefaults(peer PeerInfo, local MTU) ConnectConfig {
 		d.RetryCount = DefaultRetryCount
 	}
 	if d.RNRRetry == 0 {
-		d.RNRRetry = 7
+		d.RNRRetry = DefaultRNRRetry
 	}
 	if d.MinRNRTimer == 0 {
-		d.MinRNRTimer = 12
+		d.MinRNRTimer = DefaultMinRNRTimer
 	}
 	if d.MaxRdAtomic == 0 {
 		d.MaxRdAtomic = 1
