@@ -50,15 +50,3 @@ func TestParseEndpoint(t *testing.T) {
 		}
 	}
 }
-
-func FuzzParseEndpoint(f *testing.F) {
-	for _, s := range []string{"a:1:/x", "[::1]:2:/y", "local", "h:/p", ":::", "[", "]:"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		e, err := parseEndpoint(s)
-		if err == nil && e.Remote() && e.Path == "" && e.Region == nil {
-			t.Fatalf("remote endpoint %q parsed with an empty path", s)
-		}
-	})
-}
