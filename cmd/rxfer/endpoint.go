@@ -64,6 +64,10 @@ func parseEndpoint(s string) (endpoint, error) {
 	if host == "" {
 		return bad("no host")
 	}
+	// net.JoinHostPort brackets only hosts with a colon: "a]b:7470" could not be split again.
+	if strings.ContainsAny(host, "[]") {
+		return bad(fmt.Sprintf("host %s: brackets go only around an IPv6 address", quoteInput(host)))
+	}
 	port := DefaultPort
 	if p, path, ok := strings.Cut(rest, ":"); ok && !strings.Contains(p, "/") && !strings.HasPrefix(p, "@") {
 		n, err := strconv.Atoi(p)
