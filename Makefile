@@ -14,7 +14,7 @@ HOST_APT  := iproute2
 BENCH_APT := $(HOST_APT) iperf3
 DEPS      := scripts/deps.sh
 
-.PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean
+.PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean fuzz
 
 all: build
 
@@ -57,6 +57,21 @@ vet:
 
 test-host: deps-host vet build-nocgo
 	$(GO) test -count=1 -timeout 15m ./...
+
+# Every Fuzz* target in the module for FUZZTIME each, stopping at the first
+# failure (`go test ./...` runs their seed corpora). `go test -list` finds the
+# targets, so new ones are fuzzed without editing this file.
+FUZZTIME ?= 30s
+fuzz: deps-host
+	@list=$$($(GO) test -list '^Fuzz' ./...) || { echo "$$list"; exit 1; }; \
+	targets=$$(echo "$$list" | awk '/^Fuzz/ { names = names " " $$1 } \
+		/^ok / { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 "," a[i]; names = "" }'); \
+	[ -n "$$targets" ] || { echo "fuzz: no Fuzz targets found"; exit 1; }; \
+	for t in $$targets; do pkg=$${t%,*}; name=$${t#*,}; \
+		echo "== fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || { echo "fuzz: $$name ($$pkg) FAILED"; exit 1; }; \
+	done; \
+	echo "fuzz: $$(echo $$targets | wc -w) targets, $(FUZZTIME) each, no failure"
 
 bench: deps-bench build
 	@scripts/bench.sh $(BIN)

@@ -87,6 +87,11 @@ func parseReply(b []byte) error {
 	if len(b) != replyLen || [4]byte(b[0:4]) != replyMagic {
 		return fmt.Errorf("%w: bad preamble reply", ErrBadHeader)
 	}
+	// Reserved bytes must be zero, as in acks: a receiver that sets them speaks
+	// something this sender does not understand.
+	if b[5]|b[6]|b[7] != 0 {
+		return fmt.Errorf("%w: preamble reply has reserved bytes %x", ErrBadHeader, b[5:8])
+	}
 	switch b[4] {
 	case replyOK:
 		return nil

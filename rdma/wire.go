@@ -49,7 +49,7 @@ type ackMsg struct {
 }
 
 // Layout (little-endian, the byte order of every RDMA host rxfer runs on —
-// fixed, not native):
+// fixed, not native); reserved bytes are zero and a chunk is never empty:
 //
 //	chunk: magic "RXRC" | type u8 = 1 | version u8 = 1 | reserved u16 | slot u32 |
 //	       index u32 | offset i64 | length u32 | crc32c u32                    32 bytes
@@ -76,7 +76,10 @@ func parseChunkMsg(b []byte) (chunkMsg, error) {
 	m := chunkMsg{Slot: le.Uint32(b[8:]), Chunk: chunk.Chunk{
 		Index: le.Uint32(b[12:]), Offset: int64(le.Uint64(b[16:])), Length: le.Uint32(b[24:]), CRC: le.Uint32(b[28:]),
 	}}
-	if c := m.Chunk; c.Offset < 0 || c.Offset+int64(c.Length) < c.Offset {
+	if b[6]|b[7] != 0 {
+		return chunkMsg{}, fmt.Errorf("%w: chunk message has reserved bytes %x", errBadMessage, b[6:8])
+	}
+	if c := m.Chunk; c.Offset < 0 || c.Length == 0 || c.Offset+int64(c.Length) < c.Offset {
 		return m, fmt.Errorf("%w: chunk %d: bad range offset %d length %d", errBadMessage, c.Index, c.Offset, c.Length)
 	}
 	return m, nil
@@ -98,7 +101,21 @@ func parseAckMsg(b []byte) (ackMsg, error) {
 	if !m.Status.Valid() {
 		return m, fmt.Errorf("%w: unknown ack status %d", errBadMessage, m.Status)
 	}
+	if b[7] != 0 || !allZero(b[16:]) {
+		return m, fmt.Errorf("%w: ack for chunk %d has reserved bytes set", errBadMessage, m.Index)
+	}
 	return m, nil
+}
+
+// allZero reports whether b holds only zero bytes. Reserved bytes must be zero
+// so that a peer speaking an extension this version does not know is refused.
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // ackError is the done() verdict for an ack status; a checksum mismatch

@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/transfer"
@@ -122,7 +123,10 @@ func channelFromProto(c *pb.RdmaChannel) (transfer.RDMAChannel, error) {
 		return transfer.RDMAChannel{}, err
 	}
 	out := transfer.RDMAChannel{Endpoint: ep, Direct: c.Direct, Reused: c.Reused}
-	for _, b := range c.Slots {
+	for i, b := range c.Slots {
+		if b == nil { // never from the wire, but a converter takes any message
+			return transfer.RDMAChannel{}, fmt.Errorf("%w: RDMA channel slot %d is empty", transfer.ErrInvalid, i)
+		}
 		out.Slots = append(out.Slots, transfer.RDMABuffer{Addr: b.Addr, RKey: b.Rkey, Len: b.Length})
 	}
 	return out, nil
@@ -154,12 +158,24 @@ func regionRefFromProto(r *pb.RegionRef) (*transfer.RegionRef, error) {
 		return nil, nil
 	}
 	if r.Name == "" || r.Offset < 0 || r.Length < 0 {
-		return nil, fmt.Errorf("%w: region window %q offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, r.Name, r.Offset, r.Length)
+		return nil, fmt.Errorf("%w: region window %s offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, quoteInput(r.Name), r.Offset, r.Length)
 	}
 	if r.Offset > math.MaxInt64-r.Length {
-		return nil, fmt.Errorf("%w: region window %q offset %d + length %d overflows a 64-bit offset", transfer.ErrOutOfRange, r.Name, r.Offset, r.Length)
+		return nil, fmt.Errorf("%w: region window %s: offset %d + length %d is past the largest offset, %d", transfer.ErrOutOfRange, quoteInput(r.Name), r.Offset, r.Length, int64(math.MaxInt64))
 	}
 	return &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}, nil
+}
+
+// maxEcho is how much of a request's string an error repeats.
+const maxEcho = 256
+
+// quoteInput quotes s for an error, cut to maxEcho bytes so that a huge field
+// does not become a huge status message.
+func quoteInput(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:maxEcho]), len(s))
 }
 
 func regionRefToProto(r *transfer.RegionRef) *pb.RegionRef {
