@@ -3,7 +3,6 @@ package service
 import (
 	"fmt"
 	"math"
-	"strconv"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/transfer"
@@ -158,24 +157,12 @@ func regionRefFromProto(r *pb.RegionRef) (*transfer.RegionRef, error) {
 		return nil, nil
 	}
 	if r.Name == "" || r.Offset < 0 || r.Length < 0 {
-		return nil, fmt.Errorf("%w: region window %s offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, quoteInput(r.Name), r.Offset, r.Length)
+		return nil, fmt.Errorf("%w: region window %s offset %d length %d (want a name and offsets >= 0)", transfer.ErrInvalid, transfer.Quote(r.Name), r.Offset, r.Length)
 	}
 	if r.Offset > math.MaxInt64-r.Length {
-		return nil, fmt.Errorf("%w: region window %s: offset %d + length %d is past the largest offset, %d", transfer.ErrOutOfRange, quoteInput(r.Name), r.Offset, r.Length, int64(math.MaxInt64))
+		return nil, fmt.Errorf("%w: region window %s: offset %d + length %d is past the largest offset, %d", transfer.ErrOutOfRange, transfer.Quote(r.Name), r.Offset, r.Length, int64(math.MaxInt64))
 	}
 	return &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}, nil
-}
-
-// maxEcho is how much of a request's string an error repeats.
-const maxEcho = 256
-
-// quoteInput quotes s for an error, cut to maxEcho bytes so that a huge field
-// does not become a huge status message.
-func quoteInput(s string) string {
-	if len(s) <= maxEcho {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:maxEcho]), len(s))
 }
 
 func regionRefToProto(r *transfer.RegionRef) *pb.RegionRef {

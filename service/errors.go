@@ -67,6 +67,9 @@ func isEngineErr(err error) bool {
 
 // fromStatus converts a peer's gRPC status error into an engine error that
 // wraps the matching sentinel, keeping the peer's message.
+// maxPeerMessage bounds how much of a peer's status message is passed on.
+const maxPeerMessage = 1024
+
 func fromStatus(peer string, err error) error {
 	if err == nil {
 		return nil
@@ -74,6 +77,10 @@ func fromStatus(peer string, err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
+	}
+	// A peer's message reaches our logs and the user's terminal: cap it.
+	if msg := st.Message(); len(msg) > maxPeerMessage {
+		st = status.New(st.Code(), fmt.Sprintf("%s... (%d bytes)", msg[:maxPeerMessage], len(msg)))
 	}
 	if st.Code() == codes.Unavailable {
 		return &peerError{fmt.Sprintf("peer %s unavailable: %s", peer, st.Message()), transfer.ErrPeerUnavailable}

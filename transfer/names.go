@@ -55,6 +55,10 @@ func checkChars(what, s string) error {
 	return nil
 }
 
+// Quote quotes s for an error message, cut to its first 256 bytes: an
+// error never echoes a whole request back (service and the CLI use it too).
+func Quote(s string) string { return shown(s) }
+
 // shown quotes s for an error message, cut to its first maxEcho bytes.
 func shown(s string) string {
 	if len(s) <= maxEcho {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/transfer"
 )
 
 // DefaultPort is the control port assumed when an endpoint names none.
@@ -46,7 +47,7 @@ func parseEndpoint(s string) (endpoint, error) {
 		return endpoint{Path: s}, nil
 	}
 	bad := func(why string) (endpoint, error) {
-		return endpoint{}, fmt.Errorf("invalid endpoint %s: %s; expected %s", quoteInput(s), why, endpointForms)
+		return endpoint{}, fmt.Errorf("invalid endpoint %s: %s; expected %s", transfer.Quote(s), why, endpointForms)
 	}
 	var host, rest string
 	if strings.HasPrefix(s, "[") {
@@ -56,7 +57,7 @@ func parseEndpoint(s string) (endpoint, error) {
 		}
 		host, rest = s[1:end], s[end+2:]
 		if net.ParseIP(host) == nil {
-			return bad(fmt.Sprintf("%s is not an IP address", quoteInput(host)))
+			return bad(fmt.Sprintf("%s is not an IP address", transfer.Quote(host)))
 		}
 	} else {
 		host, rest = s[:colon], s[colon+1:]
@@ -66,13 +67,13 @@ func parseEndpoint(s string) (endpoint, error) {
 	}
 	// net.JoinHostPort brackets only hosts with a colon: "a]b:7470" could not be split again.
 	if strings.ContainsAny(host, "[]") {
-		return bad(fmt.Sprintf("host %s: brackets go only around an IPv6 address", quoteInput(host)))
+		return bad(fmt.Sprintf("host %s: brackets go only around an IPv6 address", transfer.Quote(host)))
 	}
 	port := DefaultPort
 	if p, path, ok := strings.Cut(rest, ":"); ok && !strings.Contains(p, "/") && !strings.HasPrefix(p, "@") {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return bad(fmt.Sprintf("port %s is not a number from 1 to 65535", quoteInput(p)))
+			return bad(fmt.Sprintf("port %s is not a number from 1 to 65535", transfer.Quote(p)))
 		}
 		port, rest = n, path
 	}
@@ -94,7 +95,7 @@ func parseEndpoint(s string) (endpoint, error) {
 func parseRegion(s string) (*pb.RegionRef, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) > 3 || parts[0] == "" {
-		return nil, fmt.Errorf("region %s: want @NAME, @NAME:OFFSET or @NAME:OFFSET:LENGTH", quoteInput(s))
+		return nil, fmt.Errorf("region %s: want @NAME, @NAME:OFFSET or @NAME:OFFSET:LENGTH", transfer.Quote(s))
 	}
 	ref := &pb.RegionRef{Name: parts[0]}
 	var err error
@@ -111,7 +112,7 @@ func parseRegion(s string) (*pb.RegionRef, error) {
 	// Each is at most 2^62, so only the sum can overflow; the node would refuse
 	// it too, but the user's mistake is clearer here.
 	if ref.Offset > math.MaxInt64-ref.Length {
-		return nil, fmt.Errorf("region window %d+%d ends past the largest offset, %d", ref.Offset, ref.Length, int64(math.MaxInt64))
+		return nil, fmt.Errorf("region window out of range: offset %d + length %d ends past the largest offset, %d", ref.Offset, ref.Length, int64(math.MaxInt64))
 	}
 	return ref, nil
 }
@@ -131,31 +132,19 @@ func parseSize(s string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v < 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("%s is not a size (bytes, or with K, M or G)", quoteInput(s))
+		return 0, fmt.Errorf("%s is not a size (bytes, or with K, M or G)", transfer.Quote(s))
 	}
 	return v * mult, nil
-}
-
-// maxEcho is how much of an argument an error message repeats.
-const maxEcho = 256
-
-// quoteInput quotes s for an error message, cut to maxEcho bytes so that a huge
-// argument does not become a huge message.
-func quoteInput(s string) string {
-	if len(s) <= maxEcho {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:maxEcho]), len(s))
 }
 
 // parseNode reads a HOST:PORT (or [IPv6]:PORT) argument.
 func parseNode(s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil || host == "" {
-		return "", fmt.Errorf("invalid node address %s: expected HOST:PORT or [IPv6]:PORT", quoteInput(s))
+		return "", fmt.Errorf("invalid node address %s: expected HOST:PORT or [IPv6]:PORT", transfer.Quote(s))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("invalid node address %s: port must be a number from 1 to 65535", quoteInput(s))
+		return "", fmt.Errorf("invalid node address %s: port must be a number from 1 to 65535", transfer.Quote(s))
 	}
 	return s, nil
 }
