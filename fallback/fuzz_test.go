@@ -75,7 +75,7 @@ func FuzzParsePreamble(f *testing.F) {
 }
 
 func FuzzParseReply(f *testing.F) {
-	for _, s := range []byte{replyOK, replyUnknownToken, replyBadVersion, 3, 0xff} {
+	for _, s := range []byte{replyOK, replyUnknownToken, replyBadVersion, replyBusy, 4, 0xff} {
 		f.Add(appendReply(nil, s))
 	}
 	f.Add([]byte("RXFR"))
@@ -91,8 +91,12 @@ func FuzzParseReply(f *testing.F) {
 			if !bytes.Equal(b, appendReply(nil, replyUnknownToken)) {
 				t.Fatalf("reply %x taken as unknown token", b)
 			}
+		case errors.Is(err, ErrReceiverBusy):
+			if !bytes.Equal(b, appendReply(nil, replyBusy)) {
+				t.Fatalf("reply %x taken as busy", b)
+			}
 		case !errors.Is(err, ErrBadHeader):
-			t.Fatalf("error %v wraps neither ErrUnknownToken nor ErrBadHeader", err)
+			t.Fatalf("error %v wraps none of ErrUnknownToken, ErrReceiverBusy, ErrBadHeader", err)
 		}
 	})
 }
