@@ -172,7 +172,10 @@ func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResp
 	rec := in.rec
 	rec.info.Transport, rec.info.FallbackReason = resp.Transport, resp.FallbackReason
 	first := n.cfg.FirstByteTimeout
-	if first < 0 {
+	if first < 0 || (resp.Transport == TransportRDMA && first < n.cfg.IdleTimeout) {
+		// Over RDMA the first sign of data is a whole chunk's message (4 MiB
+		// WRITEs on a slow link can take longer than the deadline): the idle
+		// timeout applies; the per-client quotas still bound what is held.
 		first = n.cfg.IdleTimeout
 	}
 	rec.mu.Lock() // sawData reads in.idle under it
