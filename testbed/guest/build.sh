@@ -20,6 +20,13 @@ cache=$(cd "$cache" && pwd)
 
 log() { echo "build-guest: $*" >&2; }
 
+# Modules in the order they must be inserted (dependencies first). Order
+# matters: crc32_generic must be present or 'rdma link add' fails. tls gives
+# the guest kTLS (the host kernel has none). The list is the cache stamp:
+# changing it rebuilds the guest.
+mods="crc32_generic virtio_pci 9pnet_virtio 9p overlay rdma_rxe virtio_net tls"
+fresh() { [ -f "$1/ok" ] && [ "$(cat "$1/ok")" = "$mods" ]; }
+
 kpkg=${TESTBED_KERNEL_PKG:-}
 if [ -z "$kpkg" ]; then
 	kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
@@ -34,7 +41,7 @@ fi
 if [ -z "$kpkg" ]; then
 	# No apt lists (apt-get update never ran): reuse the newest cached guest.
 	last=$(ls -d "$cache"/guest-*/ 2>/dev/null | sort -V | tail -n 1)
-	if [ -n "$last" ] && [ -f "$last/ok" ]; then
+	if [ -n "$last" ] && fresh "$last"; then
 		echo "${last%/}"
 		exit 0
 	fi
@@ -43,7 +50,7 @@ if [ -z "$kpkg" ]; then
 fi
 kver=${kpkg#linux-image-}
 guest=$cache/guest-$kver
-if [ -f "$guest/ok" ]; then
+if fresh "$guest"; then
 	echo "$guest"
 	exit 0
 fi
@@ -52,7 +59,7 @@ fi
 if command -v flock >/dev/null 2>&1; then
 	exec 9>"$cache/.lock"
 	flock 9
-	if [ -f "$guest/ok" ]; then
+	if fresh "$guest"; then
 		echo "$guest"
 		exit 0
 	fi
@@ -83,9 +90,6 @@ dpkg-deb -x "$deb" "$tmp/kroot"
 # The package ships no modules.dep.
 depmod -b "$tmp/kroot" "$kver"
 
-# Modules in the order they must be inserted (dependencies first). Order
-# matters: crc32_generic must be present or 'rdma link add' fails.
-mods="crc32_generic virtio_pci 9pnet_virtio 9p overlay rdma_rxe virtio_net"
 root=$tmp/initramfs
 mkdir -p "$root/bin" "$root/lib/modules" "$root/proc" "$root/sys" "$root/dev" \
 	"$root/host" "$root/rw" "$root/newroot"
@@ -123,7 +127,7 @@ else
 fi
 echo "$kver" >"$tmp/out/version"
 cp "$root/lib/modules/order" "$tmp/out/modules"
-touch "$tmp/out/ok"
+echo "$mods" >"$tmp/out/ok"
 rm -rf "$guest"
 mv "$tmp/out" "$guest"
 log "guest ready: $(du -sh "$guest" | cut -f1), modules: $(tr '\n' ' ' <"$guest/modules")"
