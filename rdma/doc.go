@@ -83,16 +83,17 @@
 //
 // A receiver with ReceiverConfig.Window receives into caller-owned memory instead (the engine
 // passes a MAP_SHARED mapping of a memfd-backed region's window): it is
-// registered as one memory region, LOCAL_WRITE|REMOTE_WRITE, for that
-// receiver's lifetime only, and offered as ceil(len/S) slots, slot i being
-// bytes [i*S, (i+1)*S). A sender connected with [Sender.ConnectWindow]
-// writes the chunk with index i into slot i; the receiver admits it, checks
-// the CRC32C in place and acknowledges it — no pwrite, the bytes are already
-// where they belong. Slots are not reused, so credits are the depth only.
+// offered as ceil(len/S) slots, slot i being bytes [i*S, (i+1)*S), each
+// registered as a memory region of its own (LOCAL_WRITE|REMOTE_WRITE). A
+// sender connected with [Sender.ConnectWindow] writes the chunk with index i
+// into slot i; the receiver admits it, deregisters the slot, then checks the
+// CRC32C in place and acknowledges it — no pwrite, the bytes are already
+// where they belong. Deregistering first makes a verified chunk final: a
+// later WRITE to its slot fails at the responder (REM_ACCESS_ERR) instead of
+// landing, so commit needs no second pass over the window. A slot whose
+// chunk fails its CRC is registered again and its new rkey rides in the
+// ack, for the resend. Slots are not reused, so credits are the depth only.
 // The protocol messages are the same (the slot field equals the index).
-// The window stays writable by the sender until Close or Park deregisters
-// it, so a verified slot can be written again: the engine verifies the
-// whole window once more after that, before it commits.
 //
 // Why WRITE + SEND rather than WRITE_WITH_IMM: the receiver needs the index,
 // offset, length and CRC of the chunk, which do not fit the 32 bits of an

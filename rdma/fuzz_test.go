@@ -43,6 +43,7 @@ func FuzzParseChunkMsg(f *testing.F) {
 func FuzzParseAckMsg(f *testing.F) {
 	for _, m := range []ackMsg{
 		{Slot: 1, Index: 2, Status: chunk.StatusChecksum},
+		{Slot: 3, Index: 3, Status: chunk.StatusChecksum, RKey: 0x1234},
 		{Slot: 1<<32 - 1, Index: 1<<32 - 1, Status: chunk.StatusRejected},
 		{Status: 4},
 	} {
@@ -60,6 +61,9 @@ func FuzzParseAckMsg(f *testing.F) {
 		}
 		if !m.Status.Valid() {
 			t.Fatalf("accepted status %d", m.Status)
+		}
+		if m.RKey != 0 && m.Status != chunk.StatusChecksum {
+			t.Fatalf("accepted an rkey with status %d", m.Status)
 		}
 		if got := encodeMsg(func(out []byte) { putAckMsg(out, m) }); !bytes.Equal(got, b) {
 			t.Fatalf("re-encoding %+v gives %x, input was %x", m, got, b)

@@ -35,12 +35,13 @@ type Receiver struct {
 	nslots int
 	sink   chunk.Sink
 
-	// Window mode: window is the caller's memory, registered as windowMR;
-	// slot i is window[i*slotSize:] (the last one shorter).
-	window   []byte
-	windowMR *verbs.MemoryRegion
-	slotSize int
-	inPlace  atomic.Int64 // chunks verified in place in the window
+	// Window mode: window is the caller's memory; slot i is
+	// window[i*slotSize:] (the last one shorter), registered as windowMRs[i]
+	// until its chunk is verified (nil after: its rkey is dead).
+	window    []byte
+	windowMRs []*verbs.MemoryRegion
+	slotSize  int
+	inPlace   atomic.Int64 // chunks verified in place in the window
 
 	// Staging mode with a MappedSink: its mapping, and the file offset of
 	// mapped[0]; verified chunks are copied there instead of pwritten.
@@ -80,18 +81,14 @@ type ReceiverConfig struct {
 	// MappedSink) and the slot is returned to the sender.
 	Slots int
 	// Window, when set, selects window mode: the memory (mmap'd, never Go
-	// heap memory; it must stay mapped until Close returned) is registered as
-	// one memory region with LOCAL_WRITE|REMOTE_WRITE for this receiver's
-	// lifetime only and offered as ceil(len(Window)/SlotSize) slots (at most
-	// MaxWindowSlots), slot i being Window[i*SlotSize:], the last one
-	// shorter. The sender must use [Sender.ConnectWindow]; nothing is copied
-	// after a chunk landed, the sink's file is never written and Admit's
-	// offset is not used. One rkey covers the whole window: unlike staging
-	// slots, a WRITE of the (authenticated) sender is bounded by the window,
-	// not by its slot. The window stays writable until Close or Park
-	// deregisters it, so a chunk verified in it can be written again: a
-	// caller that needs the verified bytes verifies the window once more
-	// after that (the engine does, before it commits).
+	// heap memory; it must stay mapped until Close returned) is offered as
+	// ceil(len(Window)/SlotSize) slots (at most MaxWindowSlots), slot i
+	// being Window[i*SlotSize:], the last one shorter, each registered as a
+	// memory region of its own with LOCAL_WRITE|REMOTE_WRITE until its chunk
+	// is verified: a WRITE of the (authenticated) sender is bounded by its
+	// slot, and a verified chunk cannot be written again. The sender must
+	// use [Sender.ConnectWindow]; nothing is copied after a chunk landed, the
+	// sink's file is never written and Admit's offset is not used.
 	Window []byte
 	// Resume, when set, is a parked endpoint ([Receiver.Park]) to take
 	// instead of a new queue pair: it is still connected to the sender that
@@ -182,22 +179,35 @@ func stagingSlots(slots, slotSize int) func(r *Receiver) ([]RemoteBuffer, error)
 	}
 }
 
-// windowSlots registers the caller's memory as one region and offers it as
-// n slots of slotSize bytes.
+// windowSlots offers the caller's memory as n slots of slotSize bytes, each
+// registered as a memory region of its own so that it can be deregistered
+// the moment its chunk is verified.
 func windowSlots(mem []byte, slotSize, n int) func(r *Receiver) ([]RemoteBuffer, error) {
 	return func(r *Receiver) ([]RemoteBuffer, error) {
-		mr, err := r.ep.pd.RegisterMemory(mem, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
-		if err != nil {
-			return nil, err
-		}
-		r.window, r.windowMR, r.slotSize = mem, mr, slotSize
+		r.window, r.slotSize = mem, slotSize
+		r.windowMRs = make([]*verbs.MemoryRegion, n)
 		bufs := make([]RemoteBuffer, n)
 		for i := range n {
-			off := i * slotSize
-			bufs[i] = RemoteBuffer{Addr: mr.Addr() + uint64(off), RKey: mr.RKey(), Len: uint32(min(slotSize, len(mem)-off))}
+			mr, err := r.registerWindowSlot(i)
+			if err != nil {
+				return nil, fmt.Errorf("registering window slot %d of %d: %w", i, n, err)
+			}
+			bufs[i] = RemoteBuffer{Addr: mr.Addr(), RKey: mr.RKey(), Len: uint32(mr.Len())}
 		}
 		return bufs, nil
 	}
+}
+
+// registerWindowSlot registers window slot i, remote-writable, as
+// r.windowMRs[i].
+func (r *Receiver) registerWindowSlot(i int) (*verbs.MemoryRegion, error) {
+	off := i * r.slotSize
+	mr, err := r.ep.pd.RegisterMemory(r.window[off:off+min(r.slotSize, len(r.window)-off)], verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
+	if err != nil {
+		return nil, err
+	}
+	r.windowMRs[i] = mr
+	return mr, nil
 }
 
 // newReceiver opens the endpoint (or takes the parked one), registers
@@ -223,7 +233,7 @@ func newReceiver(opt Options, remote EndpointInfo, parked *ParkedEndpoint, nslot
 	}
 	defer func() {
 		if err != nil {
-			r.release(append(r.slots, r.windowMR)...)
+			r.release(append(r.slots, r.windowMRs...)...)
 		}
 	}()
 	bufs, err := register(r)
@@ -337,14 +347,14 @@ const maxWorkers = 8
 
 // answer verifies and writes one chunk and acknowledges it.
 func (r *Receiver) answer(ctx context.Context, acks ackBuffers, l landing) error {
-	status := r.verdict(l.m, l.err)
+	status, rkey := r.verdict(l.m, l.err)
 	i, ok := acks.get(ctx)
 	if !ok {
 		return context.Cause(ctx)
 	}
 	m := l.m
 	ack := r.ep.sendMsg(i, wrSend|uint64(i), func(b []byte) {
-		putAckMsg(b, ackMsg{Slot: m.Slot, Index: m.Chunk.Index, Status: status})
+		putAckMsg(b, ackMsg{Slot: m.Slot, Index: m.Chunk.Index, Status: status, RKey: rkey})
 	})
 	if err := r.ep.qp.PostSend(ack); err != nil {
 		return err
@@ -380,38 +390,34 @@ func (a ackBuffers) get(ctx context.Context) (int, bool) {
 func (a ackBuffers) free(i int) { a <- i }
 
 // verdict admits, verifies and writes one chunk; Landed is called for every
-// admitted chunk.
-func (r *Receiver) verdict(m chunkMsg, err error) chunk.Status {
+// admitted chunk. A window slot re-registered after a checksum failure comes
+// with its new rkey (else 0).
+func (r *Receiver) verdict(m chunkMsg, err error) (chunk.Status, uint32) {
 	if r.window != nil {
 		return r.verdictInPlace(m, err)
 	}
 	c := m.Chunk
 	if err != nil || int(m.Slot) >= len(r.slots) || int(c.Length) > r.slots[m.Slot].Len() {
-		return chunk.StatusRejected
+		return chunk.StatusRejected, 0
 	}
 	off, err := r.sink.Admit(c)
 	if err != nil {
-		return chunk.RefusalStatus(err)
+		return chunk.RefusalStatus(err), 0
 	}
-	// The slot stays writable by the sender: land its bytes first and
-	// verify what landed (as the TCP receiver reads back), so the bytes
-	// verified are the bytes in the file, whatever the slot holds by then.
-	b := r.slots[m.Slot].Bytes()[:c.Length]
-	if err := r.write(b, off); err != nil {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
-		return chunk.StatusIO
-	}
-	sum, err := r.landedCRC(off, int64(c.Length))
+	// The slot stays writable by the sender: verify the bytes that landed
+	// in the file (as the TCP receiver reads back), whatever the slot
+	// holds by then.
+	sum, err := r.land(r.slots[m.Slot].Bytes()[:c.Length], off)
 	if err != nil {
-		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: reading back: %w", c.Index, chunk.ErrReceiverIO, err))
-		return chunk.StatusIO
+		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
+		return chunk.StatusIO, 0
 	}
 	if sum != c.CRC {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (landed bytes have %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
-		return chunk.StatusChecksum
+		return chunk.StatusChecksum, 0
 	}
 	r.sink.Landed(c, nil)
-	return chunk.StatusOK
+	return chunk.StatusOK, 0
 }
 
 // MappedSink is a Sink whose destination is also mapped (MAP_SHARED,
@@ -426,23 +432,38 @@ type MappedSink interface {
 	Mapping() (mem []byte, base int64)
 }
 
-// write puts a verified chunk's bytes at file offset off: through the
-// sink's mapping when it covers them, else with pwrite.
-func (r *Receiver) write(b []byte, off int64) error {
-	if at := off - r.mappedBase; r.mapped != nil && at >= 0 && at+int64(len(b)) <= int64(len(r.mapped)) {
-		return copyMapped(r.mapped[at:at+int64(len(b))], b)
-	}
-	_, err := r.sink.File().WriteAt(b, off)
-	return err
-}
+// landBlock is how much of a chunk land copies before it checksums the copy:
+// small enough that the CRC reads the destination from cache, not memory.
+const landBlock = 128 << 10
 
-// landedCRC is the CRC32C of the n bytes at file offset off as they landed:
-// from the sink's mapping when it covers them, else read back from the file.
-func (r *Receiver) landedCRC(off, n int64) (sum uint32, err error) {
-	if at := off - r.mappedBase; r.mapped != nil && at >= 0 && at+n <= int64(len(r.mapped)) {
-		err = onMapping(func() { sum = crc32c.Checksum(r.mapped[at : at+n]) })
+// land puts a chunk's bytes b at file offset off and returns the CRC32C of
+// the bytes as they landed there. Through the sink's mapping (when it covers
+// them) it copies and checksums block by block, one pass over memory; else
+// it pwrites and reads the bytes back.
+func (r *Receiver) land(b []byte, off int64) (sum uint32, err error) {
+	if at := off - r.mappedBase; r.mapped != nil && at >= 0 && at+int64(len(b)) <= int64(len(r.mapped)) {
+		dst := r.mapped[at : at+int64(len(b))]
+		err = onMapping(func() {
+			for i := 0; i < len(b); i += landBlock {
+				j := min(i+landBlock, len(b))
+				copy(dst[i:j], b[i:j])
+				sum = crc32c.Update(sum, dst[i:j])
+			}
+		})
 		return sum, err
 	}
+	if _, err := r.sink.File().WriteAt(b, off); err != nil {
+		return 0, err
+	}
+	if sum, err = r.readBackCRC(off, int64(len(b))); err != nil {
+		return 0, fmt.Errorf("reading back: %w", err)
+	}
+	return sum, nil
+}
+
+// readBackCRC is the CRC32C of the n bytes at file offset off, read back
+// from the file.
+func (r *Receiver) readBackCRC(off, n int64) (sum uint32, err error) {
 	buf := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		k, err := r.sink.File().ReadAt(buf[:min(n, int64(len(buf)))], off)
@@ -456,27 +477,43 @@ func (r *Receiver) landedCRC(off, n int64) (sum uint32, err error) {
 }
 
 // verdictInPlace admits and verifies a chunk in its window slot, which must
-// be the one its index names.
-func (r *Receiver) verdictInPlace(m chunkMsg, err error) chunk.Status {
+// be the one its index names. The slot is deregistered before its bytes are
+// checksummed: from then on no remote write lands in it, so the bytes
+// verified are final and commit needs no second pass. A slot that fails
+// verification is registered again, with a new rkey for the resend.
+func (r *Receiver) verdictInPlace(m chunkMsg, err error) (chunk.Status, uint32) {
 	c := m.Chunk
 	if err != nil || m.Slot != c.Index || int(m.Slot) >= r.nslots {
-		return chunk.StatusRejected
+		return chunk.StatusRejected, 0
 	}
 	off := int(m.Slot) * r.slotSize
 	if int(c.Length) > min(r.slotSize, len(r.window)-off) {
-		return chunk.StatusRejected
+		return chunk.StatusRejected, 0
 	}
 	if _, err := r.sink.Admit(c); err != nil { // validates and claims the chunk; its place is the slot
-		return chunk.RefusalStatus(err)
+		return chunk.RefusalStatus(err), 0
+	}
+	// The claim makes this worker the slot's only user until Landed.
+	if mr := r.windowMRs[m.Slot]; mr != nil {
+		r.windowMRs[m.Slot] = nil
+		if err := mr.Close(); err != nil {
+			r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: deregistering its window slot: %w", c.Index, chunk.ErrReceiverIO, err))
+			return chunk.StatusIO, 0
+		}
 	}
 	b := r.window[off : off+int(c.Length)]
 	if sum := crc32c.Checksum(b); sum != c.CRC {
+		mr, err := r.registerWindowSlot(int(m.Slot))
+		if err != nil {
+			r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: registering its window slot again: %w", c.Index, chunk.ErrReceiverIO, err))
+			return chunk.StatusIO, 0
+		}
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w (window has %08x, sender sent %08x)", c.Index, chunk.ErrChecksum, sum, c.CRC))
-		return chunk.StatusChecksum
+		return chunk.StatusChecksum, mr.RKey()
 	}
 	r.inPlace.Add(1)
 	r.sink.Landed(c, nil)
-	return chunk.StatusOK
+	return chunk.StatusOK, 0
 }
 
 // Err reports why the receiver stopped draining before Close (a completion
@@ -529,8 +566,11 @@ func (r *Receiver) stop() error {
 	for _, mr := range r.slots {
 		errs = append(errs, mr.Close())
 	}
-	if r.windowMR != nil {
-		errs = append(errs, r.windowMR.Close())
+	for i, mr := range r.windowMRs {
+		if mr != nil {
+			errs = append(errs, mr.Close())
+			r.windowMRs[i] = nil
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -319,6 +319,12 @@ func (st *sendState) complete(wc verbs.WorkCompletion) error {
 		}
 		f := &st.flights[slot]
 		f.acked, f.verdict = true, ackError(f.c, m.Status)
+		if m.RKey != 0 {
+			if !st.s.window {
+				return fmt.Errorf("%w: a new rkey for staging slot %d", errBadMessage, slot)
+			}
+			st.s.slots[slot].RKey = m.RKey // the window slot, registered again for the resend
+		}
 		st.finish(slot)
 	default:
 		return fmt.Errorf("%w: unexpected completion %#x", errBadMessage, wc.WRID)

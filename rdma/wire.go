@@ -41,11 +41,14 @@ type chunkMsg struct {
 	Chunk chunk.Chunk
 }
 
-// ackMsg frees a slot.
+// ackMsg frees a slot. RKey is nonzero only in a window receiver's
+// StatusChecksum ack: the slot's new rkey (the old one died when the slot
+// was deregistered to verify it).
 type ackMsg struct {
 	Slot   uint32
 	Index  uint32
 	Status chunk.Status
+	RKey   uint32
 }
 
 // Layout (little-endian, the byte order of every RDMA host rxfer runs on —
@@ -54,7 +57,7 @@ type ackMsg struct {
 //	chunk: magic "RXRC" | type u8 = 1 | version u8 = 1 | reserved u16 | slot u32 |
 //	       index u32 | offset i64 | length u32 | crc32c u32                    32 bytes
 //	ack:   magic "RXRA" | type u8 = 2 | version u8 = 1 | status u8 | reserved u8 |
-//	       slot u32 | index u32 | reserved (16)                                32 bytes
+//	       slot u32 | index u32 | rkey u32 | reserved (12)                     32 bytes
 
 func putChunkMsg(b []byte, m chunkMsg) {
 	clear(b[:msgLen])
@@ -91,17 +94,22 @@ func putAckMsg(b []byte, m ackMsg) {
 	b[4], b[5], b[6] = msgAck, wireVersion, byte(m.Status)
 	binary.LittleEndian.PutUint32(b[8:], m.Slot)
 	binary.LittleEndian.PutUint32(b[12:], m.Index)
+	binary.LittleEndian.PutUint32(b[16:], m.RKey)
 }
 
 func parseAckMsg(b []byte) (ackMsg, error) {
 	if len(b) != msgLen || [4]byte(b[:4]) != ackMagic || b[4] != msgAck || b[5] != wireVersion {
 		return ackMsg{}, fmt.Errorf("%w: not a version %d ack (%d bytes)", errBadMessage, wireVersion, len(b))
 	}
-	m := ackMsg{Slot: binary.LittleEndian.Uint32(b[8:]), Index: binary.LittleEndian.Uint32(b[12:]), Status: chunk.Status(b[6])}
+	le := binary.LittleEndian
+	m := ackMsg{Slot: le.Uint32(b[8:]), Index: le.Uint32(b[12:]), Status: chunk.Status(b[6]), RKey: le.Uint32(b[16:])}
 	if !m.Status.Valid() {
 		return m, fmt.Errorf("%w: unknown ack status %d", errBadMessage, m.Status)
 	}
-	if b[7] != 0 || !allZero(b[16:]) {
+	if m.RKey != 0 && m.Status != chunk.StatusChecksum {
+		return m, fmt.Errorf("%w: ack for chunk %d carries an rkey with status %d", errBadMessage, m.Index, m.Status)
+	}
+	if b[7] != 0 || !allZero(b[20:]) {
 		return m, fmt.Errorf("%w: ack for chunk %d has reserved bytes set", errBadMessage, m.Index)
 	}
 	return m, nil

@@ -7,14 +7,12 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
-	"github.com/rxfer/rxfer/internal/crc32c"
 	"github.com/rxfer/rxfer/rdma"
 )
 
@@ -310,7 +308,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		got := in.plan.Combine(in.crcs)
 		if got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
-		} else if err = in.recheckInPlace(); err == nil {
+		} else {
 			err = in.dest.Commit()
 		}
 		if err == nil {
@@ -326,35 +324,6 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 	}
 	n.abortIncoming(rec, StateFailed, err)
 	return CommitResponse{}, err
-}
-
-// recheckInPlace verifies every chunk again when RDMA lanes landed chunks in
-// place: the window stayed registered for remote writes for the whole
-// transfer, so a chunk verified there could have been written again. It
-// runs after the lanes stopped — the window is deregistered and no remote
-// write lands any more — so what it verifies is what Commit publishes.
-func (in *incoming) recheckInPlace() error {
-	if !slices.ContainsFunc(in.rdma, (*rdma.Receiver).Window) {
-		return nil
-	}
-	f, base := in.dest.File(), in.dest.Base()
-	buf := make([]byte, min(in.plan.ChunkSize, 1<<20))
-	for i := range in.plan.Count() {
-		off, n := in.plan.Span(i)
-		var sum uint32
-		for at := off; at < off+n; {
-			k, err := f.ReadAt(buf[:min(off+n-at, int64(len(buf)))], base+at)
-			if k == 0 && err != nil {
-				return fmt.Errorf("%w: reading chunk %d back from the window: %w", ErrCorrupt, i, err)
-			}
-			sum = crc32c.Update(sum, buf[:k])
-			at += int64(k)
-		}
-		if sum != in.crcs[i] {
-			return fmt.Errorf("%w: chunk %d changed after it was verified (CRC32C %08x, verified %08x): written again through the RDMA window", ErrCorrupt, i, sum, in.crcs[i])
-		}
-	}
-	return nil
 }
 
 // Abort discards an incoming transfer: its partial file is removed.
