@@ -153,3 +153,24 @@ func NamesHost(c *x509.Certificate, id Identity, host string) bool {
 	}
 	return false
 }
+
+// ParseURI parses an identity's URI as Identity.URI writes it
+// (spiffe://TD/node/ID, spiffe://TD/client/NAME or dns:NAME).
+func ParseURI(s string) (Identity, error) {
+	if name, ok := strings.CutPrefix(s, "dns:"); ok {
+		if err := CheckName("node name", name); err != nil {
+			return Identity{}, err
+		}
+		return Identity{Kind: KindNode, Name: strings.ToLower(name)}, nil
+	}
+	rest, ok := strings.CutPrefix(s, "spiffe://")
+	if !ok {
+		return Identity{}, fmt.Errorf("identity %.128q: want spiffe://TRUST-DOMAIN/KIND/NAME or dns:NAME", s)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	id, err := parseSPIFFE(host, "/"+path, strings.ContainsAny(rest, "?#@:"))
+	if err != nil {
+		return Identity{}, fmt.Errorf("identity %.128q: %w", s, err)
+	}
+	return id, nil
+}
