@@ -274,13 +274,13 @@ type Client struct {
 	CA *CAPool
 	// Cert, if not nil, is presented as the client certificate.
 	Cert *KeyPair
-	// sessions resumes TLS sessions with servers dialled before.
-	sessions tls.ClientSessionCache
 }
 
-// NewClient returns a Client verifying servers with ca and presenting cert (may be nil).
+// NewClient returns a Client verifying servers with ca and presenting cert
+// (may be nil). It resumes no sessions: a resumed session carries the
+// certificates of its first handshake, which a rotation may have replaced.
 func NewClient(ca *CAPool, cert *KeyPair) *Client {
-	return &Client{CA: ca, Cert: cert, sessions: tls.NewLRUClientSessionCache(64)}
+	return &Client{CA: ca, Cert: cert}
 }
 
 // Config is a TLS 1.3 client configuration for dialling the node at host:
@@ -317,13 +317,10 @@ func (c *Client) PinnedConfig(pin []byte) *tls.Config {
 func (c *Client) config(verify func([]*x509.Certificate) error) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		// Verification is VerifyConnection's, which also runs on resumed
-		// sessions and reads the CA file as it is now.
+		// Verification is VerifyConnection's: it reads the CA file as it
+		// is now and checks the identity, with errors that say why.
 		InsecureSkipVerify: true,
 		VerifyConnection:   func(cs tls.ConnectionState) error { return verify(cs.PeerCertificates) },
-	}
-	if c != nil {
-		cfg.ClientSessionCache = c.sessions
 	}
 	if c != nil && c.Cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
