@@ -3,6 +3,7 @@ module github.com/rxfer/rxfer
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/Mellanox/rdmamap v1.1.0
 	github.com/jsimonetti/rtnetlink/v2 v2.3.0
 	github.com/vbauerster/mpb/v8 v8.16.2
@@ -15,7 +16,6 @@ require (
 )
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/VividCortex/ewma v1.2.0 // indirect
 	github.com/acarl005/stripansi v0.0.0-20180116102854-5a71ef0e047d // indirect
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
