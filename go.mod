@@ -3,6 +3,7 @@ module github.com/rxfer/rxfer
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/Mellanox/rdmamap v1.1.0
 	github.com/jsimonetti/rtnetlink/v2 v2.3.0
 	github.com/vbauerster/mpb/v8 v8.16.2

@@ -2,12 +2,10 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
@@ -21,6 +19,7 @@ const prepareTimeout = 20 * time.Second
 type peerServer struct {
 	pb.UnimplementedPeerServer
 	node *transfer.Node
+	auth *authenticator
 }
 
 func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.PrepareResponse, error) {
@@ -35,6 +34,13 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	policy, err := PolicyFromProto(req.Transport)
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	target := req.DestPath
+	if destRegion != nil {
+		target = regionTarget(destRegion.Name)
+	}
+	if err := s.auth.mayWrite(ctx, target, req.OnBehalfOf); err != nil {
+		return nil, err // before the engine: a denied write creates nothing
 	}
 	var client string
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -97,29 +103,24 @@ func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.Abort
 
 // peerClient is a transfer.Peer over gRPC.
 type peerClient struct {
-	addr string
-	conn *grpc.ClientConn
-	rpc  pb.PeerClient
+	addr       string
+	conn       *grpc.ClientConn
+	rpc        pb.PeerClient
+	onBehalfOf string // passed in Prepare (Credentials.onBehalfOf)
 }
 
-// DialPeer returns a transfer.Peer that speaks to the node at addr,
-// presenting token (if not empty) as its bearer credential.
+// DialPeer returns a transfer.Peer that speaks to the node at addr in
+// plaintext, presenting token (if not empty) as its bearer credential
+// (Credentials.DialPeer speaks TLS).
 func DialPeer(addr, token string) (transfer.Peer, error) {
-	conn, err := Dial(addr, token)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", transfer.ErrPeerUnavailable, addr, err)
-	}
-	return &peerClient{addr: addr, conn: conn, rpc: pb.NewPeerClient(conn)}, nil
+	return Credentials{Token: token}.DialPeer(addr)
 }
 
-// Dial returns a client connection to a node's control API (plaintext: no
-// TLS yet) that presents token, if not empty, as its bearer credential.
+// Dial returns a plaintext client connection to a node's control API that
+// presents token, if not empty, as its bearer credential (Credentials.Dial
+// speaks TLS).
 func Dial(addr, token string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
-	}
-	return grpc.NewClient(addr, opts...)
+	return Credentials{Token: token}.Dial(addr)
 }
 
 // bearer is a per-RPC credential: "authorization: Bearer TOKEN".
@@ -139,7 +140,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
-		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset,
+		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)

@@ -2,7 +2,7 @@ package service
 
 import (
 	"context"
-	"crypto/subtle"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,11 +12,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/internal/pki"
 	"github.com/rxfer/rxfer/transfer"
 )
 
@@ -39,6 +39,18 @@ type Options struct {
 	// PeerOnly serves only the Peer API (a CLI acting as one end of a copy).
 	PeerOnly bool
 	Logger   *slog.Logger
+	// TLS, if not nil, serves the API over TLS 1.3 with this configuration
+	// (pki.ServerConfig re-reads a rotated certificate on each handshake).
+	TLS *tls.Config
+	// ClientCA, if not nil (with TLS), makes a verified client certificate
+	// mandatory; its identity is what Policy judges.
+	ClientCA *pki.CAPool
+	// Policy authorizes certificate identities; nil is DefaultPolicy.
+	Policy *Policy
+	// PeerTLS, if not nil, is how this node dials destination nodes: over
+	// TLS, verifying that the certificate names the node dialled, and
+	// presenting the node's own certificate.
+	PeerTLS *pki.Client
 }
 
 // Server is a node's gRPC server.
@@ -53,15 +65,16 @@ func New(node *transfer.Node, opt Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	auth := authenticator{token: opt.Token}
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
-	pb.RegisterPeerServer(g, &peerServer{node: node})
+	auth := newAuthenticator(opt)
+	g := grpc.NewServer(serverCreds(opt), grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
+	pb.RegisterPeerServer(g, &peerServer{node: node, auth: auth})
 	if !opt.PeerOnly {
 		peers := make(map[string]bool)
 		for _, p := range append([]string{opt.Addr}, opt.Peers...) {
 			peers[canonicalAddr(p)] = true
 		}
-		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, peers: peers, log: log})
+		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, peers: peers, log: log,
+			auth: auth, peerTLS: opt.PeerTLS})
 	}
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
@@ -79,36 +92,6 @@ func (s *Server) Stop() {
 	s.grpc.Stop()
 }
 
-// authenticator checks the bearer token on every call but health checks.
-type authenticator struct{ token string }
-
-func (a authenticator) check(ctx context.Context, method string) error {
-	if a.token == "" || strings.HasPrefix(method, "/grpc.health.v1.") {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		if got, ok := strings.CutPrefix(v, "Bearer "); ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) == 1 {
-			return nil
-		}
-	}
-	return status.Error(codes.Unauthenticated, "missing or wrong bearer token (set --token-file on both ends)")
-}
-
-func (a authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
-}
-
-func (a authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return h(srv, ss)
-}
-
 // transferServer serves the public Transfer API.
 type transferServer struct {
 	pb.UnimplementedTransferServer
@@ -117,6 +100,9 @@ type transferServer struct {
 	token string
 	peers map[string]bool // canonical addresses trusted with token, this node's own included
 	log   *slog.Logger
+	auth  *authenticator
+	// peerTLS, if not nil, dials destinations over TLS (see Options.PeerTLS).
+	peerTLS *pki.Client
 }
 
 // canonicalAddr spells a HOST:PORT one way, so an allow-list entry matches
@@ -139,7 +125,9 @@ func (s *transferServer) destToken(dest, given string) (string, error) {
 	switch {
 	case given != "":
 		return given, nil
-	case s.token == "" || s.peers[canonicalAddr(dest)]:
+	case s.token == "" || s.peers[canonicalAddr(dest)] || s.peerTLS != nil:
+		// Over TLS the token goes only to a node whose certificate names
+		// the address dialled, so it cannot be handed to an impostor.
 		return s.token, nil
 	}
 	return "", status.Errorf(codes.PermissionDenied,
@@ -187,11 +175,23 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	if dest == "" {
 		dest = s.addr
 	}
+	if src := req.SourcePath; src != "" {
+		err = s.auth.mayRead(stream.Context(), src)
+	} else {
+		err = s.auth.mayRead(stream.Context(), regionTarget(srcRegion.Name))
+	}
+	if err != nil {
+		return err
+	}
 	token, err := s.destToken(dest, req.DestToken)
 	if err != nil {
 		return err
 	}
-	peer, err := DialPeer(dest, token)
+	creds := Credentials{Token: token, TLS: s.peerTLS, Pin: req.DestTlsSha256, onBehalfOf: onBehalfOf(stream.Context())}
+	if len(creds.Pin) > 0 && len(creds.Pin) != 32 {
+		return status.Errorf(codes.InvalidArgument, "dest_tls_sha256 has %d bytes: want a SHA-256 (32)", len(creds.Pin))
+	}
+	peer, err := creds.DialPeer(dest)
 	if err != nil {
 		return ToStatus(err)
 	}

@@ -1029,7 +1029,12 @@ type CopyRequest struct {
 	// Copy from a window of a region on this node instead of source_path.
 	SourceRegion *RegionRef `protobuf:"bytes,9,opt,name=source_region,json=sourceRegion,proto3" json:"source_region,omitempty"`
 	// Copy into a window of a region on the destination instead of dest_path.
-	DestRegion    *RegionRef `protobuf:"bytes,10,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	DestRegion *RegionRef `protobuf:"bytes,10,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	// SHA-256 of the destination's TLS certificate (DER). When set, the node
+	// dials the destination over TLS 1.3 and accepts only that certificate,
+	// presenting its own as the client certificate: a pulling CLI serves its
+	// one-copy destination with a fresh self-signed certificate.
+	DestTlsSha256 []byte `protobuf:"bytes,20,opt,name=dest_tls_sha256,json=destTlsSha256,proto3" json:"dest_tls_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1130,6 +1135,13 @@ func (x *CopyRequest) GetSourceRegion() *RegionRef {
 func (x *CopyRequest) GetDestRegion() *RegionRef {
 	if x != nil {
 		return x.DestRegion
+	}
+	return nil
+}
+
+func (x *CopyRequest) GetDestTlsSha256() []byte {
+	if x != nil {
+		return x.DestTlsSha256
 	}
 	return nil
 }
@@ -1902,7 +1914,11 @@ type PrepareRequest struct {
 	// Write into a window of a region instead of dest_path.
 	DestRegion *RegionRef `protobuf:"bytes,13,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
 	// The source's offset of the first byte (chunk headers carry source offsets).
-	SourceOffset  int64 `protobuf:"varint,14,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	SourceOffset int64 `protobuf:"varint,14,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	// The identity (spiffe://TD/client/NAME URI) of the caller the source node
+	// copies for. A destination with a policy checks that it may write too;
+	// it is believed only from a caller authenticated by a node certificate.
+	OnBehalfOf    string `protobuf:"bytes,20,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2033,6 +2049,13 @@ func (x *PrepareRequest) GetSourceOffset() int64 {
 		return x.SourceOffset
 	}
 	return 0
+}
+
+func (x *PrepareRequest) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return ""
 }
 
 type TcpChannel struct {
@@ -2430,7 +2453,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x87\x03\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xaf\x03\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -2446,7 +2469,8 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\rsource_region\x18\t \x01(\v2\x13.rxfer.v1.RegionRefR\fsourceRegion\x124\n" +
 	"\vdest_region\x18\n" +
 	" \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
-	"destRegion\"\xd4\x01\n" +
+	"destRegion\x12&\n" +
+	"\x0fdest_tls_sha256\x18\x14 \x01(\fR\rdestTlsSha256\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2508,7 +2532,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\x93\x04\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xb5\x04\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2530,7 +2554,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\x124\n" +
 	"\vdest_region\x18\r \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
 	"destRegion\x12#\n" +
-	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\"<\n" +
+	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\x12 \n" +
+	"\fon_behalf_of\x18\x14 \x01(\tR\n" +
+	"onBehalfOf\"<\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +

@@ -39,6 +39,7 @@ func cmdBench(args []string) error {
 	rounds := fs.Int("rounds", 3, "alternating runs of each; the median is reported")
 	streams := fs.Int("streams", 0, "rxfer's parallel TCP streams (0: default)")
 	chunk := fs.Int64("chunk-size", 0, "rxfer's chunk size (0: default)")
+	controlRounds := fs.Int("control-rounds", 200, "4 KiB copies through the gRPC API with and without mTLS, for the control plane's TLS cost (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -108,6 +109,13 @@ func cmdBench(args []string) error {
 	report(benchResult{Name: "rxfer", Bytes: size, Seconds: rx, Transport: last.Transport.String(), Ratio: base.Seconds / rx})
 	if last.FallbackReason != "" && !*asJSON {
 		fmt.Printf("  (rxfer used %s: %s)\n", last.Transport, last.FallbackReason)
+	}
+	if *controlRounds > 0 {
+		r, err := benchControlTLS(work, *controlRounds)
+		if err != nil {
+			return err
+		}
+		reportControlTLS(r, *asJSON)
 	}
 	return nil
 }

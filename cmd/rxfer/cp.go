@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/pki"
 	"github.com/rxfer/rxfer/rdma"
 	"github.com/rxfer/rxfer/service"
 	"github.com/rxfer/rxfer/transfer"
@@ -36,6 +37,12 @@ type cpOptions struct {
 	chunkSize int64
 	streams   int
 	token     string
+	tls       *pki.Client // nil: plaintext
+}
+
+// creds are how the CLI connects to nodes.
+func (o cpOptions) creds() service.Credentials {
+	return service.Credentials{Token: o.token, TLS: o.tls}
 }
 
 func cmdCp(args []string) error {
@@ -47,6 +54,7 @@ func cmdCp(args []string) error {
 	fs.Int64Var(&o.chunkSize, "chunk-size", 0, "chunk size in bytes (0: the sender's default)")
 	fs.IntVar(&o.streams, "streams", 0, "parallel TCP streams (0: the sender's default)")
 	tokenFile := fs.String("token-file", "", "bearer token for the nodes (default: $RXFER_TOKEN)")
+	tlsFlags := addClientTLSFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
 		fs.PrintDefaults()
@@ -73,6 +81,9 @@ func cmdCp(args []string) error {
 	if o.token, err = readToken(*tokenFile); err != nil {
 		return err
 	}
+	if o.tls, err = tlsFlags.client(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep := newReporter(os.Stdout, os.Stderr, o.json, term.IsTerminal(int(os.Stderr.Fd())))
@@ -92,7 +103,7 @@ func cmdCp(args []string) error {
 
 // remoteCopy asks node to push and shows its progress stream.
 func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyRequest, rep reporter) error {
-	conn, err := service.Dial(node, o.token)
+	conn, err := o.creds().Dial(node)
 	if err != nil {
 		return err
 	}
@@ -182,7 +193,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	var peer transfer.Peer
 	destPath := dst.Path
 	if dst.Remote() {
-		if peer, err = service.DialPeer(dst.Node, o.token); err != nil {
+		if peer, err = o.creds().DialPeer(dst.Node); err != nil {
 			return err
 		}
 		defer peer.Close()
@@ -252,11 +263,17 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 	secret := make([]byte, 16)
 	rand.Read(secret)
 	token := hex.EncodeToString(secret)
-	srv := service.New(d.node, service.Options{PeerOnly: true, Token: token, Logger: quietLog})
+	opts := service.Options{PeerOnly: true, Token: token, Logger: quietLog}
+	pin, err := pullTLS(o, &opts)
+	if err != nil {
+		return err
+	}
+	srv := service.New(d.node, opts)
 	go srv.Serve(lis)
 	defer srv.Stop()
 	err = remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
 		SourcePath: src.Path, SourceRegion: src.Region, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
+		DestTlsSha256: pin,
 	}, rep)
 	if cause := context.Cause(ctx); errors.Is(cause, transfer.ErrUnexpected) {
 		return service.ToStatus(fmt.Errorf("source node %s misbehaved and was refused (nothing was written for it): %w", src.Node, cause))

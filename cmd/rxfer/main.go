@@ -7,6 +7,7 @@
 //	rxfer devices [--json]
 //	rxfer regions HOST:PORT [add NAME SIZE | add NAME --file PATH | rm NAME]
 //	rxfer bench [--size 1G] [--dir DIR] [--transport auto|tcp|rdma] [--json]
+//	rxfer certs init --dir DIR --trust-domain TD --nodes ID[=HOST],... [--clients NAME,...]
 //	rxfer version
 package main
 
@@ -24,8 +25,10 @@ const usage = `rxfer moves files between nodes over RDMA or zero-copy TCP, verif
 
 Usage:
   rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--insecure]
-  rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
+              [--tls-cert F --tls-key F --tls-client-ca F [--tls-peer-ca F] [--authz POLICY.toml]]
+  rxfer cp [--force] [--transport auto|tcp] [--json] [--tls-ca F --tls-cert F --tls-key F] SRC DST
   rxfer status HOST:PORT
+  rxfer certs init --dir DIR --trust-domain TD --nodes ID[=HOST],... [--clients NAME,...]
   rxfer cancel HOST:PORT ID
   rxfer version
 
@@ -55,7 +58,7 @@ func run(args []string) int {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": cmdServe, "cp": cmdCp, "status": cmdStatus, "cancel": cmdCancel, "version": cmdVersion,
-		"devices": cmdDevices, "regions": cmdRegions, "bench": cmdBench,
+		"devices": cmdDevices, "regions": cmdRegions, "bench": cmdBench, "certs": cmdCerts,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -28,6 +28,7 @@ func cmdServe(args []string) error {
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
 	insecure := fs.Bool("insecure", false, "allow serving without a token on a non-loopback address (plaintext: anyone who reaches it can read and write the export root)")
+	tlsFlags := addServeTLSFlags(fs)
 	var peers []string
 	fs.Func("peer", "control address HOST:PORT of a node this node may send its own token to (repeatable; any other destination needs the client's dest_token)", func(s string) error {
 		if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
@@ -76,14 +77,20 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	if token == "" && !*insecure {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	tlsCfg, err := tlsFlags.load(nodeID, log)
+	if err != nil {
+		return err
+	}
+	// Server-only TLS authenticates no caller: it takes a token or client certificates.
+	mtls := tlsCfg != nil && tlsCfg.clientCA != nil
+	if token == "" && !mtls && !*insecure {
 		for _, l := range []struct{ flag, addr string }{{"--listen", *listen}, {"--data-listen", *dataListen}} {
 			if !loopback(l.addr) {
-				return usagef("%s %s is not a loopback address and there is no authentication: set --token-file (or $RXFER_TOKEN), or pass --insecure to serve it unauthenticated", l.flag, l.addr)
+				return usagef("%s %s is not a loopback address and there is no authentication: set --token-file (or $RXFER_TOKEN), or --tls-cert, --tls-key and --tls-client-ca, or pass --insecure to serve it unauthenticated", l.flag, l.addr)
 			}
 		}
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	r, err := transfer.OpenRoot(*root)
 	if err != nil {
 		return err
@@ -109,9 +116,11 @@ func cmdServe(args []string) error {
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}
-	srv := service.New(node, service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log})
-	if token == "" {
-		log.Warn("control plane has no bearer token and no TLS: anyone who can reach it can read and write the export root; use --token-file beyond trusted networks")
+	opts := service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log}
+	tlsCfg.options(&opts)
+	srv := service.New(node, opts)
+	if token == "" && !mtls {
+		log.Warn("control plane has no bearer token and no client certificates: anyone who can reach it can read and write the export root; use --tls-client-ca or --token-file beyond trusted networks")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -8,6 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/service"
 )
@@ -21,13 +24,18 @@ func nodeCommand(name, usage string, args []string, argsOK func(rest []string) b
 	fn func(ctx context.Context, client pb.TransferClient, rest []string) error) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	tokenFile := fs.String("token-file", "", "bearer token for the node (default: $RXFER_TOKEN)")
+	tlsFlags := addClientTLSFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if fs.NArg() < 1 || !argsOK(fs.Args()[1:]) {
 		return usagef("%s", usage)
 	}
-	client, done, err := transferClient(fs.Arg(0), *tokenFile)
+	creds, err := tlsFlags.credentials(*tokenFile)
+	if err != nil {
+		return err
+	}
+	client, done, err := transferClient(fs.Arg(0), creds)
 	if err != nil {
 		return err
 	}
@@ -43,7 +51,8 @@ func cmdStatus(args []string) error {
 }
 
 func showStatus(ctx context.Context, client pb.TransferClient, _ []string) error {
-	info, err := client.GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+	var conn peer.Peer
+	info, err := client.GetNodeInfo(ctx, &pb.GetNodeInfoRequest{}, grpc.Peer(&conn))
 	if err != nil {
 		return err
 	}
@@ -53,6 +62,9 @@ func showStatus(ctx context.Context, client pb.TransferClient, _ []string) error
 	}
 	fmt.Printf("node %s (rxfer %s), root %s, %d active of %d\n", info.NodeId, info.Version, info.ExportRoot,
 		info.ActiveTransfers, info.MaxConcurrentTransfers)
+	if line := tlsStatus(conn.AuthInfo); line != "" {
+		fmt.Println("  " + line)
+	}
 	for _, t := range info.Transports {
 		note := "available " + t.Address
 		if !t.Available {
@@ -89,16 +101,12 @@ func cmdVersion(args []string) error {
 }
 
 // transferClient connects to a node's Transfer API.
-func transferClient(node, tokenFile string) (pb.TransferClient, func(), error) {
+func transferClient(node string, creds service.Credentials) (pb.TransferClient, func(), error) {
 	addr, err := parseNode(node)
 	if err != nil {
 		return nil, nil, usageError{err.Error()}
 	}
-	token, err := readToken(tokenFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := service.Dial(addr, token)
+	conn, err := creds.Dial(addr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,17 @@
+package main
+
+import "testing"
+
+// TestBenchControlTLS runs the control-plane row of `rxfer bench` for a few
+// copies: both modes copy through the gRPC API (mTLS with real
+// certificates) and report positive medians. It judges no timing.
+func TestBenchControlTLS(t *testing.T) {
+	r, err := benchControlTLS(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Copies != 3 || r.PlainMs <= 0 || r.MTLSMs <= 0 {
+		t.Fatalf("result %+v", r)
+	}
+	t.Logf("%+v", r)
+}
