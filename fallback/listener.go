@@ -57,9 +57,9 @@ type Listener struct {
 	mu       sync.Mutex
 	closed   bool
 	expected map[[16]byte]*registration // by token id
-	conns    map[net.Conn]struct{} // every open connection, so Close can end them
-	unauth   int                   // connections still to present a preamble
-	wg       sync.WaitGroup        // accept loop and connection handlers
+	conns    map[net.Conn]struct{}      // every open connection, so Close can end them
+	unauth   int                        // connections still to present a preamble
+	wg       sync.WaitGroup             // accept loop and connection handlers
 }
 
 // registration is one expected transfer.
@@ -68,9 +68,9 @@ type registration struct {
 	requireTLS bool
 	nonces     map[[nonceLen]byte]bool // nonces of accepted preambles: a replay is refused
 	sink       chunk.Sink
-	conns    map[net.Conn]struct{}
-	released bool           // connection errors after release are expected
-	wg       sync.WaitGroup // handlers serving this transfer
+	conns      map[net.Conn]struct{}
+	released   bool           // connection errors after release are expected
+	wg         sync.WaitGroup // handlers serving this transfer
 }
 
 // Listen is ListenConfig{}.Listen.

@@ -224,7 +224,7 @@ type streamState struct {
 	*sender
 	ctx        context.Context
 	conn       *dataConn
-	macs       connMACs // macs.in is used by readAcks, macs.out by the writer
+	macs       connMACs      // macs.in is used by readAcks, macs.out by the writer
 	slots      chan struct{} // one token per unacknowledged chunk
 	readerDone chan struct{}
 
