@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -129,24 +127,51 @@ var errNoKTLS = errors.New("the kernel offers no kTLS")
 // later connections go straight to crypto/tls.
 var ktlsOff atomic.Pointer[string]
 
-// KTLS reports whether this host's kernel offers kTLS (the "tls" upper-layer
-// protocol, listed in /proc/sys/net/ipv4/tcp_available_ulp once the module is
-// loaded; `modprobe tls`), and why not.
+// KTLS reports whether this host's kernel offers kTLS, and why not: it asks
+// for the "tls" upper-layer protocol on a connected loopback socket, once per
+// process (root may autoload the module; otherwise `modprobe tls`; a network
+// namespace has no tcp_available_ulp of its own to read). A later failure
+// to hand keys over turns it off for the rest of the process.
 func KTLS() (bool, string) {
+	ktlsProbe.Do(func() {
+		if why := probeKTLS(); why != "" {
+			ktlsOff.Store(&why)
+		}
+	})
 	if r := ktlsOff.Load(); r != nil {
 		return false, *r
-	}
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_ulp")
-	if err != nil {
-		return false, fmt.Sprintf("cannot read the kernel's upper-layer protocols: %v", err)
-	}
-	if !strings.Contains(" "+strings.TrimSpace(string(b))+" ", " tls ") {
-		return false, "the kernel's tcp_available_ulp does not list tls (modprobe tls)"
 	}
 	return true, ""
 }
 
 var ktlsProbe sync.Once
+
+// probeKTLS sets TCP_ULP "tls" on a throwaway connected socket ("": it works).
+func probeKTLS() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Sprintf("cannot probe for kTLS: %v", err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return fmt.Sprintf("cannot probe for kTLS: %v", err)
+	}
+	defer c.Close()
+	if a, err := ln.Accept(); err == nil {
+		a.Close()
+	}
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return fmt.Sprintf("cannot probe for kTLS: %v", err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptString(int(fd), unix.SOL_TCP, unix.TCP_ULP, "tls") })
+	if serr != nil {
+		return fmt.Sprintf("the kernel refuses TCP_ULP tls (%v): no kTLS; modprobe tls", serr)
+	}
+	return ""
+}
 
 // enableKTLS hands the connection's application keys to the kernel. tx and rx
 // are the traffic secrets of what this end sends and receives; both
@@ -154,13 +179,8 @@ var ktlsProbe sync.Once
 // wrapping errNoKTLS leaves the socket as it was; any other leaves it
 // unusable (the caller closes it).
 func enableKTLS(c *net.TCPConn, suite uint16, tx, rx []byte) error {
-	ktlsProbe.Do(func() {
-		if ok, why := KTLS(); !ok {
-			ktlsOff.Store(&why)
-		}
-	})
-	if r := ktlsOff.Load(); r != nil {
-		return fmt.Errorf("%w: %s", errNoKTLS, *r)
+	if ok, why := KTLS(); !ok {
+		return fmt.Errorf("%w: %s", errNoKTLS, why)
 	}
 	txInfo, err := cryptoInfo(suite, tx, recordsBeforeKTLS)
 	if err != nil {
