@@ -333,7 +333,7 @@ func (l *Listener) readPreamble(c *net.TCPConn) (dc *dataConn, sess *tlsSession,
 	if l.tls == nil {
 		return nil, nil, pre, errors.New("a TLS handshake, but this listener offers no encryption (serve --data-encryption off)")
 	}
-	sess = newTLSSession(&prefixConn{Conn: c, prefix: pre[:1:1]}, l.tls, true, !l.noKTLS)
+	sess = newTLSSession(&prefixConn{Conn: c, prefix: []byte{pre[0]}}, l.tls, true, !l.noKTLS)
 	if err = sess.conn.Handshake(); err != nil {
 		return nil, nil, pre, fmt.Errorf("TLS handshake: %w", err)
 	}
