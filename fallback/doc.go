@@ -17,33 +17,48 @@
 // side except for the read-back verification. Connections never share a file
 // position. The package is Linux-only.
 //
-// # Wire format (version 1)
+// # Wire format (version 2)
 //
-// All integers are big-endian. A connection starts with a preamble from the sender:
+// All integers are big-endian. A [Token] is a 16-byte id and a 32-byte
+// secret; the secret never travels on the data wire. An encrypted connection
+// ([SendOptions].Encrypt) first runs a TLS 1.3 handshake, in which the sender
+// accepts only the certificate whose SHA-256 the destination sent over the
+// control plane ([Listener.CertSHA256]); everything below then travels inside
+// TLS (kTLS where the kernel offers it). A connection starts with a preamble
+// from the sender:
 //
-//	magic "RXFD" (4) | version uint16 = 1 | flags uint16 = 0 | token (16)     24 bytes
+//	magic "RXFD" (4) | version uint16 = 2 | flags uint16 = 0 | id (16) | nonce (16) | proof (32)   72 bytes
 //
-// The receiver reads it under a deadline ([ListenConfig].PreambleTimeout). A wrong
-// magic closes the connection without a reply; otherwise the receiver answers
+// where proof = HMAC-SHA256(secret, "rxfer data v2 preamble" ‖ the first 40
+// bytes). The receiver reads it under a deadline ([ListenConfig].PreambleTimeout).
+// A wrong magic closes the connection without a reply; otherwise the receiver answers
 //
 //	magic "RXFR" (4) | status uint8 | reserved (3)                            8 bytes
 //
-// with status 0 (accepted), 1 (unknown token) or 2 (unsupported version/flags) and
-// closes the connection unless it accepted it. A connection that arrives while
-// [ListenConfig].MaxUnauthenticated others have not presented their preamble yet
-// is answered at once with status 3 (busy, [ErrReceiverBusy]) and closed. Every
-// refusal is logged (never the token), at most one line per kind per
-// [ListenConfig].LogInterval, and affects no other connection. Then, for each chunk, the sender writes a
-// header followed by exactly Length bytes:
+// with status 0 (accepted), 1 (unknown id, wrong proof, or a nonce already
+// used for the transfer: a replayed preamble), 2 (unsupported version/flags)
+// or 4 (plaintext for a transfer that requires encryption,
+// [ErrEncryptionRequired]) and closes the connection unless it accepted it. A
+// connection that arrives while [ListenConfig].MaxUnauthenticated others have
+// not presented their preamble yet is answered at once with status 3 (busy,
+// [ErrReceiverBusy]) and closed. Every refusal is logged (never the token), at
+// most one line per kind per [ListenConfig].LogInterval, and affects no other
+// connection. Each direction of an accepted connection has a key,
+// HMAC-SHA256(secret, label ‖ id ‖ nonce), and every header and ack below is
+// followed by a 16-byte tag: HMAC-SHA256(key, sequence number (8) ‖ frame),
+// truncated, the sequence number counting that direction's frames from 0. A
+// header or ack whose tag is wrong ends the connection. Then, for each chunk,
+// the sender writes a header followed by exactly Length bytes (not tagged, so
+// that they can stay zero-copy: their integrity is the CRC32C the tag covers):
 //
-//	magic "RXFC" (4) | index uint32 | offset int64 | length uint32 | crc32c uint32   24 bytes
+//	magic "RXFC" (4) | index uint32 | offset int64 | length uint32 | crc32c uint32 | tag (16)   40 bytes
 //
-// The receiver checks the header (magic, offset ≥ 0, length > 0, no overflow) and
+// The receiver checks the tag and the header (magic, offset ≥ 0, length > 0, no overflow) and
 // asks [chunk.Sink].Admit before it reads a single data byte; a malformed header closes the
 // connection, a refused one is answered with status 3 and then closed. Each chunk is
 // answered, in order, with
 //
-//	index uint32 | status uint8 | reserved (3)                                8 bytes
+//	index uint32 | status uint8 | reserved (3) | tag (16)                     24 bytes
 //
 // status ([chunk.Status]) 0 = landed and verified, 1 = CRC32C mismatch
 // ([chunk.ErrChecksum]; the stream goes on and the chunk may be re-sent), 2 = receiver

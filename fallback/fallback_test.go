@@ -247,18 +247,20 @@ func TestBadConnections(t *testing.T) {
 	<-entered
 
 	other, _ := NewToken()
+	nonce := func(b byte) [nonceLen]byte { return [nonceLen]byte{b} }
 	for _, tc := range []struct {
 		name      string
 		send      []byte
 		wantReply []byte // nil: closed without a reply
 	}{
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), nil},
-		{"bad magic", append([]byte("XXXX"), appendPreamble(nil, tok)[4:]...), nil},
-		{"bad version", func() []byte { b := appendPreamble(nil, tok); b[5] = 9; return b }(), appendReply(nil, replyBadVersion)},
-		{"unknown token", appendPreamble(nil, other), appendReply(nil, replyUnknownToken)},
-		{"short then silent", appendPreamble(nil, tok)[:10], nil},
+		{"bad magic", append([]byte("XXXX"), appendPreamble(nil, tok, nonce(1))[4:]...), nil},
+		{"bad version", func() []byte { b := appendPreamble(nil, tok, nonce(2)); b[5] = 9; return b }(), appendReply(nil, replyBadVersion)},
+		{"unknown token", appendPreamble(nil, other, nonce(3)), appendReply(nil, replyUnknownToken)},
+		{"short then silent", appendPreamble(nil, tok, nonce(4))[:10], nil},
 		{"silent", nil, nil},
-		{"good preamble then bad header", append(appendPreamble(nil, tok), bytes.Repeat([]byte{0xff}, headerLen)...), appendReply(nil, replyOK)},
+		{"TLS handshake that never ends", []byte{tlsRecordHandshake, 3, 1}, nil},
+		{"good preamble then bad header", append(appendPreamble(nil, tok, nonce(5)), bytes.Repeat([]byte{0xff}, headerLen+tagLen)...), appendReply(nil, replyOK)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", l.Addr().String())
@@ -397,7 +399,7 @@ func TestToken(t *testing.T) {
 	if err != nil || got != a {
 		t.Fatalf("ParseToken(String()) = %v, %v", got, err)
 	}
-	for _, s := range []string{"", "abc", a.String()[:31] + "g", a.String() + "00"} {
+	for _, s := range []string{"", "abc", a.String()[:95] + "g", a.String() + "00"} {
 		if _, err := ParseToken(s); err == nil {
 			t.Errorf("ParseToken(%q) succeeded", s)
 		}

@@ -3,6 +3,7 @@ package fallback
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -41,12 +42,12 @@ func FuzzParseHeader(f *testing.F) {
 
 func FuzzParsePreamble(f *testing.F) {
 	tok := Token{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
-	f.Add(appendPreamble(nil, tok))
-	f.Add(append([]byte("RXFD\x00\x02\x00\x00"), tok[:]...))
-	f.Add(append([]byte("RXFD\x00\x01\x00\x01"), tok[:]...))
+	f.Add(appendPreamble(nil, tok, [nonceLen]byte{9}))
+	f.Add(append([]byte("RXFD\x00\x01\x00\x00"), tok[:]...))
+	f.Add(append([]byte("RXFD\x00\x02\x00\x01"), tok[:]...))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tok, version, err := parsePreamble(b)
+		p, version, err := parsePreamble(b)
 		if err != nil {
 			if !errors.Is(err, ErrBadHeader) {
 				t.Fatalf("error %v does not wrap ErrBadHeader", err)
@@ -60,22 +61,26 @@ func FuzzParsePreamble(f *testing.F) {
 			if version != want {
 				t.Fatalf("version %d reported for %x, want %d", version, b, want)
 			}
-			if len(b) == preambleLen && strings.Contains(err.Error(), Token(b[8:]).String()) {
-				t.Fatalf("error %q names the token", err)
+			if len(b) == preambleLen && strings.Contains(err.Error(), hex.EncodeToString(b[8:24])) {
+				t.Fatalf("error %q names the token id", err)
 			}
 			return
 		}
 		if version != protoVersion {
 			t.Fatalf("accepted version %d", version)
 		}
-		if got := appendPreamble(nil, tok); !bytes.Equal(got, b) {
-			t.Fatalf("re-encoding gives %x, input was %x", got, b)
+		if !bytes.Equal(p.id[:], b[8:24]) || !bytes.Equal(p.nonce[:], b[24:40]) || !bytes.Equal(p.proof[:], b[40:]) {
+			t.Fatalf("parsed %+v from %x", p, b)
+		}
+		// Whatever parses is refused unless its proof holds for the token it names.
+		if checkProof(tok, b) != bytes.Equal(b, appendPreamble(nil, tok, p.nonce)) {
+			t.Fatalf("checkProof(%x) disagrees with re-encoding", b)
 		}
 	})
 }
 
 func FuzzParseReply(f *testing.F) {
-	for _, s := range []byte{replyOK, replyUnknownToken, replyBadVersion, replyBusy, 4, 0xff} {
+	for _, s := range []byte{replyOK, replyUnknownToken, replyBadVersion, replyBusy, replyNeedsTLS, 5, 0xff} {
 		f.Add(appendReply(nil, s))
 	}
 	f.Add([]byte("RXFR"))
@@ -95,8 +100,12 @@ func FuzzParseReply(f *testing.F) {
 			if !bytes.Equal(b, appendReply(nil, replyBusy)) {
 				t.Fatalf("reply %x taken as busy", b)
 			}
+		case errors.Is(err, ErrEncryptionRequired):
+			if !bytes.Equal(b, appendReply(nil, replyNeedsTLS)) {
+				t.Fatalf("reply %x taken as encryption required", b)
+			}
 		case !errors.Is(err, ErrBadHeader):
-			t.Fatalf("error %v wraps none of ErrUnknownToken, ErrReceiverBusy, ErrBadHeader", err)
+			t.Fatalf("error %v wraps none of ErrUnknownToken, ErrReceiverBusy, ErrEncryptionRequired, ErrBadHeader", err)
 		}
 	})
 }
@@ -129,7 +138,7 @@ func FuzzParseToken(f *testing.F) {
 	tok := Token{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	f.Add(tok.String())
 	f.Add(strings.ToUpper(tok.String()))
-	f.Add(tok.String()[:31] + "g")
+	f.Add(tok.String()[:95] + "g")
 	f.Add(tok.String() + "0")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, s string) {

@@ -3,6 +3,7 @@ package fallback
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,13 @@ type ListenConfig struct {
 	// LogInterval is how often one kind of refusal is logged at most; the
 	// next line counts the ones left out (0 = DefaultLogInterval).
 	LogInterval time.Duration
+	// NoTLS makes a listener that offers no encrypted data connections
+	// (serve --data-encryption off): CertSHA256 is zero, and a connection
+	// that starts a TLS handshake is closed.
+	NoTLS bool
+	// NoKTLS keeps encrypted connections on crypto/tls even where the
+	// kernel offers kTLS (to compare the two).
+	NoKTLS bool
 }
 
 // Listener accepts token-authenticated data connections and lands their chunks in the
@@ -42,21 +50,27 @@ type Listener struct {
 	logs            *logLimiter // refusals, which a peer can repeat at will
 	preambleTimeout time.Duration
 	maxUnauth       int
+	tls             *tls.Config // nil: no encrypted connections
+	certSHA256      [32]byte
+	noKTLS          bool
 
 	mu       sync.Mutex
 	closed   bool
-	expected map[Token]*registration
-	conns    map[net.Conn]struct{} // every open connection, so Close can end them
-	unauth   int                   // connections still to present a preamble
-	wg       sync.WaitGroup        // accept loop and connection handlers
+	expected map[[16]byte]*registration // by token id
+	conns    map[net.Conn]struct{}      // every open connection, so Close can end them
+	unauth   int                        // connections still to present a preamble
+	wg       sync.WaitGroup             // accept loop and connection handlers
 }
 
 // registration is one expected transfer.
 type registration struct {
-	sink     chunk.Sink
-	conns    map[net.Conn]struct{}
-	released bool           // connection errors after release are expected
-	wg       sync.WaitGroup // handlers serving this transfer
+	tok        Token
+	requireTLS bool
+	nonces     map[[nonceLen]byte]bool // nonces of accepted preambles: a replay is refused
+	sink       chunk.Sink
+	conns      map[net.Conn]struct{}
+	released   bool           // connection errors after release are expected
+	wg         sync.WaitGroup // handlers serving this transfer
 }
 
 // Listen is ListenConfig{}.Listen.
@@ -80,11 +94,20 @@ func (lc ListenConfig) Listen(addr string, log *slog.Logger) (*Listener, error) 
 		logs:            newLogLimiter(log, cmp.Or(lc.LogInterval, DefaultLogInterval)),
 		preambleTimeout: lc.PreambleTimeout,
 		maxUnauth:       cmp.Or(lc.MaxUnauthenticated, DefaultMaxUnauthenticated),
-		expected:        make(map[Token]*registration),
+		noKTLS:          lc.NoKTLS,
+		expected:        make(map[[16]byte]*registration),
 		conns:           make(map[net.Conn]struct{}),
 	}
 	if l.preambleTimeout <= 0 {
 		l.preambleTimeout = DefaultPreambleTimeout
+	}
+	if !lc.NoTLS {
+		cert, sum, err := ephemeralCert()
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("fallback: data-channel certificate: %w", err)
+		}
+		l.tls, l.certSHA256 = serverTLSConfig(cert), sum
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -94,29 +117,48 @@ func (lc ListenConfig) Listen(addr string, log *slog.Logger) (*Listener, error) 
 // Addr returns the listening address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Expect registers s as the receiver of the connections that present tok. After
-// release returns, tok is refused, the transfer's open connections are closed and
-// their handlers have returned, so no Sink method is running or will be called again.
-// release is idempotent; it must not be called from a Sink method. Expect panics if
-// tok is already expected (tokens come from [NewToken], so that is a caller bug).
+// CertSHA256 returns the SHA-256 fingerprint of the listener's ephemeral TLS
+// certificate, which a sender pins ([SendOptions].CertSHA256); zero when the
+// listener offers no TLS (ListenConfig.NoTLS).
+func (l *Listener) CertSHA256() [32]byte { return l.certSHA256 }
+
+// ExpectOptions tune one expected transfer.
+type ExpectOptions struct {
+	// RequireTLS refuses the transfer's plaintext connections (status 4,
+	// ErrEncryptionRequired at the sender).
+	RequireTLS bool
+}
+
+// Expect is ExpectWith(tok, s, ExpectOptions{}).
 func (l *Listener) Expect(tok Token, s chunk.Sink) (release func()) {
-	r := &registration{sink: s, conns: make(map[net.Conn]struct{})}
+	return l.ExpectWith(tok, s, ExpectOptions{})
+}
+
+// ExpectWith registers s as the receiver of the connections that present tok
+// (and prove its secret). After release returns, tok is refused, the
+// transfer's open connections are closed and their handlers have returned, so
+// no Sink method is running or will be called again. release is idempotent; it
+// must not be called from a Sink method. ExpectWith panics if tok's id is
+// already expected (tokens come from [NewToken], so that is a caller bug).
+func (l *Listener) ExpectWith(tok Token, s chunk.Sink, opt ExpectOptions) (release func()) {
+	r := &registration{tok: tok, requireTLS: opt.RequireTLS, nonces: make(map[[nonceLen]byte]bool), sink: s, conns: make(map[net.Conn]struct{})}
+	id := tok.id()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return func() {}
 	}
-	if _, dup := l.expected[tok]; dup {
+	if _, dup := l.expected[id]; dup {
 		panic("fallback: Expect called twice with the same token")
 	}
-	l.expected[tok] = r
+	l.expected[id] = r
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			r.released = true
-			if l.expected[tok] == r {
-				delete(l.expected, tok)
+			if l.expected[id] == r {
+				delete(l.expected, id)
 			}
 			for c := range r.conns {
 				c.Close()
@@ -199,12 +241,12 @@ func (l *Listener) refuseBusy(c net.Conn) {
 		"remote", c.RemoteAddr().String(), "limit", l.maxUnauth)
 }
 
-// handle authenticates one connection and then serves its chunks.
+// handle authenticates one connection and then serves its chunks: a TLS
+// handshake first if the connection starts one, then the preamble.
 func (l *Listener) handle(c *net.TCPConn) {
 	remote := c.RemoteAddr().String()
-	var pre [preambleLen]byte
-	c.SetReadDeadline(time.Now().Add(l.preambleTimeout))
-	_, err := io.ReadFull(c, pre[:])
+	c.SetDeadline(time.Now().Add(l.preambleTimeout))
+	dc, sess, pre, err := l.readPreamble(c)
 	l.mu.Lock()
 	l.unauth--
 	l.mu.Unlock()
@@ -212,25 +254,36 @@ func (l *Listener) handle(c *net.TCPConn) {
 		l.logs.Log(slog.LevelWarn, "no preamble", "fallback: data connection closed before preamble", "remote", remote, "err", err)
 		return
 	}
-	c.SetReadDeadline(time.Time{})
-	tok, version, err := parsePreamble(pre[:])
+	p, version, err := parsePreamble(pre[:])
 	if err != nil {
 		if version != 0 {
-			c.Write(appendReply(nil, replyBadVersion))
+			dc.Write(appendReply(nil, replyBadVersion))
 		}
 		l.logs.Log(slog.LevelWarn, "bad preamble", "fallback: refused data connection", "remote", remote, "err", err)
 		return
 	}
 	l.mu.Lock()
-	r := l.expected[tok]
-	if r != nil {
+	r := l.expected[p.id]
+	why, status := "", replyUnknownToken
+	switch {
+	case r == nil:
+		why = "unknown token"
+	case !checkProof(r.tok, pre[:]):
+		why = "wrong token proof" // the id alone, seen on another connection, is not enough
+	case r.nonces[p.nonce]:
+		why = "replayed preamble"
+	case r.requireTLS && dc.enc == EncryptionOff:
+		why, status = "plaintext connection for a transfer that requires encryption", replyNeedsTLS
+	}
+	if why == "" {
+		r.nonces[p.nonce] = true
 		r.conns[c] = struct{}{}
 		r.wg.Add(1)
 	}
 	l.mu.Unlock()
-	if r == nil {
-		c.Write(appendReply(nil, replyUnknownToken))
-		l.logs.Log(slog.LevelWarn, "unknown token", "fallback: refused data connection", "remote", remote, "err", ErrUnknownToken)
+	if why != "" {
+		dc.Write(appendReply(nil, status))
+		l.logs.Log(slog.LevelWarn, why, "fallback: refused data connection", "remote", remote, "reason", why)
 		return
 	}
 	defer func() {
@@ -239,10 +292,22 @@ func (l *Listener) handle(c *net.TCPConn) {
 		l.mu.Unlock()
 		r.wg.Done()
 	}()
-	if _, err := c.Write(appendReply(nil, replyOK)); err != nil {
+	if _, err := dc.Write(appendReply(nil, replyOK)); err != nil {
 		return
 	}
-	if err := serve(c, r.sink); err != nil {
+	if sess != nil {
+		// Nothing more is in flight either way: the sender waits for the
+		// reply, and sends its first header only after it.
+		if dc, err = sess.toKernel(c, true); err != nil {
+			l.log.Warn("fallback: data connection lost handing TLS keys to the kernel", "remote", remote, "err", err)
+			return
+		}
+	}
+	c.SetDeadline(time.Time{})
+	if o, ok := r.sink.(ConnObserver); ok {
+		o.DataConnection(dc.enc)
+	}
+	if err := serve(dc, receiverMACs(r.tok, p.nonce), r.sink); err != nil {
 		l.mu.Lock()
 		quiet := r.released || l.closed
 		l.mu.Unlock()
@@ -252,6 +317,29 @@ func (l *Listener) handle(c *net.TCPConn) {
 		}
 		l.log.Log(context.Background(), level, "fallback: data connection failed", "remote", remote, "err", err)
 	}
+}
+
+// readPreamble reads a connection's preamble, after a TLS handshake if the
+// connection starts with one; sess is that TLS session (nil: plaintext).
+func (l *Listener) readPreamble(c *net.TCPConn) (dc *dataConn, sess *tlsSession, pre [preambleLen]byte, err error) {
+	if _, err = io.ReadFull(c, pre[:1]); err != nil {
+		return nil, nil, pre, err
+	}
+	dc = &dataConn{tcp: c}
+	if pre[0] != tlsRecordHandshake {
+		_, err = io.ReadFull(c, pre[1:])
+		return dc, nil, pre, err
+	}
+	if l.tls == nil {
+		return nil, nil, pre, errors.New("a TLS handshake, but this listener offers no encryption (serve --data-encryption off)")
+	}
+	sess = newTLSSession(&prefixConn{Conn: c, prefix: []byte{pre[0]}}, l.tls, true, !l.noKTLS)
+	if err = sess.conn.Handshake(); err != nil {
+		return nil, nil, pre, fmt.Errorf("TLS handshake: %w", err)
+	}
+	dc = &dataConn{tcp: c, tls: sess.conn, enc: EncryptionTLS}
+	_, err = io.ReadFull(sess.conn, pre[:])
+	return dc, sess, pre, err
 }
 
 // verifyDepth is how many landed chunks of one connection may wait for read-back
@@ -270,17 +358,20 @@ type landing struct {
 // serve receives chunks on an authenticated connection until the sender closes it
 // (nil) or something goes wrong. The receive loop splices chunks into the file; a
 // verifier goroutine reads each back, checks its CRC, calls Landed and acks, in order.
-func serve(c *net.TCPConn, s chunk.Sink) error {
-	pipe, err := newSplicePipe()
-	if err != nil {
-		return err
+func serve(c *dataConn, macs connMACs, s chunk.Sink) error {
+	var pipe *splicePipe
+	if c.zeroCopy() {
+		var err error
+		if pipe, err = newSplicePipe(); err != nil {
+			return err
+		}
+		defer pipe.Close()
 	}
-	defer pipe.Close()
 	f := s.File()
 	q := make(chan landing, verifyDepth)
 	verr := make(chan error, 1)
-	go func() { verr <- verify(c, s, q) }()
-	err = receive(c, s, f, pipe, q)
+	go func() { verr <- verify(c, macs.out, s, q) }()
+	err := receive(c, macs.in, s, f, pipe, q)
 	close(q)
 	if e := <-verr; err == nil {
 		err = e
@@ -289,8 +380,8 @@ func serve(c *net.TCPConn, s chunk.Sink) error {
 }
 
 // receive is serve's receive loop; every admitted chunk goes to q exactly once.
-func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
-	var hdr [headerLen]byte
+func receive(c *dataConn, mac *frameMAC, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
+	var hdr [headerLen + tagLen]byte
 	for {
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
 			if err == io.EOF {
@@ -298,7 +389,10 @@ func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<
 			}
 			return err
 		}
-		ch, err := parseHeader(hdr[:])
+		if err := mac.open(hdr[:], headerLen, "chunk header"); err != nil {
+			return err
+		}
+		ch, err := parseHeader(hdr[:headerLen])
 		if err != nil {
 			return err
 		}
@@ -318,7 +412,11 @@ func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<
 			q <- landing{c: ch, status: st, refused: true}
 			continue
 		}
-		err = spliceToFile(c, f, off, int64(ch.Length), pipe)
+		if pipe != nil {
+			err = spliceToFile(c.tcp, f, off, int64(ch.Length), pipe)
+		} else {
+			err = copyToFile(c, f, off, int64(ch.Length))
+		}
 		switch {
 		case err == nil:
 			q <- landing{c: ch, off: off}
@@ -337,9 +435,9 @@ func receive(c *net.TCPConn, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<
 
 // verify is serve's verifier: it settles the chunks from q in order. After a failed ack
 // write it closes the connection (ending receive) and keeps settling what is queued.
-func verify(c *net.TCPConn, s chunk.Sink, q <-chan landing) error {
+func verify(c *dataConn, mac *frameMAC, s chunk.Sink, q <-chan landing) error {
 	var werr error
-	ack := make([]byte, 0, ackLen)
+	ack := make([]byte, 0, ackLen+tagLen)
 	for l := range q {
 		if l.status == chunk.StatusOK {
 			if sum, err := fileCRC(s.File(), l.off, int64(l.c.Length)); err != nil {
@@ -352,7 +450,7 @@ func verify(c *net.TCPConn, s chunk.Sink, q <-chan landing) error {
 			s.Landed(l.c, l.err)
 		}
 		if werr == nil {
-			_, werr = c.Write(appendAck(ack[:0], l.c.Index, l.status))
+			_, werr = c.Write(mac.seal(appendAck(ack[:0], l.c.Index, l.status), ackLen))
 			if werr == nil && (l.status == chunk.StatusIO || l.status == chunk.StatusRejected) {
 				werr = l.err // the protocol ends the stream after these acks
 				if werr == nil {

@@ -62,6 +62,18 @@ type SendOptions struct {
 	Streams int      // parallel connections; 0 = DefaultStreams
 	Mode    SendMode // SendFile (the zero value) or ReadWrite
 	Window  int      // max unacked chunks per connection; 0 = DefaultWindow
+	// Encrypt opens TLS 1.3 connections that trust only the certificate
+	// whose SHA-256 is CertSHA256 (the receiver's [Listener.CertSHA256],
+	// from the control plane). Payloads then go through crypto/tls (Mode
+	// does not apply), or stay zero-copy where the kernel offers kTLS.
+	Encrypt    bool
+	CertSHA256 [32]byte
+	// NoKTLS keeps encrypted connections on crypto/tls even where the
+	// kernel offers kTLS.
+	NoKTLS bool
+	// Connected, if not nil, is told how each connection is protected once
+	// the receiver accepted it.
+	Connected func(Encryption)
 }
 
 const rwBufferSize = 1 << 20
@@ -94,6 +106,9 @@ func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-ch
 	}
 	if n < 0 || w < 0 || (opt.Mode != SendFile && opt.Mode != ReadWrite) {
 		return fmt.Errorf("fallback: invalid send options: streams %d, window %d, mode %v", opt.Streams, opt.Window, opt.Mode)
+	}
+	if opt.Encrypt && opt.CertSHA256 == ([32]byte{}) {
+		return errors.New("fallback: encryption asked for without the receiver's certificate fingerprint (the receiver offers no TLS)")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -131,14 +146,18 @@ type sender struct {
 // stream runs one data connection until chunks is closed and all its chunks are
 // acknowledged (nil), or until it fails or ctx ends.
 func (s *sender) stream(ctx context.Context, id int) error {
-	conn, err := s.dial(ctx)
+	conn, macs, err := s.dial(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: stream %d to %s: %w", ErrStreamBroken, id, s.addr, err)
+	}
+	if s.opt.Connected != nil {
+		s.opt.Connected(conn.enc)
 	}
 	st := &streamState{
 		sender:     s,
 		ctx:        ctx,
 		conn:       conn,
+		macs:       macs,
 		slots:      make(chan struct{}, s.window),
 		readerDone: make(chan struct{}),
 	}
@@ -152,21 +171,35 @@ func (s *sender) stream(ctx context.Context, id int) error {
 	return nil
 }
 
-// dial connects and exchanges the preamble.
-func (s *sender) dial(ctx context.Context) (*net.TCPConn, error) {
+// dial connects, runs the TLS handshake when encrypting, and exchanges the
+// preamble.
+func (s *sender) dial(ctx context.Context) (*dataConn, connMACs, error) {
 	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
 	defer cancel()
+	nonce, err := newNonce()
+	if err != nil {
+		return nil, connMACs{}, err
+	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", s.addr)
 	if err != nil {
-		return nil, err
+		return nil, connMACs{}, err
 	}
-	conn := nc.(*net.TCPConn)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	tcp := nc.(*net.TCPConn)
+	stop := context.AfterFunc(ctx, func() { tcp.Close() })
+	dc := &dataConn{tcp: tcp}
+	var sess *tlsSession
+	if s.opt.Encrypt {
+		sess = newTLSSession(tcp, clientTLSConfig(s.opt.CertSHA256), false, !s.opt.NoKTLS)
+		err = sess.conn.HandshakeContext(ctx)
+		dc = &dataConn{tcp: tcp, tls: sess.conn, enc: EncryptionTLS}
+	}
 	var reply [replyLen]byte
-	_, err = conn.Write(appendPreamble(nil, s.tok))
 	if err == nil {
-		_, err = io.ReadFull(conn, reply[:])
+		_, err = dc.Write(appendPreamble(nil, s.tok, nonce))
+	}
+	if err == nil {
+		_, err = io.ReadFull(dc, reply[:])
 	}
 	if !stop() {
 		err = context.Cause(ctx)
@@ -174,11 +207,14 @@ func (s *sender) dial(ctx context.Context) (*net.TCPConn, error) {
 	if err == nil {
 		err = parseReply(reply[:])
 	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("handshake: %w", err)
+	if err == nil && sess != nil {
+		dc, err = sess.toKernel(tcp, false)
 	}
-	return conn, nil
+	if err != nil {
+		tcp.Close()
+		return nil, connMACs{}, fmt.Errorf("handshake: %w", err)
+	}
+	return dc, senderMACs(s.tok, nonce), nil
 }
 
 // streamState is one connection: a writer (the stream goroutine) and an ack reader.
@@ -187,7 +223,8 @@ func (s *sender) dial(ctx context.Context) (*net.TCPConn, error) {
 type streamState struct {
 	*sender
 	ctx        context.Context
-	conn       *net.TCPConn
+	conn       *dataConn
+	macs       connMACs      // macs.in is used by readAcks, macs.out by the writer
 	slots      chan struct{} // one token per unacknowledged chunk
 	readerDone chan struct{}
 
@@ -226,7 +263,7 @@ func (st *streamState) failure() error {
 
 func (st *streamState) readAcks() {
 	defer close(st.readerDone)
-	var b [ackLen]byte
+	var b [ackLen + tagLen]byte
 	for {
 		if _, err := io.ReadFull(st.conn, b[:]); err != nil {
 			if err == io.EOF {
@@ -235,7 +272,12 @@ func (st *streamState) readAcks() {
 			st.fail(fmt.Errorf("reading ack: %w", err))
 			return
 		}
-		index, status, err := parseAck(b[:])
+		err := st.macs.in.open(b[:], ackLen, "ack")
+		var index uint32
+		var status chunk.Status
+		if err == nil {
+			index, status, err = parseAck(b[:ackLen])
+		}
 		st.mu.Lock()
 		if err == nil && (len(st.inflight) == 0 || st.inflight[0].Index != index) {
 			err = fmt.Errorf("%w: unexpected ack for chunk %d", ErrBadHeader, index)
@@ -320,16 +362,21 @@ func (st *streamState) finish() error {
 }
 
 func (st *streamState) writeChunk(c chunk.Chunk) error {
-	var hb [headerLen]byte
+	var hb [headerLen + tagLen]byte
 	hdr := appendHeader(hb[:0], c)
 	if knobs.corrupt != nil && knobs.corrupt(c) {
 		hdr[headerLen-1] ^= 1
 	}
-	if err := writeMore(st.conn, hdr); err != nil {
+	hdr = st.macs.out.seal(hdr, headerLen)
+	if st.conn.zeroCopy() {
+		if err := writeMore(st.conn.tcp, hdr); err != nil {
+			return err
+		}
+		if st.opt.Mode == SendFile {
+			return sendfileRange(st.conn.tcp, st.src, c.Offset, int64(c.Length))
+		}
+	} else if _, err := st.conn.Write(hdr); err != nil {
 		return err
-	}
-	if st.opt.Mode == SendFile {
-		return sendfileRange(st.conn, st.src, c.Offset, int64(c.Length))
 	}
 	bp := rwPool.Get().(*[]byte)
 	defer rwPool.Put(bp)

@@ -6,12 +6,20 @@ import (
 	"fmt"
 )
 
-// Token authenticates the data connections of one transfer: 128 random bits from
-// crypto/rand. It is valid from [Listener.Expect] until the release function that
-// Expect returned is called, and it is bound to the one [chunk.Sink] it was registered with.
-// A Token is a capability: send it only over the authenticated control plane and never
-// log it.
-type Token [16]byte
+// TokenLen is the length of a [Token]: a 16-byte id and a 32-byte secret.
+const TokenLen = 48
+
+// Token is the capability for the data connections of one transfer: a random id
+// (bytes 0-15), which a sender presents on each connection, and a random secret
+// (bytes 16-47), which never appears on the data wire: a connection proves it
+// knows the secret with an HMAC over its preamble, and every chunk header and ack
+// carries a tag keyed by a per-connection key derived from it (see the package
+// documentation). So a passive observer of one data connection learns the id but
+// cannot open another connection, nor inject into one. A Token is valid from
+// [Listener.Expect] until the release function that Expect returned is called,
+// and it is bound to the one [chunk.Sink] it was registered with. Send it only
+// over the authenticated control plane and never log it.
+type Token [TokenLen]byte
 
 // NewToken returns a fresh random token.
 func NewToken() (Token, error) {
@@ -22,7 +30,13 @@ func NewToken() (Token, error) {
 	return t, nil
 }
 
-// String returns the token as 32 lowercase hex digits.
+// id is the part of t a data connection presents on the wire.
+func (t Token) id() [16]byte { return [16]byte(t[:16]) }
+
+// secret is the part of t that never leaves the control plane.
+func (t Token) secret() []byte { return t[16:] }
+
+// String returns the token as 96 lowercase hex digits.
 func (t Token) String() string { return hex.EncodeToString(t[:]) }
 
 // ParseToken parses the form produced by [Token.String].

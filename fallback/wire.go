@@ -15,7 +15,8 @@ import (
 // so callers can use errors.Is.
 var (
 	// ErrUnknownToken reports that the receiver does not know (or no longer accepts) the
-	// token presented on a data connection.
+	// token presented on a data connection, or that the connection did not prove it
+	// holds the token's secret.
 	ErrUnknownToken = errors.New("fallback: unknown data-channel token")
 	// ErrBadHeader reports a malformed preamble, chunk header or ack (wrong magic,
 	// unsupported version, impossible field values).
@@ -23,18 +24,24 @@ var (
 	// ErrStreamBroken reports that a data connection failed (dial, handshake, reset,
 	// closed by the receiver) while chunks were in flight on it.
 	ErrStreamBroken = errors.New("fallback: data connection failed")
+	// ErrEncryptionRequired reports that the receiver accepts only encrypted
+	// (TLS) data connections for the transfer.
+	ErrEncryptionRequired = errors.New("fallback: the receiver requires an encrypted data connection")
 	// ErrClosed reports use of a closed Listener.
 	ErrClosed = errors.New("fallback: listener closed")
 )
 
 // Wire format constants; see the package documentation.
 const (
-	protoVersion = 1
+	protoVersion = 2
 
-	preambleLen = 24 // magic(4) version(2) flags(2) token(16)
+	preambleLen = 72 // magic(4) version(2) flags(2) id(16) nonce(16) proof(32)
 	replyLen    = 8  // magic(4) status(1) reserved(3)
-	headerLen   = 24 // magic(4) index(4) offset(8) length(4) crc(4)
-	ackLen      = 8  // index(4) status(1) reserved(3)
+	headerLen   = 24 // magic(4) index(4) offset(8) length(4) crc(4), then a tag
+	ackLen      = 8  // index(4) status(1) reserved(3), then a tag
+	tagLen      = 16 // truncated HMAC-SHA256 after every header and ack
+	nonceLen    = 16
+	proofLen    = 32
 )
 
 var (
@@ -46,36 +53,51 @@ var (
 // Preamble reply status.
 const (
 	replyOK           byte = 0
-	replyUnknownToken byte = 1
+	replyUnknownToken byte = 1 // unknown id, wrong proof or a replayed preamble
 	replyBadVersion   byte = 2
 	replyBusy         byte = 3 // too many unauthenticated connections
+	replyNeedsTLS     byte = 4 // the transfer accepts only encrypted connections
 )
 
-func appendPreamble(b []byte, tok Token) []byte {
+// preamble is a parsed connection preamble.
+type preamble struct {
+	id    [16]byte
+	nonce [nonceLen]byte
+	proof [proofLen]byte
+}
+
+// appendPreamble appends the preamble that presents tok with a fresh nonce: the
+// token's id, the nonce and an HMAC over them keyed by the token's secret.
+func appendPreamble(b []byte, tok Token, nonce [nonceLen]byte) []byte {
+	start := len(b)
 	b = append(b, preambleMagic[:]...)
 	b = binary.BigEndian.AppendUint16(b, protoVersion)
 	b = binary.BigEndian.AppendUint16(b, 0)
-	return append(b, tok[:]...)
+	id := tok.id()
+	b = append(b, id[:]...)
+	b = append(b, nonce[:]...)
+	return append(b, preambleProof(tok, b[start:])...)
 }
 
-// parsePreamble decodes a connection preamble. The returned version is valid whenever
-// the magic matched, so the receiver can answer replyBadVersion.
-func parsePreamble(b []byte) (tok Token, version uint16, err error) {
+// parsePreamble decodes a connection preamble; it does not check the proof
+// ([checkProof] does, once the id named a token). The returned version is valid
+// whenever the magic matched, so the receiver can answer replyBadVersion.
+func parsePreamble(b []byte) (p preamble, version uint16, err error) {
 	if len(b) != preambleLen {
-		return tok, 0, fmt.Errorf("%w: preamble is %d bytes, want %d", ErrBadHeader, len(b), preambleLen)
+		return p, 0, fmt.Errorf("%w: preamble is %d bytes, want %d", ErrBadHeader, len(b), preambleLen)
 	}
 	if [4]byte(b[0:4]) != preambleMagic {
-		return tok, 0, fmt.Errorf("%w: bad preamble magic", ErrBadHeader)
+		return p, 0, fmt.Errorf("%w: bad preamble magic", ErrBadHeader)
 	}
 	version = binary.BigEndian.Uint16(b[4:6])
 	if version != protoVersion {
-		return tok, version, fmt.Errorf("%w: unsupported protocol version %d", ErrBadHeader, version)
+		return p, version, fmt.Errorf("%w: unsupported protocol version %d", ErrBadHeader, version)
 	}
 	if flags := binary.BigEndian.Uint16(b[6:8]); flags != 0 {
-		return tok, version, fmt.Errorf("%w: unknown preamble flags %#x", ErrBadHeader, flags)
+		return p, version, fmt.Errorf("%w: unknown preamble flags %#x", ErrBadHeader, flags)
 	}
-	copy(tok[:], b[8:24])
-	return tok, version, nil
+	p.id, p.nonce, p.proof = [16]byte(b[8:24]), [nonceLen]byte(b[24:40]), [proofLen]byte(b[40:72])
+	return p, version, nil
 }
 
 func appendReply(b []byte, status byte) []byte {
@@ -101,6 +123,8 @@ func parseReply(b []byte) error {
 		return fmt.Errorf("%w: receiver does not speak protocol version %d", ErrBadHeader, protoVersion)
 	case replyBusy:
 		return ErrReceiverBusy
+	case replyNeedsTLS:
+		return ErrEncryptionRequired
 	default:
 		return fmt.Errorf("%w: unknown preamble reply status %d", ErrBadHeader, b[4])
 	}

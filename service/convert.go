@@ -45,6 +45,7 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 		BytesDone: i.BytesDone, BytesTotal: i.BytesTotal, RateBytesPerSec: i.Rate,
 		Transport: transportToProto(i.Transport), FallbackReason: i.FallbackReason, Error: i.Err,
 		ChunkSize: i.ChunkSize, Streams: int32(i.Streams), StartedUnixMs: i.Started.UnixMilli(),
+		DataEncryption: i.DataEncryption, Verify: i.Verify,
 	}
 	if r := i.Result; r != nil {
 		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds(),
@@ -174,4 +175,18 @@ func regionRefToProto(r *transfer.RegionRef) *pb.RegionRef {
 
 func regionToProto(r transfer.RegionInfo) *pb.RegionInfo {
 	return &pb.RegionInfo{Name: r.Name, Size: r.Size, Backing: r.Backing, CreatedUnixMs: r.Created.UnixMilli(), InUse: int32(r.InUse)}
+}
+
+// copySecurityFromProto converts a Copy's data-encryption and verify options
+// (the enums are numbered as the engine's); a value the API does not define
+// is InvalidArgument.
+func copySecurityFromProto(req *pb.CopyRequest) (transfer.DataEncryption, transfer.VerifyMode, error) {
+	e, v := req.DataEncryption, req.Verify
+	if _, ok := pb.DataEncryption_name[int32(e)]; !ok {
+		return 0, 0, fmt.Errorf("%w: data_encryption %d (want 0 DEFAULT, 1 AUTO, 2 ON or 3 OFF)", transfer.ErrInvalid, int32(e))
+	}
+	if _, ok := pb.VerifyMode_name[int32(v)]; !ok {
+		return 0, 0, fmt.Errorf("%w: verify %d (want 0 DEFAULT or 1 MAC)", transfer.ErrInvalid, int32(v))
+	}
+	return transfer.DataEncryption(e), transfer.VerifyMode(v), nil
 }

@@ -50,7 +50,7 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		Client: client, ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
-		DestRegion: destRegion, SourceOffset: req.SourceOffset,
+		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
@@ -60,7 +60,8 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		Rdma: channelsToProto(resp.RDMA),
 	}
 	if resp.TCP.Addr != "" {
-		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token}
+		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token,
+			CertSha256: resp.TCP.CertSHA256, EncryptionRequired: resp.TCP.RequireTLS}
 	}
 	return out, nil
 }
@@ -87,11 +88,11 @@ func reachableDataAddr(ctx context.Context, dataAddr string) string {
 }
 
 func (s *peerServer) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
-	resp, err := s.node.Commit(ctx, transfer.CommitRequest{ID: req.TransferId, Size: req.Size, CRC32C: req.Crc32C})
+	resp, err := s.node.Commit(ctx, transfer.CommitRequest{ID: req.TransferId, Size: req.Size, CRC32C: req.Crc32C, MAC: req.Mac})
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &pb.CommitResponse{FinalPath: resp.FinalPath, Crc32C: resp.CRC32C}, nil
+	return &pb.CommitResponse{FinalPath: resp.FinalPath, Crc32C: resp.CRC32C, MacVerified: resp.MACVerified}, nil
 }
 
 func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.AbortResponse, error) {
@@ -140,7 +141,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
-		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf,
+		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf, MacKey: req.MACKey,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
@@ -155,16 +156,17 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	}
 	return transfer.PrepareResponse{
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()}, RDMA: ch,
+		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken(),
+			CertSHA256: resp.GetTcp().GetCertSha256(), RequireTLS: resp.GetTcp().GetEncryptionRequired()}, RDMA: ch,
 	}, nil
 }
 
 func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (transfer.CommitResponse, error) {
-	resp, err := c.rpc.Commit(ctx, &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C})
+	resp, err := c.rpc.Commit(ctx, &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C, Mac: req.MAC})
 	if err != nil {
 		return transfer.CommitResponse{}, fromStatus(c.addr, err)
 	}
-	return transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C}, nil
+	return transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C, MACVerified: resp.MacVerified}, nil
 }
 
 func (c *peerClient) Abort(ctx context.Context, id, reason string) error {

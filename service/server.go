@@ -171,6 +171,10 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	if err != nil {
 		return ToStatus(err)
 	}
+	encryption, verify, err := copySecurityFromProto(req)
+	if err != nil {
+		return ToStatus(err)
+	}
 	dest := req.DestNode
 	if dest == "" {
 		dest = s.addr
@@ -200,7 +204,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
 		Policy: policy, ChunkSize: req.ChunkSize, Streams: int(req.Streams),
-		SourceRegion: srcRegion, DestRegion: destRegion,
+		SourceRegion: srcRegion, DestRegion: destRegion, DataEncryption: encryption, Verify: verify,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {
 			sendErr = stream.Send(InfoToProto(i))

@@ -79,6 +79,12 @@ type Config struct {
 	ChunkSize     int64
 	Streams       int
 	SendMode      fallback.SendMode
+	// DataEncryption is the node's data-channel encryption policy, as a
+	// source and as a destination (EncryptDefault: auto). The Data listener
+	// must offer TLS unless it is EncryptOff.
+	DataEncryption DataEncryption
+	// NoKTLS keeps encrypted data connections this node opens on crypto/tls.
+	NoKTLS bool
 	// IdleTimeout aborts an incoming transfer that makes no progress for this long.
 	IdleTimeout time.Duration
 	// FirstByteTimeout aborts an incoming transfer that receives no data
@@ -142,6 +148,7 @@ func NewNode(cfg Config) *Node {
 	cfg.MaxRegistered = cmp.Or(cfg.MaxRegistered, DefaultMaxRegistered)
 	cfg.ChunkSize = cmp.Or(cfg.ChunkSize, DefaultChunkSize)
 	cfg.Streams = cmp.Or(cfg.Streams, fallback.DefaultStreams)
+	cfg.DataEncryption = cmp.Or(cfg.DataEncryption, EncryptAuto)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	cfg.FirstByteTimeout = cmp.Or(cfg.FirstByteTimeout, DefaultFirstByteTimeout)
 	cfg.MaxTransfersPerClient = cmp.Or(cfg.MaxTransfersPerClient, DefaultMaxTransfersPerClient)

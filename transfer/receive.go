@@ -38,6 +38,7 @@ type incoming struct {
 	idle    *time.Timer      // the first-byte deadline, then the idle timeout
 	gotData atomic.Bool      // a chunk arrived (sawData)
 	movingT time.Time
+	macKey  []byte // the whole-file MAC's key from Prepare (mac.go); nil: none
 }
 
 // target is where an incoming transfer's bytes go: a partial file renamed
@@ -61,10 +62,13 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if err := n.validatePrepare(req); err != nil {
 		return PrepareResponse{}, err
 	}
+	if err := validMACKey(req.MACKey); err != nil {
+		return PrepareResponse{}, err
+	}
 	rec := &record{info: Info{
 		ID: req.ID, State: StatePreparing, Direction: Incoming, SourcePath: req.SourceNode + ":" + req.SourcePath,
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
-		ChunkSize: req.ChunkSize, Started: time.Now(),
+		ChunkSize: req.ChunkSize, Started: time.Now(), Verify: verifyOf(req.MACKey).String(),
 	}}
 	var reserve int64
 	if req.DestRegion == nil {
@@ -86,7 +90,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count())}
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey}
 	resp, err := n.openChannels(req, in)
 	if err != nil {
 		in.closeChannels()
@@ -155,8 +159,9 @@ func (n *Node) openChannels(req PrepareRequest, in *incoming) (PrepareResponse, 
 		if err != nil {
 			return PrepareResponse{}, err
 		}
-		in.release = n.cfg.Data.Expect(tok, in)
-		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:]}
+		require := n.requireEncryption(req.Client)
+		in.release = n.cfg.Data.ExpectWith(tok, in, fallback.ExpectOptions{RequireTLS: require})
+		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:], CertSHA256: certOf(n.cfg.Data), RequireTLS: require}
 	}
 	if len(in.rdma) == 0 && req.Policy == PolicyAuto {
 		resp.FallbackReason = rdmaReason
@@ -306,9 +311,10 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		idle := in.stopChannels(len(in.rdma) > 0 && nLanded > 0 && viaRDMA == nLanded && n.pool.Parking())
 		defer func() { closeParked(idle) }()
 		got := in.plan.Combine(in.crcs)
+		var macChecked bool
 		if got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
-		} else {
+		} else if macChecked, err = in.checkMAC(req.MAC); err == nil {
 			err = in.dest.Commit()
 		}
 		if err == nil {
@@ -319,7 +325,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			idle = nil
 			n.finish(rec, StateCommitted, nil)
 			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
-			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got}, nil
+			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got, MACVerified: macChecked}, nil
 		}
 	}
 	n.abortIncoming(rec, StateFailed, err)

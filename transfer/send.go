@@ -30,6 +30,11 @@ type PushRequest struct {
 	// DestRegion writes into a window of a region on the peer instead of DestPath.
 	SourceRegion *RegionRef
 	DestRegion   *RegionRef
+	// DataEncryption overrides the node's policy for this copy
+	// (EncryptDefault: the node's).
+	DataEncryption DataEncryption
+	// Verify adds the whole-file keyed BLAKE3 (VerifyMAC).
+	Verify VerifyMode
 }
 
 // progressEvery bounds how often Push reports progress while moving: every
@@ -142,13 +147,14 @@ func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*
 	rec := &record{cancel: cancel, info: Info{
 		ID: NewID(), State: StatePending, Direction: Outgoing, SourcePath: req.SourcePath,
 		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: src.size,
-		ChunkSize: chunkSize, Streams: streams, Started: time.Now(),
+		ChunkSize: chunkSize, Streams: streams, Started: time.Now(), Verify: req.Verify.String(),
 	}}
 	if err := n.admit(rec); err != nil {
 		return nil, err
 	}
 	p := &push{node: n, rec: rec, peer: peer, src: src.file, srcBase: src.base, srcAnon: src.anon, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason}
+		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason,
+		encryption: req.DataEncryption, verify: req.Verify}
 	p.emit()
 	return p, nil
 }
@@ -205,6 +211,10 @@ type push struct {
 	rdmaReason string         // why no RDMA was offered
 	rdmaDone   bool           // every chunk was verified over RDMA
 
+	encryption DataEncryption // the copy's data-channel policy (encrypt.go)
+	verify     VerifyMode
+	mac        *sourceMAC // the running whole-file MAC (mac.go); nil without VerifyMAC
+
 	emitMu   sync.Mutex
 	lastEmit time.Time
 	emitters sync.WaitGroup // progress reports started from the ack path
@@ -258,10 +268,19 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, error) {
 	rec := p.rec
 	registered := p.registerAhead()
+	var err error
+	if p.mac, err = startMAC(p.verify, p.data); err != nil {
+		return PrepareResponse{}, err
+	}
+	var macKey []byte
+	if p.mac != nil {
+		macKey = p.mac.key
+	}
 	resp, err := p.peer.Prepare(ctx, PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
 		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
+		MACKey: macKey,
 	})
 	registered.Wait()
 	if err != nil {
@@ -281,15 +300,24 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 
 // commit asks the destination to publish the file with the whole-file
 // CRC32C and records the result.
-func (p *push) commit(ctx context.Context) error {
+func (p *push) commit(ctx context.Context) (err error) {
 	rec := p.rec
 	moved := time.Now()
 	rec.setState(StateVerifying)
 	p.emit()
 	sum := p.plan.Combine(p.sched.crcs)
-	cresp, err := p.peer.Commit(ctx, CommitRequest{ID: rec.info.ID, Size: p.plan.Size, CRC32C: sum})
+	var mac []byte
+	if p.mac != nil {
+		if mac, err = p.mac.result(); err != nil {
+			return err
+		}
+	}
+	cresp, err := p.peer.Commit(ctx, CommitRequest{ID: rec.info.ID, Size: p.plan.Size, CRC32C: sum, MAC: mac})
 	if err != nil {
 		return err
+	}
+	if p.mac != nil && !cresp.MACVerified {
+		return fmt.Errorf("%w: destination %s committed without checking the whole-file MAC (--verify mac needs rxfer with it on both nodes)", ErrInvalid, rec.info.DestNode)
 	}
 	if cresp.CRC32C != sum {
 		return fmt.Errorf("%w: destination committed CRC32C %08x, source computed %08x", ErrCorrupt, cresp.CRC32C, sum)
@@ -317,7 +345,10 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 		return nil, fmt.Errorf("%w: destination sent a %d-byte token", ErrInvalid, len(ch.Token))
 	}
 	copy(tok[:], ch.Token)
-	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode}
+	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode, Connected: p.rec.setEncryption}
+	if err := p.encryptTCP(ch, &opt); err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		return fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
 	}, nil
@@ -414,6 +445,7 @@ func (p *push) mapSource() error {
 
 // unmapSource drops source registrations no lane took, then the mapping.
 func (p *push) unmapSource() {
+	p.mac.abandon() // it reads the mapping
 	for _, s := range p.rdma {
 		s.DropSource() // registered ahead but not taken: before the unmap
 	}

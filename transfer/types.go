@@ -100,6 +100,11 @@ type Info struct {
 	ChunkSize      int64
 	Streams        int
 	Started        time.Time
+	// DataEncryption is how the TCP data connections are protected:
+	// "off", "tls" or "ktls" (fallback.Encryption); "" before the first one.
+	DataEncryption string
+	// Verify is "crc32c" or "crc32c+mac" (VerifyMode).
+	Verify string
 }
 
 // PrepareRequest is what a source sends the destination before any data.
@@ -125,6 +130,9 @@ type PrepareRequest struct {
 	// lanes the destination takes (a prefix of these, at least one).
 	RDMA            []RDMAEndpoint
 	RDMAUnavailable string
+	// MACKey, when set, asks for the whole-file keyed BLAKE3 (VerifyMAC)
+	// that Commit carries.
+	MACKey []byte
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can
@@ -161,6 +169,10 @@ type RDMAChannel struct {
 type TCPChannel struct {
 	Addr  string
 	Token []byte
+	// CertSHA256 pins the data listener's TLS certificate (nil: no TLS).
+	CertSHA256 []byte
+	// RequireTLS: the destination refuses plaintext data connections.
+	RequireTLS bool
 }
 
 // PrepareResponse is the destination's answer to Prepare.
@@ -177,12 +189,15 @@ type CommitRequest struct {
 	ID     string
 	Size   int64
 	CRC32C uint32
+	MAC    []byte // the source's whole-file MAC, when Prepare carried a key
 }
 
 // CommitResponse confirms a commit.
 type CommitResponse struct {
 	FinalPath string
 	CRC32C    uint32
+	// MACVerified: the destination compared the MAC before committing.
+	MACVerified bool
 }
 
 // Peer is the control channel to a destination node (implemented over gRPC

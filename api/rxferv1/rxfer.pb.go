@@ -134,6 +134,114 @@ func (TransportPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{1}
 }
 
+// DataEncryption is a copy's policy for encrypting the TCP data channel.
+type DataEncryption int32
+
+const (
+	// The source node's setting (serve --data-encryption).
+	DataEncryption_DATA_ENCRYPTION_DEFAULT DataEncryption = 0
+	// Encrypted across the network, plaintext on loopback.
+	DataEncryption_DATA_ENCRYPTION_AUTO DataEncryption = 1
+	// Always encrypted (TLS 1.3; kTLS where the kernel offers it).
+	DataEncryption_DATA_ENCRYPTION_ON DataEncryption = 2
+	// Not asked for; a destination that requires encryption still gets it.
+	DataEncryption_DATA_ENCRYPTION_OFF DataEncryption = 3
+)
+
+// Enum value maps for DataEncryption.
+var (
+	DataEncryption_name = map[int32]string{
+		0: "DATA_ENCRYPTION_DEFAULT",
+		1: "DATA_ENCRYPTION_AUTO",
+		2: "DATA_ENCRYPTION_ON",
+		3: "DATA_ENCRYPTION_OFF",
+	}
+	DataEncryption_value = map[string]int32{
+		"DATA_ENCRYPTION_DEFAULT": 0,
+		"DATA_ENCRYPTION_AUTO":    1,
+		"DATA_ENCRYPTION_ON":      2,
+		"DATA_ENCRYPTION_OFF":     3,
+	}
+)
+
+func (x DataEncryption) Enum() *DataEncryption {
+	p := new(DataEncryption)
+	*p = x
+	return p
+}
+
+func (x DataEncryption) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataEncryption) Descriptor() protoreflect.EnumDescriptor {
+	return file_rxfer_v1_rxfer_proto_enumTypes[2].Descriptor()
+}
+
+func (DataEncryption) Type() protoreflect.EnumType {
+	return &file_rxfer_v1_rxfer_proto_enumTypes[2]
+}
+
+func (x DataEncryption) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataEncryption.Descriptor instead.
+func (DataEncryption) EnumDescriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{2}
+}
+
+// VerifyMode is how a copy's bytes are verified before commit.
+type VerifyMode int32
+
+const (
+	// CRC32C per chunk and over the whole file (detects accidents, not tampering).
+	VerifyMode_VERIFY_MODE_DEFAULT VerifyMode = 0
+	// Also a whole-file keyed BLAKE3 with a per-transfer key sent only over the
+	// control plane, compared before commit: tampering on any data path is
+	// DATA_LOSS and nothing is committed.
+	VerifyMode_VERIFY_MODE_MAC VerifyMode = 1
+)
+
+// Enum value maps for VerifyMode.
+var (
+	VerifyMode_name = map[int32]string{
+		0: "VERIFY_MODE_DEFAULT",
+		1: "VERIFY_MODE_MAC",
+	}
+	VerifyMode_value = map[string]int32{
+		"VERIFY_MODE_DEFAULT": 0,
+		"VERIFY_MODE_MAC":     1,
+	}
+)
+
+func (x VerifyMode) Enum() *VerifyMode {
+	p := new(VerifyMode)
+	*p = x
+	return p
+}
+
+func (x VerifyMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VerifyMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_rxfer_v1_rxfer_proto_enumTypes[3].Descriptor()
+}
+
+func (VerifyMode) Type() protoreflect.EnumType {
+	return &file_rxfer_v1_rxfer_proto_enumTypes[3]
+}
+
+func (x VerifyMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VerifyMode.Descriptor instead.
+func (VerifyMode) EnumDescriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+}
+
 // State of a transfer. Terminal states: COMMITTED, FAILED, CANCELLED.
 type State int32
 
@@ -183,11 +291,11 @@ func (x State) String() string {
 }
 
 func (State) Descriptor() protoreflect.EnumDescriptor {
-	return file_rxfer_v1_rxfer_proto_enumTypes[2].Descriptor()
+	return file_rxfer_v1_rxfer_proto_enumTypes[4].Descriptor()
 }
 
 func (State) Type() protoreflect.EnumType {
-	return &file_rxfer_v1_rxfer_proto_enumTypes[2]
+	return &file_rxfer_v1_rxfer_proto_enumTypes[4]
 }
 
 func (x State) Number() protoreflect.EnumNumber {
@@ -196,7 +304,7 @@ func (x State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use State.Descriptor instead.
 func (State) EnumDescriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{2}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{4}
 }
 
 // Direction of a transfer as seen from the node that reports it.
@@ -235,11 +343,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_rxfer_v1_rxfer_proto_enumTypes[3].Descriptor()
+	return file_rxfer_v1_rxfer_proto_enumTypes[5].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_rxfer_v1_rxfer_proto_enumTypes[3]
+	return &file_rxfer_v1_rxfer_proto_enumTypes[5]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -248,7 +356,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{3}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
 }
 
 // RegionRef names a window of a region. length 0 means to the region's end
@@ -1034,9 +1142,11 @@ type CopyRequest struct {
 	// dials the destination over TLS 1.3 and accepts only that certificate,
 	// presenting its own as the client certificate: a pulling CLI serves its
 	// one-copy destination with a fresh self-signed certificate.
-	DestTlsSha256 []byte `protobuf:"bytes,20,opt,name=dest_tls_sha256,json=destTlsSha256,proto3" json:"dest_tls_sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DestTlsSha256  []byte         `protobuf:"bytes,20,opt,name=dest_tls_sha256,json=destTlsSha256,proto3" json:"dest_tls_sha256,omitempty"`
+	DataEncryption DataEncryption `protobuf:"varint,40,opt,name=data_encryption,json=dataEncryption,proto3,enum=rxfer.v1.DataEncryption" json:"data_encryption,omitempty"`
+	Verify         VerifyMode     `protobuf:"varint,41,opt,name=verify,proto3,enum=rxfer.v1.VerifyMode" json:"verify,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CopyRequest) Reset() {
@@ -1144,6 +1254,20 @@ func (x *CopyRequest) GetDestTlsSha256() []byte {
 		return x.DestTlsSha256
 	}
 	return nil
+}
+
+func (x *CopyRequest) GetDataEncryption() DataEncryption {
+	if x != nil {
+		return x.DataEncryption
+	}
+	return DataEncryption_DATA_ENCRYPTION_DEFAULT
+}
+
+func (x *CopyRequest) GetVerify() VerifyMode {
+	if x != nil {
+		return x.Verify
+	}
+	return VerifyMode_VERIFY_MODE_DEFAULT
 }
 
 type TransferResult struct {
@@ -1260,6 +1384,11 @@ type TransferInfo struct {
 	Streams   int32           `protobuf:"varint,15,opt,name=streams,proto3" json:"streams,omitempty"`
 	// Unix time in milliseconds.
 	StartedUnixMs int64 `protobuf:"varint,16,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	// How the TCP data connections are protected: "off", "tls" (crypto/tls)
+	// or "ktls" (kernel TLS); empty before the first one or without TCP.
+	DataEncryption string `protobuf:"bytes,40,opt,name=data_encryption,json=dataEncryption,proto3" json:"data_encryption,omitempty"`
+	// "crc32c" or "crc32c+mac" (VERIFY_MODE_MAC).
+	Verify        string `protobuf:"bytes,41,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1404,6 +1533,20 @@ func (x *TransferInfo) GetStartedUnixMs() int64 {
 		return x.StartedUnixMs
 	}
 	return 0
+}
+
+func (x *TransferInfo) GetDataEncryption() string {
+	if x != nil {
+		return x.DataEncryption
+	}
+	return ""
+}
+
+func (x *TransferInfo) GetVerify() string {
+	if x != nil {
+		return x.Verify
+	}
+	return ""
 }
 
 type GetTransferRequest struct {
@@ -1918,7 +2061,10 @@ type PrepareRequest struct {
 	// The identity (spiffe://TD/client/NAME URI) of the caller the source node
 	// copies for. A destination with a policy checks that it may write too;
 	// it is believed only from a caller authenticated by a node certificate.
-	OnBehalfOf    string `protobuf:"bytes,20,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	OnBehalfOf string `protobuf:"bytes,20,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	// When set (32 bytes): the key of the whole-file keyed BLAKE3 that Commit
+	// carries (VERIFY_MODE_MAC).
+	MacKey        []byte `protobuf:"bytes,40,opt,name=mac_key,json=macKey,proto3" json:"mac_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2058,14 +2204,27 @@ func (x *PrepareRequest) GetOnBehalfOf() string {
 	return ""
 }
 
+func (x *PrepareRequest) GetMacKey() []byte {
+	if x != nil {
+		return x.MacKey
+	}
+	return nil
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// Token to present on each data connection of this transfer.
-	Token         []byte `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Token of this transfer's data connections: a 16-byte id presented on each
+	// connection and a 32-byte secret that never travels on the data wire.
+	Token []byte `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// SHA-256 of the data listener's ephemeral TLS certificate, which an
+	// encrypting source pins (empty: the destination offers no encryption).
+	CertSha256 []byte `protobuf:"bytes,40,opt,name=cert_sha256,json=certSha256,proto3" json:"cert_sha256,omitempty"`
+	// The destination refuses plaintext data connections for this transfer.
+	EncryptionRequired bool `protobuf:"varint,41,opt,name=encryption_required,json=encryptionRequired,proto3" json:"encryption_required,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TcpChannel) Reset() {
@@ -2110,6 +2269,20 @@ func (x *TcpChannel) GetToken() []byte {
 		return x.Token
 	}
 	return nil
+}
+
+func (x *TcpChannel) GetCertSha256() []byte {
+	if x != nil {
+		return x.CertSha256
+	}
+	return nil
+}
+
+func (x *TcpChannel) GetEncryptionRequired() bool {
+	if x != nil {
+		return x.EncryptionRequired
+	}
+	return false
 }
 
 type PrepareResponse struct {
@@ -2192,10 +2365,12 @@ func (x *PrepareResponse) GetRdma() []*RdmaChannel {
 }
 
 type CommitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Crc32C        uint32                 `protobuf:"fixed32,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Size       int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Crc32C     uint32                 `protobuf:"fixed32,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// The source's keyed BLAKE3 of what it sent, when Prepare carried a mac_key.
+	Mac           []byte `protobuf:"bytes,40,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2251,10 +2426,19 @@ func (x *CommitRequest) GetCrc32C() uint32 {
 	return 0
 }
 
+func (x *CommitRequest) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
 type CommitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FinalPath     string                 `protobuf:"bytes,1,opt,name=final_path,json=finalPath,proto3" json:"final_path,omitempty"`
-	Crc32C        uint32                 `protobuf:"fixed32,2,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FinalPath string                 `protobuf:"bytes,1,opt,name=final_path,json=finalPath,proto3" json:"final_path,omitempty"`
+	Crc32C    uint32                 `protobuf:"fixed32,2,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// The destination compared the MAC with its own over the bytes it committed.
+	MacVerified   bool `protobuf:"varint,40,opt,name=mac_verified,json=macVerified,proto3" json:"mac_verified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2301,6 +2485,13 @@ func (x *CommitResponse) GetCrc32C() uint32 {
 		return x.Crc32C
 	}
 	return 0
+}
+
+func (x *CommitResponse) GetMacVerified() bool {
+	if x != nil {
+		return x.MacVerified
+	}
+	return false
 }
 
 type AbortRequest struct {
@@ -2453,7 +2644,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xaf\x03\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xa0\x04\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -2470,7 +2661,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\vdest_region\x18\n" +
 	" \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
 	"destRegion\x12&\n" +
-	"\x0fdest_tls_sha256\x18\x14 \x01(\fR\rdestTlsSha256\"\xd4\x01\n" +
+	"\x0fdest_tls_sha256\x18\x14 \x01(\fR\rdestTlsSha256\x12A\n" +
+	"\x0fdata_encryption\x18( \x01(\x0e2\x18.rxfer.v1.DataEncryptionR\x0edataEncryption\x12,\n" +
+	"\x06verify\x18) \x01(\x0e2\x14.rxfer.v1.VerifyModeR\x06verify\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2478,7 +2671,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
 	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
 	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
-	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xd6\x04\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\x97\x05\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +
@@ -2501,7 +2694,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\n" +
 	"chunk_size\x18\x0e \x01(\x03R\tchunkSize\x12\x18\n" +
 	"\astreams\x18\x0f \x01(\x05R\astreams\x12&\n" +
-	"\x0fstarted_unix_ms\x18\x10 \x01(\x03R\rstartedUnixMs\"5\n" +
+	"\x0fstarted_unix_ms\x18\x10 \x01(\x03R\rstartedUnixMs\x12'\n" +
+	"\x0fdata_encryption\x18( \x01(\tR\x0edataEncryption\x12\x16\n" +
+	"\x06verify\x18) \x01(\tR\x06verify\"5\n" +
 	"\x12GetTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\"\x16\n" +
@@ -2532,7 +2727,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xb5\x04\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xce\x04\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2556,27 +2751,33 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"destRegion\x12#\n" +
 	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\x12 \n" +
 	"\fon_behalf_of\x18\x14 \x01(\tR\n" +
-	"onBehalfOf\"<\n" +
+	"onBehalfOf\x12\x17\n" +
+	"\amac_key\x18( \x01(\fR\x06macKey\"\x8e\x01\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\fR\x05token\"\xdf\x01\n" +
+	"\x05token\x18\x02 \x01(\fR\x05token\x12\x1f\n" +
+	"\vcert_sha256\x18( \x01(\fR\n" +
+	"certSha256\x12/\n" +
+	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xdf\x01\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x03 \x01(\tR\tfinalPath\x12'\n" +
 	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\x12)\n" +
-	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"\\\n" +
+	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"n\n" +
 	"\rCommitRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\aR\x06crc32c\"G\n" +
+	"\x06crc32c\x18\x03 \x01(\aR\x06crc32c\x12\x10\n" +
+	"\x03mac\x18( \x01(\fR\x03mac\"j\n" +
 	"\x0eCommitResponse\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x01 \x01(\tR\tfinalPath\x12\x16\n" +
-	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"G\n" +
+	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\x12!\n" +
+	"\fmac_verified\x18( \x01(\bR\vmacVerified\"G\n" +
 	"\fAbortRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x16\n" +
@@ -2589,7 +2790,16 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x0fTransportPolicy\x12\x19\n" +
 	"\x15TRANSPORT_POLICY_AUTO\x10\x00\x12\x18\n" +
 	"\x14TRANSPORT_POLICY_TCP\x10\x01\x12\x19\n" +
-	"\x15TRANSPORT_POLICY_RDMA\x10\x02*\xa9\x01\n" +
+	"\x15TRANSPORT_POLICY_RDMA\x10\x02*x\n" +
+	"\x0eDataEncryption\x12\x1b\n" +
+	"\x17DATA_ENCRYPTION_DEFAULT\x10\x00\x12\x18\n" +
+	"\x14DATA_ENCRYPTION_AUTO\x10\x01\x12\x16\n" +
+	"\x12DATA_ENCRYPTION_ON\x10\x02\x12\x17\n" +
+	"\x13DATA_ENCRYPTION_OFF\x10\x03*:\n" +
+	"\n" +
+	"VerifyMode\x12\x17\n" +
+	"\x13VERIFY_MODE_DEFAULT\x10\x00\x12\x13\n" +
+	"\x0fVERIFY_MODE_MAC\x10\x01*\xa9\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x13\n" +
@@ -2629,96 +2839,100 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 	return file_rxfer_v1_rxfer_proto_rawDescData
 }
 
-var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(Transport)(0),                   // 0: rxfer.v1.Transport
 	(TransportPolicy)(0),             // 1: rxfer.v1.TransportPolicy
-	(State)(0),                       // 2: rxfer.v1.State
-	(Direction)(0),                   // 3: rxfer.v1.Direction
-	(*RegionRef)(nil),                // 4: rxfer.v1.RegionRef
-	(*RegisterRegionRequest)(nil),    // 5: rxfer.v1.RegisterRegionRequest
-	(*RegionInfo)(nil),               // 6: rxfer.v1.RegionInfo
-	(*DeregisterRegionRequest)(nil),  // 7: rxfer.v1.DeregisterRegionRequest
-	(*DeregisterRegionResponse)(nil), // 8: rxfer.v1.DeregisterRegionResponse
-	(*ListRegionsRequest)(nil),       // 9: rxfer.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),      // 10: rxfer.v1.ListRegionsResponse
-	(*GetNodeInfoRequest)(nil),       // 11: rxfer.v1.GetNodeInfoRequest
-	(*TransportStatus)(nil),          // 12: rxfer.v1.TransportStatus
-	(*NodeInfo)(nil),                 // 13: rxfer.v1.NodeInfo
-	(*RdmaDevice)(nil),               // 14: rxfer.v1.RdmaDevice
-	(*RdmaGid)(nil),                  // 15: rxfer.v1.RdmaGid
-	(*CopyRequest)(nil),              // 16: rxfer.v1.CopyRequest
-	(*TransferResult)(nil),           // 17: rxfer.v1.TransferResult
-	(*TransferInfo)(nil),             // 18: rxfer.v1.TransferInfo
-	(*GetTransferRequest)(nil),       // 19: rxfer.v1.GetTransferRequest
-	(*ListTransfersRequest)(nil),     // 20: rxfer.v1.ListTransfersRequest
-	(*ListTransfersResponse)(nil),    // 21: rxfer.v1.ListTransfersResponse
-	(*CancelTransferRequest)(nil),    // 22: rxfer.v1.CancelTransferRequest
-	(*CancelTransferResponse)(nil),   // 23: rxfer.v1.CancelTransferResponse
-	(*TcpOffer)(nil),                 // 24: rxfer.v1.TcpOffer
-	(*RdmaEndpoint)(nil),             // 25: rxfer.v1.RdmaEndpoint
-	(*RdmaBuffer)(nil),               // 26: rxfer.v1.RdmaBuffer
-	(*RdmaChannel)(nil),              // 27: rxfer.v1.RdmaChannel
-	(*PrepareRequest)(nil),           // 28: rxfer.v1.PrepareRequest
-	(*TcpChannel)(nil),               // 29: rxfer.v1.TcpChannel
-	(*PrepareResponse)(nil),          // 30: rxfer.v1.PrepareResponse
-	(*CommitRequest)(nil),            // 31: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),           // 32: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),             // 33: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),            // 34: rxfer.v1.AbortResponse
+	(DataEncryption)(0),              // 2: rxfer.v1.DataEncryption
+	(VerifyMode)(0),                  // 3: rxfer.v1.VerifyMode
+	(State)(0),                       // 4: rxfer.v1.State
+	(Direction)(0),                   // 5: rxfer.v1.Direction
+	(*RegionRef)(nil),                // 6: rxfer.v1.RegionRef
+	(*RegisterRegionRequest)(nil),    // 7: rxfer.v1.RegisterRegionRequest
+	(*RegionInfo)(nil),               // 8: rxfer.v1.RegionInfo
+	(*DeregisterRegionRequest)(nil),  // 9: rxfer.v1.DeregisterRegionRequest
+	(*DeregisterRegionResponse)(nil), // 10: rxfer.v1.DeregisterRegionResponse
+	(*ListRegionsRequest)(nil),       // 11: rxfer.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),      // 12: rxfer.v1.ListRegionsResponse
+	(*GetNodeInfoRequest)(nil),       // 13: rxfer.v1.GetNodeInfoRequest
+	(*TransportStatus)(nil),          // 14: rxfer.v1.TransportStatus
+	(*NodeInfo)(nil),                 // 15: rxfer.v1.NodeInfo
+	(*RdmaDevice)(nil),               // 16: rxfer.v1.RdmaDevice
+	(*RdmaGid)(nil),                  // 17: rxfer.v1.RdmaGid
+	(*CopyRequest)(nil),              // 18: rxfer.v1.CopyRequest
+	(*TransferResult)(nil),           // 19: rxfer.v1.TransferResult
+	(*TransferInfo)(nil),             // 20: rxfer.v1.TransferInfo
+	(*GetTransferRequest)(nil),       // 21: rxfer.v1.GetTransferRequest
+	(*ListTransfersRequest)(nil),     // 22: rxfer.v1.ListTransfersRequest
+	(*ListTransfersResponse)(nil),    // 23: rxfer.v1.ListTransfersResponse
+	(*CancelTransferRequest)(nil),    // 24: rxfer.v1.CancelTransferRequest
+	(*CancelTransferResponse)(nil),   // 25: rxfer.v1.CancelTransferResponse
+	(*TcpOffer)(nil),                 // 26: rxfer.v1.TcpOffer
+	(*RdmaEndpoint)(nil),             // 27: rxfer.v1.RdmaEndpoint
+	(*RdmaBuffer)(nil),               // 28: rxfer.v1.RdmaBuffer
+	(*RdmaChannel)(nil),              // 29: rxfer.v1.RdmaChannel
+	(*PrepareRequest)(nil),           // 30: rxfer.v1.PrepareRequest
+	(*TcpChannel)(nil),               // 31: rxfer.v1.TcpChannel
+	(*PrepareResponse)(nil),          // 32: rxfer.v1.PrepareResponse
+	(*CommitRequest)(nil),            // 33: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),           // 34: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),             // 35: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),            // 36: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
-	6,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
+	8,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
 	0,  // 1: rxfer.v1.TransportStatus.transport:type_name -> rxfer.v1.Transport
-	12, // 2: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
-	14, // 3: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
-	15, // 4: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
+	14, // 2: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
+	16, // 3: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
+	17, // 4: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
 	1,  // 5: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	4,  // 6: rxfer.v1.CopyRequest.source_region:type_name -> rxfer.v1.RegionRef
-	4,  // 7: rxfer.v1.CopyRequest.dest_region:type_name -> rxfer.v1.RegionRef
-	2,  // 8: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
-	3,  // 9: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
-	0,  // 10: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
-	17, // 11: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
-	18, // 12: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
-	18, // 13: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
-	25, // 14: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
-	26, // 15: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
-	1,  // 16: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	24, // 17: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
-	25, // 18: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
-	4,  // 19: rxfer.v1.PrepareRequest.dest_region:type_name -> rxfer.v1.RegionRef
-	0,  // 20: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
-	29, // 21: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
-	27, // 22: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
-	11, // 23: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	16, // 24: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	19, // 25: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	20, // 26: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	22, // 27: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	5,  // 28: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
-	7,  // 29: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
-	9,  // 30: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
-	28, // 31: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	31, // 32: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	33, // 33: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	13, // 34: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	18, // 35: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	18, // 36: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	21, // 37: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	23, // 38: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	6,  // 39: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
-	8,  // 40: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
-	10, // 41: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
-	30, // 42: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	32, // 43: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	34, // 44: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 6: rxfer.v1.CopyRequest.source_region:type_name -> rxfer.v1.RegionRef
+	6,  // 7: rxfer.v1.CopyRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	2,  // 8: rxfer.v1.CopyRequest.data_encryption:type_name -> rxfer.v1.DataEncryption
+	3,  // 9: rxfer.v1.CopyRequest.verify:type_name -> rxfer.v1.VerifyMode
+	4,  // 10: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
+	5,  // 11: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
+	0,  // 12: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
+	19, // 13: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
+	20, // 14: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
+	20, // 15: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
+	27, // 16: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
+	28, // 17: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
+	1,  // 18: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
+	26, // 19: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
+	27, // 20: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
+	6,  // 21: rxfer.v1.PrepareRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	0,  // 22: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
+	31, // 23: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
+	29, // 24: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
+	13, // 25: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	18, // 26: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	21, // 27: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	22, // 28: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	24, // 29: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	7,  // 30: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
+	9,  // 31: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
+	11, // 32: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
+	30, // 33: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	33, // 34: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	35, // 35: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	15, // 36: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	20, // 37: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	20, // 38: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	23, // 39: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	25, // 40: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	8,  // 41: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
+	10, // 42: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
+	12, // 43: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
+	32, // 44: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	34, // 45: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	36, // 46: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -2731,7 +2945,7 @@ func file_rxfer_v1_rxfer_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      6,
 			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,

@@ -40,6 +40,8 @@ func cmdBench(args []string) error {
 	streams := fs.Int("streams", 0, "rxfer's parallel TCP streams (0: default)")
 	chunk := fs.Int64("chunk-size", 0, "rxfer's chunk size (0: default)")
 	controlRounds := fs.Int("control-rounds", 200, "4 KiB copies through the gRPC API with and without mTLS, for the control plane's TLS cost (0: skip)")
+	dataEnc := fs.String("data-encryption", "off", "rxfer's TCP data-channel encryption: off or on (TLS 1.3; kTLS where the kernel offers it)")
+	verify := fs.String("verify", "crc32c", "crc32c, or mac: add the whole-file keyed BLAKE3")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -50,6 +52,14 @@ func cmdBench(args []string) error {
 	policy, ok := map[string]transfer.Policy{"auto": transfer.PolicyAuto, "tcp": transfer.PolicyTCP, "rdma": transfer.PolicyRDMA}[*transport]
 	if !ok {
 		return usagef("--transport %q: want auto, tcp or rdma", *transport)
+	}
+	encryption, ok := map[string]transfer.DataEncryption{"off": transfer.EncryptOff, "on": transfer.EncryptOn}[*dataEnc]
+	if !ok {
+		return usagef("--data-encryption %q: want off or on", *dataEnc)
+	}
+	verifyMode, ok := map[string]transfer.VerifyMode{"crc32c": transfer.VerifyCRC, "mac": transfer.VerifyMAC}[*verify]
+	if !ok {
+		return usagef("--verify %q: want crc32c or mac", *verify)
 	}
 	work, err := os.MkdirTemp(*dir, "rxfer-bench-")
 	if err != nil {
@@ -97,7 +107,7 @@ func cmdBench(args []string) error {
 		}
 		baseSecs = append(baseSecs, secs)
 		last, err = srcNode.node.Push(context.Background(), transfer.PushRequest{SourcePath: "bench.bin", DestPath: "rxfer.bin",
-			Policy: policy, Overwrite: true, Streams: *streams, ChunkSize: *chunk}, dstNode.node.LocalPeer(), nil)
+			Policy: policy, Overwrite: true, Streams: *streams, ChunkSize: *chunk, DataEncryption: encryption, Verify: verifyMode}, dstNode.node.LocalPeer(), nil)
 		if err != nil {
 			return err
 		}
@@ -106,7 +116,14 @@ func cmdBench(args []string) error {
 	base := benchResult{Name: "read/write over TCP", Bytes: size, Seconds: median(baseSecs)}
 	report(base)
 	rx := median(rxSecs)
-	report(benchResult{Name: "rxfer", Bytes: size, Seconds: rx, Transport: last.Transport.String(), Ratio: base.Seconds / rx})
+	name := "rxfer"
+	if last.DataEncryption != "" && last.DataEncryption != "off" {
+		name += " (" + last.DataEncryption + ")"
+	}
+	if verifyMode == transfer.VerifyMAC {
+		name += " --verify mac"
+	}
+	report(benchResult{Name: name, Bytes: size, Seconds: rx, Transport: last.Transport.String(), Ratio: base.Seconds / rx})
 	if last.FallbackReason != "" && !*asJSON {
 		fmt.Printf("  (rxfer used %s: %s)\n", last.Transport, last.FallbackReason)
 	}

@@ -38,6 +38,9 @@ type cpOptions struct {
 	streams   int
 	token     string
 	tls       *pki.Client // nil: plaintext
+	// encryption and verify are the copy's --data-encryption and --verify.
+	encryption pb.DataEncryption
+	verify     pb.VerifyMode
 }
 
 // creds are how the CLI connects to nodes.
@@ -55,6 +58,8 @@ func cmdCp(args []string) error {
 	fs.IntVar(&o.streams, "streams", 0, "parallel TCP streams (0: the sender's default)")
 	tokenFile := fs.String("token-file", "", "bearer token for the nodes (default: $RXFER_TOKEN)")
 	tlsFlags := addClientTLSFlags(fs)
+	dataEnc := fs.String("data-encryption", "", "TCP data-channel encryption for this copy: auto, on or off (default: the sending node's --data-encryption)")
+	verify := fs.String("verify", "crc32c", "crc32c, or mac: also a whole-file keyed BLAKE3 compared before commit (tampering on any data path is DataLoss)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
 		fs.PrintDefaults()
@@ -69,6 +74,13 @@ func cmdCp(args []string) error {
 	if o.policy, ok = map[string]pb.TransportPolicy{"auto": pb.TransportPolicy_TRANSPORT_POLICY_AUTO,
 		"tcp": pb.TransportPolicy_TRANSPORT_POLICY_TCP, "rdma": pb.TransportPolicy_TRANSPORT_POLICY_RDMA}[*transport]; !ok {
 		return usagef("--transport %q: want auto, tcp or rdma", *transport)
+	}
+	if o.encryption, ok = map[string]pb.DataEncryption{"": pb.DataEncryption_DATA_ENCRYPTION_DEFAULT, "auto": pb.DataEncryption_DATA_ENCRYPTION_AUTO,
+		"on": pb.DataEncryption_DATA_ENCRYPTION_ON, "off": pb.DataEncryption_DATA_ENCRYPTION_OFF}[*dataEnc]; !ok {
+		return usagef("--data-encryption %q: want auto, on or off", *dataEnc)
+	}
+	if o.verify, ok = map[string]pb.VerifyMode{"crc32c": pb.VerifyMode_VERIFY_MODE_DEFAULT, "mac": pb.VerifyMode_VERIFY_MODE_MAC}[*verify]; !ok {
+		return usagef("--verify %q: want crc32c or mac", *verify)
 	}
 	src, err := parseEndpoint(fs.Arg(0))
 	if err != nil {
@@ -109,6 +121,7 @@ func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyReque
 	}
 	defer conn.Close()
 	req.Overwrite, req.Transport, req.ChunkSize, req.Streams = o.force, o.policy, o.chunkSize, int32(o.streams)
+	req.DataEncryption, req.Verify = o.encryption, o.verify
 	stream, err := pb.NewTransferClient(conn).Copy(ctx, req)
 	if err != nil {
 		return err
@@ -213,6 +226,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
 		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams,
+		DataEncryption: transfer.DataEncryption(o.encryption), Verify: transfer.VerifyMode(o.verify),
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}

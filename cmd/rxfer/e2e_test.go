@@ -266,9 +266,11 @@ func TestMalformedDataConnections(t *testing.T) {
 	done := make(chan result, 1)
 	go func() { done <- rxfer(t, "cp", "--chunk-size", "65536", a.At("/m.bin"), b.At("/")) }()
 
-	preamble := func(version uint16, tok []byte) []byte {
+	// Wire version 2 (fallback/doc.go): a token id, then a nonce and a proof
+	// (zero here: a guessed secret).
+	preamble := func(version uint16, id []byte) []byte {
 		p := append([]byte("RXFD"), binary.BigEndian.AppendUint16(nil, version)...)
-		return append(append(p, 0, 0), tok...)
+		return append(append(append(p, 0, 0), id...), make([]byte, 48)...)
 	}
 	garbage := bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 1<<16)
 	attacks := []struct {
@@ -279,8 +281,8 @@ func TestMalformedDataConnections(t *testing.T) {
 		{"nothing", nil, nil},
 		{"short preamble", []byte("RXF"), nil},
 		{"garbage", garbage, nil},
-		{"wrong token", preamble(1, bytes.Repeat([]byte{7}, 16)), []byte("RXFR\x01\x00\x00\x00")},
-		{"wrong token then chunks", append(preamble(1, make([]byte, 16)), garbage...), []byte("RXFR\x01\x00\x00\x00")},
+		{"wrong token", preamble(2, bytes.Repeat([]byte{7}, 16)), []byte("RXFR\x01\x00\x00\x00")},
+		{"wrong token then chunks", append(preamble(2, make([]byte, 16)), garbage...), []byte("RXFR\x01\x00\x00\x00")},
 		{"bad version", preamble(99, make([]byte, 16)), []byte("RXFR\x02\x00\x00\x00")},
 	}
 	// A connection that says nothing stays open through the copy.
@@ -301,7 +303,7 @@ func TestMalformedDataConnections(t *testing.T) {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(20 * time.Second))
 				c.Write(at.send)
-				if at.send == nil || len(at.send) < 24 {
+				if at.send == nil || len(at.send) < 72 {
 					c.(*net.TCPConn).CloseWrite() // the receiver sees EOF in the preamble
 				}
 				// The receiver must answer as documented and close; a reset

@@ -174,6 +174,7 @@ func TestNetnsBench(t *testing.T) {
 	}
 	t.Logf("rxfer to a tmpfs root: %s", r.lastLine())
 	sameFile(t, n1.Path("bench.bin"), mem.Path("bench.bin"))
+	benchDataEncryption(t, p, n1, size) // encrypt_bench_test.go
 }
 
 // iperf3 runs a one-off iperf3 server in NS2 and a 5 s client from NS1 and

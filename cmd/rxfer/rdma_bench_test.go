@@ -56,6 +56,10 @@ type rdmaBench struct {
 	RegionMovingRatio float64   `json:"region_moving_ratio"`
 	FileMovingRatio   float64   `json:"file_moving_ratio"`
 	ServeArguments    []string  `json:"serve_args,omitempty"`
+	// file→file with --verify mac (the whole-file keyed BLAKE3) in the same
+	// rounds, and its median ratio to file→file without it (one VM).
+	FileMACRuns  []float64 `json:"file_mac_mib_s,omitempty"`
+	FileMACRatio float64   `json:"file_mac_ratio_vs_file,omitempty"`
 }
 
 // benchRounds is the number of measured rounds, after one warm-up copy of each kind.
@@ -71,6 +75,14 @@ func (b *rdmaBench) finish(t *testing.T) {
 	}
 	b.RegionRatio, b.FileRatio = ratio(b.RegionRuns), ratio(b.FileRuns)
 	b.RegionMovingRatio, b.FileMovingRatio = ratio(b.RegionMoving), ratio(b.FileMoving)
+	if len(b.FileMACRuns) == len(b.FileRuns) && len(b.FileRuns) > 0 {
+		var r []float64
+		for i, f := range b.FileRuns {
+			r = append(r, b.FileMACRuns[i]/f)
+		}
+		b.FileMACRatio = median(r)
+		t.Logf("file→file with --verify mac: %.1f MiB/s, %.2fx file→file without it (median of the per-round ratios)", median(slices.Clone(b.FileMACRuns)), b.FileMACRatio)
+	}
 	line, _ := json.Marshal(b)
 	t.Logf("ib_write_bw (the best shape each round), median of %d rounds: %.1f MiB/s", len(b.IBWriteBW), median(slices.Clone(b.IBWriteBW)))
 	t.Logf("rxfer request to commit: region→region %.1f MiB/s, %.2fx ib_write_bw; file→file %.1f MiB/s, %.2fx ib_write_bw (medians of the per-round ratios)",
@@ -307,6 +319,9 @@ func benchRun(t *testing.T, b *rdmaBench, srcCtl, dstCtl string, baseline func()
 		bw := baseline()
 		r, rm := timedCopy(t, b.Bytes, region...)
 		f, fm := timedCopy(t, b.Bytes, file...)
+		fmac, _ := timedCopy(t, b.Bytes, append([]string{"--verify", "mac"}, file...)...)
+		b.FileMACRuns = append(b.FileMACRuns, fmac)
+		t.Logf("round %d: file→file --verify mac %.1f MiB/s (%.2fx file→file)", i, fmac, fmac/f)
 		t.Logf("round %d: ib_write_bw %.1f, region→region %.1f (%.2fx; moving %.1f, %.2fx), file→file %.1f MiB/s (%.2fx; moving %.1f, %.2fx)",
 			i, bw, r, r/bw, rm, rm/bw, f, f/bw, fm, fm/bw)
 		b.IBWriteBW, b.RegionRuns, b.FileRuns = append(b.IBWriteBW, bw), append(b.RegionRuns, r), append(b.FileRuns, f)

@@ -46,6 +46,8 @@ func cmdServe(args []string) error {
 	chunk := fs.Int64("chunk-size", transfer.DefaultChunkSize, "chunk size in bytes for files this node sends")
 	streams := fs.Int("streams", fallback.DefaultStreams, "parallel TCP data streams for files this node sends")
 	mode := fs.String("send-mode", fallback.DefaultMode.String(), "TCP sender: sendfile or readwrite")
+	dataEnc := fs.String("data-encryption", "auto", "TCP data-channel encryption: auto (on across the network, off on loopback), on (TLS 1.3, kTLS where the kernel offers it) or off (none offered; headers still authenticated)")
+	useKTLS := fs.Bool("ktls", true, "hand encrypted data connections' keys to the kernel (kTLS) where it offers them, so sendfile and splice stay zero-copy")
 	rdmaDevice := fs.String("rdma-device", "", "verbs device to use (default: the one whose RoCE v2 GID reaches the peer)")
 	gidIndex := fs.Int("gid-index", -1, "GID index to use (default: chosen per peer)")
 	noRDMA := fs.Bool("no-rdma", false, "never use RDMA")
@@ -73,6 +75,10 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	encryption, err := transfer.ParseDataEncryption(*dataEnc)
+	if err != nil {
+		return usagef("--data-encryption: %v", err)
+	}
 	token, err := readToken(*tokenFile)
 	if err != nil {
 		return err
@@ -96,7 +102,7 @@ func cmdServe(args []string) error {
 		return err
 	}
 	defer r.Close()
-	data, err := fallback.ListenConfig{MaxUnauthenticated: *maxUnauth}.Listen(*dataListen, log)
+	data, err := fallback.ListenConfig{MaxUnauthenticated: *maxUnauth, NoTLS: encryption == transfer.EncryptOff, NoKTLS: !*useKTLS}.Listen(*dataListen, log)
 	if err != nil {
 		return fmt.Errorf("data channel: %w", err)
 	}
@@ -109,10 +115,17 @@ func cmdServe(args []string) error {
 	node := transfer.NewNode(transfer.Config{
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		MaxTransfersPerClient: *perClient, MaxReservedPerClient: *reservedPerClient, FirstByteTimeout: *firstByte,
-		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log,
+		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log, DataEncryption: encryption, NoKTLS: !*useKTLS,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
+	if ok, why := fallback.KTLS(); !*useKTLS {
+		log.Info("data-channel encryption uses crypto/tls (--ktls=false)", "data_encryption", encryption)
+	} else if ok {
+		log.Info("data-channel encryption uses kTLS where the cipher allows", "data_encryption", encryption)
+	} else {
+		log.Info("data-channel encryption uses crypto/tls: no kTLS", "reason", why, "data_encryption", encryption)
+	}
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}

@@ -206,7 +206,7 @@ func TestChunkOutsideItsRangeRefused(t *testing.T) {
 		{1, chunkSize + 1, 100},   // inside chunk 1, not its range
 	} {
 		d := in.dial(t)
-		d.Write(ChunkHeader(h.index, h.offset, h.length, 0))
+		d.SendHeader(h.index, h.offset, h.length, 0)
 		if a, err := d.ReadAck(); err == nil && a.Status == uint8(chunk.StatusOK) {
 			t.Errorf("header %+v was acknowledged as verified", h)
 		}

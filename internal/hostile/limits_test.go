@@ -115,7 +115,7 @@ func TestHostileFirstByteDeadline(t *testing.T) {
 func preamble(ver uint16) []byte {
 	b := append([]byte("RXFD"), 0, 0, 0, 0)
 	binary.BigEndian.PutUint16(b[4:], ver)
-	return append(b, make([]byte, 16)...)
+	return append(b, make([]byte, preambleLen-8)...) // id, nonce and proof: zero
 }
 
 // readReply reads a preamble reply's status byte; bound is far above what
@@ -180,7 +180,7 @@ func TestHostileRejectLogs(t *testing.T) {
 	v := startVictim(t, victimConfig{Quiet: true, Data: fallback.ListenConfig{LogInterval: time.Hour}})
 	for range n {
 		c := v.dialData(t)
-		c.Write([]byte("GET / HTTP/1.0\r\n\r\n012345")) // 24 bytes, wrong magic: closed without a reply
+		c.Write(append([]byte("GET / HTTP/1.0\r\n\r\n"), make([]byte, preambleLen-18)...)) // a preamble's length, wrong magic: closed without a reply
 		if _, err := io.ReadAll(c); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
 			t.Fatal(err)
 		}
@@ -188,7 +188,7 @@ func TestHostileRejectLogs(t *testing.T) {
 	}
 	for range n {
 		c := v.dialData(t)
-		c.Write(preamble(1)) // a token nobody expects
+		c.Write(preamble(wireVersion)) // a token nobody expects
 		if st := readReply(t, c); st != 1 {
 			t.Fatalf("unknown token got reply status %d, want 1", st)
 		}
