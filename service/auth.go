@@ -222,6 +222,15 @@ type Credentials struct {
 
 // Dial returns a client connection to the node at addr.
 func (c Credentials) Dial(addr string) (*grpc.ClientConn, error) {
+	opts, err := c.dialOptions(addr)
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(addr, opts...)
+}
+
+// dialOptions are Dial's options for addr: transport security and token.
+func (c Credentials) dialOptions(addr string) ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	switch {
 	case len(c.Pin) > 0:
@@ -236,7 +245,7 @@ func (c Credentials) Dial(addr string) (*grpc.ClientConn, error) {
 	if c.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(c.Token)))
 	}
-	return grpc.NewClient(addr, opts...)
+	return opts, nil
 }
 
 // DialPeer returns a transfer.Peer that speaks to the node at addr.

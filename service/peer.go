@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/transfer"
@@ -108,6 +110,12 @@ type peerClient struct {
 	conn       *grpc.ClientConn
 	rpc        pb.PeerClient
 	onBehalfOf string // passed in Prepare (Credentials.onBehalfOf)
+
+	// pool, if not nil, lent conn (entry); Close returns it, and creds redial it.
+	pool   *peerPool
+	creds  Credentials
+	entry  *pooledConn
+	reused bool // entry carried copies before this one
 }
 
 // DialPeer returns a transfer.Peer that speaks to the node at addr in
@@ -136,13 +144,12 @@ func (bearer) RequireTransportSecurity() bool { return false }
 func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (transfer.PrepareResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	defer cancel()
-	resp, err := c.rpc.Prepare(ctx, &pb.PrepareRequest{
-		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
-		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
-		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
-		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
-		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf, MacKey: req.MACKey,
-	})
+	resp, err := c.prepare(ctx, req)
+	// A pooled connection may have gone bad since its last copy: one new
+	// connection, then whatever it says.
+	if status.Code(err) == codes.Unavailable && c.redial() {
+		resp, err = c.prepare(ctx, req)
+	}
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
 	}
@@ -161,6 +168,16 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	}, nil
 }
 
+func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
+	return c.rpc.Prepare(ctx, &pb.PrepareRequest{
+		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
+		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
+		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
+		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
+		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf, MacKey: req.MACKey,
+	})
+}
+
 func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (transfer.CommitResponse, error) {
 	resp, err := c.rpc.Commit(ctx, &pb.CommitRequest{TransferId: req.ID, Size: req.Size, Crc32C: req.CRC32C, Mac: req.MAC})
 	if err != nil {
@@ -174,4 +191,14 @@ func (c *peerClient) Abort(ctx context.Context, id, reason string) error {
 	return fromStatus(c.addr, err)
 }
 
-func (c *peerClient) Close() error { return c.conn.Close() }
+// Close closes the connection, or returns a pooled one to its pool.
+func (c *peerClient) Close() error {
+	if c.pool == nil {
+		return c.conn.Close()
+	}
+	if c.entry != nil {
+		c.pool.release(c.entry, false)
+		c.entry = nil
+	}
+	return nil
+}

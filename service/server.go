@@ -57,6 +57,7 @@ type Options struct {
 type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
+	peers  *peerPool
 }
 
 // New builds the gRPC server for node.
@@ -66,6 +67,7 @@ func New(node *transfer.Node, opt Options) *Server {
 		log = slog.Default()
 	}
 	auth := newAuthenticator(opt)
+	pool := newPeerPool(peerPoolSize, peerIdleTimeout)
 	g := grpc.NewServer(serverCreds(opt), grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
 	pb.RegisterPeerServer(g, &peerServer{node: node, auth: auth})
 	if !opt.PeerOnly {
@@ -74,22 +76,24 @@ func New(node *transfer.Node, opt Options) *Server {
 			peers[canonicalAddr(p)] = true
 		}
 		pb.RegisterTransferServer(g, &transferServer{node: node, addr: opt.Addr, token: opt.Token, peers: peers, log: log,
-			auth: auth, peerTLS: opt.PeerTLS})
+			auth: auth, peerTLS: opt.PeerTLS, pool: pool})
 	}
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
 	reflection.Register(g)
-	return &Server{grpc: g, health: h}
+	return &Server{grpc: g, health: h, peers: pool}
 }
 
 // Serve accepts connections on lis until Stop.
 func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 
 // Stop marks the node not serving and stops the server: running RPCs are
-// cancelled, which cancels their transfers (partial files are removed).
+// cancelled, which cancels their transfers (partial files are removed),
+// and the connections to peers are closed.
 func (s *Server) Stop() {
 	s.health.Shutdown()
 	s.grpc.Stop()
+	s.peers.Close()
 }
 
 // transferServer serves the public Transfer API.
@@ -103,6 +107,8 @@ type transferServer struct {
 	auth  *authenticator
 	// peerTLS, if not nil, dials destinations over TLS (see Options.PeerTLS).
 	peerTLS *pki.Client
+	// pool keeps connections to destinations across copies.
+	pool *peerPool
 }
 
 // canonicalAddr spells a HOST:PORT one way, so an allow-list entry matches
@@ -195,7 +201,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	if len(creds.Pin) > 0 && len(creds.Pin) != 32 {
 		return status.Errorf(codes.InvalidArgument, "dest_tls_sha256 has %d bytes: want a SHA-256 (32)", len(creds.Pin))
 	}
-	peer, err := creds.DialPeer(dest)
+	peer, err := s.pool.Peer(creds, dest)
 	if err != nil {
 		return ToStatus(err)
 	}

@@ -326,3 +326,44 @@ func TestClientConfig(t *testing.T) {
 		t.Fatalf("pinned, another certificate: %v", err)
 	}
 }
+
+// TestGeneration: a Client's generation stays put while its files do, and
+// changes when the certificate pair or the CA file is replaced, but not
+// for a half-replaced pair that does not load.
+func TestGeneration(t *testing.T) {
+	dir := t.TempDir()
+	ca := mustCA(t, "lab")
+	writeCA(t, dir, ca)
+	node := Identity{KindNode, "a", "lab"}
+	writePair(t, dir, "node", ca, node)
+	kp, err := LoadKeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := LoadCAPool(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(pool, kp)
+	g0 := c.Generation()
+	if g := c.Generation(); g != g0 {
+		t.Fatalf("generation %d then %d with no file changed", g0, g)
+	}
+	_, k, _ := ca.Issue(node, nil, ValidFor(time.Hour))
+	kpem, _ := KeyPEM(k)
+	if err := WriteFileAtomic(filepath.Join(dir, "node.key"), kpem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Generation(); g != g0 {
+		t.Fatalf("a mismatched key changed the generation (%d to %d)", g0, g)
+	}
+	writePair(t, dir, "node", ca, node)
+	g1 := c.Generation()
+	if g1 == g0 {
+		t.Fatal("a new certificate pair left the generation unchanged")
+	}
+	writeCA(t, dir, mustCA(t, "lab"))
+	if g := c.Generation(); g == g1 {
+		t.Fatal("a new CA file left the generation unchanged")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -62,6 +63,7 @@ type KeyPair struct {
 	stamps [2]stamp
 	cert   *tls.Certificate
 	id     Identity
+	gen    uint64 // pairs loaded: 1 after LoadKeyPair, +1 per reload that took
 }
 
 // LoadKeyPair reads a PEM certificate (chain) and its key; the leaf must carry an identity.
@@ -113,6 +115,7 @@ func (k *KeyPair) reload() error {
 		}
 	}
 	k.cert, k.id, k.stamps = pair, id, st
+	k.gen++
 	return nil
 }
 
@@ -120,12 +123,27 @@ func (k *KeyPair) reload() error {
 func (k *KeyPair) Current() (*tls.Certificate, Identity) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.refresh()
+	return k.cert, k.id
+}
+
+// refresh reloads the pair if its files changed and tells OnReload; k.mu is held.
+func (k *KeyPair) refresh() {
 	old := k.cert
 	err := k.reload()
 	if k.OnReload != nil && (err != nil || k.cert != old) {
 		k.OnReload(k.id, k.cert.Leaf, err)
 	}
-	return k.cert, k.id
+}
+
+// Generation counts the pairs loaded so far, reloading first if the files
+// changed: a connection made under an older generation presented a
+// certificate that has since been replaced.
+func (k *KeyPair) Generation() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.refresh()
+	return k.gen
 }
 
 // Identity is who the current certificate names.
@@ -140,6 +158,7 @@ type CAPool struct {
 	mu    sync.Mutex
 	stamp stamp
 	pool  *x509.CertPool
+	gen   uint64 // pools loaded: 1 after LoadCAPool, +1 per reload that took
 }
 
 // LoadCAPool reads a PEM file holding one or more CA certificates.
@@ -184,7 +203,17 @@ func (p *CAPool) reload() error {
 		return fmt.Errorf("CA file %s holds no PEM CERTIFICATE", p.file)
 	}
 	p.pool, p.stamp = pool, s
+	p.gen++
 	return nil
+}
+
+// Generation counts the pools loaded so far, re-reading the file first if
+// it changed (a file that does not load changes nothing).
+func (p *CAPool) Generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reload()
+	return p.gen
 }
 
 // Pool returns the CAs to trust now, re-reading the file if it changed (a
@@ -274,6 +303,8 @@ type Client struct {
 	CA *CAPool
 	// Cert, if not nil, is presented as the client certificate.
 	Cert *KeyPair
+
+	handshakes atomic.Uint64
 }
 
 // NewClient returns a Client verifying servers with ca and presenting cert
@@ -282,6 +313,22 @@ type Client struct {
 func NewClient(ca *CAPool, cert *KeyPair) *Client {
 	return &Client{CA: ca, Cert: cert}
 }
+
+// Generation changes whenever the CA file or the client certificate or
+// key is replaced (it re-reads them if their files changed). A connection
+// made under another generation trusts or presents what was replaced:
+// connection pools redial it.
+func (c *Client) Generation() uint64 {
+	g := c.CA.Generation()
+	if c.Cert != nil {
+		g += c.Cert.Generation() // both only grow, so the sum changes when either does
+	}
+	return g
+}
+
+// Handshakes counts the TLS handshakes this Client's configurations have
+// verified a server in (accepted or not): what connection reuse saves.
+func (c *Client) Handshakes() uint64 { return c.handshakes.Load() }
 
 // Config is a TLS 1.3 client configuration for dialling the node at host:
 // the server's certificate must chain to CA, be a node certificate, and
@@ -320,7 +367,12 @@ func (c *Client) config(verify func([]*x509.Certificate) error) *tls.Config {
 		// Verification is VerifyConnection's: it reads the CA file as it
 		// is now and checks the identity, with errors that say why.
 		InsecureSkipVerify: true,
-		VerifyConnection:   func(cs tls.ConnectionState) error { return verify(cs.PeerCertificates) },
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if c != nil {
+				c.handshakes.Add(1)
+			}
+			return verify(cs.PeerCertificates)
+		},
 	}
 	if c != nil && c.Cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
