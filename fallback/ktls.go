@@ -158,9 +158,13 @@ func probeKTLS() string {
 		return fmt.Sprintf("cannot probe for kTLS: %v", err)
 	}
 	defer c.Close()
-	if a, err := ln.Accept(); err == nil {
-		a.Close()
+	// The peer stays open until the probe is done: the kernel takes the
+	// ULP only on an ESTABLISHED socket, and a peer's FIN ends that.
+	a, err := ln.Accept()
+	if err != nil {
+		return fmt.Sprintf("cannot probe for kTLS: %v", err)
 	}
+	defer a.Close()
 	rc, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		return fmt.Sprintf("cannot probe for kTLS: %v", err)

@@ -22,9 +22,12 @@ log() { echo "build-guest: $*" >&2; }
 
 # Modules in the order they must be inserted (dependencies first). Order
 # matters: crc32_generic must be present or 'rdma link add' fails. tls gives
-# the guest kTLS (the host kernel has none). The list is the cache stamp:
+# the guest kTLS (the host kernel has none); gcm, ghash_generic and ctr give
+# it AES-GCM (modules in Debian's kernel, and nothing loads them on demand
+# here: TLS_TX fails with ENOENT without them); aesni_intel is the AES-NI
+# driver (TCG -cpu max emulates AES-NI), as on a real host. The list is the cache stamp:
 # changing it rebuilds the guest.
-mods="crc32_generic virtio_pci 9pnet_virtio 9p overlay rdma_rxe virtio_net tls"
+mods="crc32_generic virtio_pci 9pnet_virtio 9p overlay rdma_rxe virtio_net tls gcm ghash_generic ctr aesni_intel"
 fresh() { [ -f "$1/ok" ] && [ "$(cat "$1/ok")" = "$mods" ]; }
 
 kpkg=${TESTBED_KERNEL_PKG:-}
