@@ -45,13 +45,14 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset,
+		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
 	}
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		Rdma: channelsToProto(resp.RDMA),
+		Rdma: channelsToProto(resp.RDMA), Resumed: resumedToProto(resp.Resumed), ResumeNote: resp.ResumeNote,
 	}
 	if resp.TCP.Addr != "" {
 		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token}
@@ -89,7 +90,7 @@ func (s *peerServer) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Com
 }
 
 func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.AbortResponse, error) {
-	if err := s.node.Abort(ctx, req.TransferId, req.Reason); err != nil {
+	if err := s.node.Abort(ctx, req.TransferId, req.Reason, req.Discard); err != nil {
 		return nil, ToStatus(err)
 	}
 	return &pb.AbortResponse{}, nil
@@ -132,7 +133,9 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (transfer.PrepareResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	// A destination that resumes reads its partial file back first: allow
+	// for that at a slow disk's pace (~256 MiB/s).
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout+time.Duration(req.Size>>28)*time.Second)
 	defer cancel()
 	resp, err := c.rpc.Prepare(ctx, &pb.PrepareRequest{
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
@@ -140,9 +143,14 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset,
+		SourceMtimeUnixNs: req.SourceMtimeNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
 	})
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
+	}
+	resumed, err := resumedFromProto(resp.Resumed)
+	if err != nil {
+		return transfer.PrepareResponse{}, err
 	}
 	transport, err := transportFromProto(resp.Transport)
 	if err != nil {
@@ -155,6 +163,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	return transfer.PrepareResponse{
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken()}, RDMA: ch,
+		Resumed: resumed, ResumeNote: resp.ResumeNote,
 	}, nil
 }
 
@@ -166,8 +175,8 @@ func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (tr
 	return transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C}, nil
 }
 
-func (c *peerClient) Abort(ctx context.Context, id, reason string) error {
-	_, err := c.rpc.Abort(ctx, &pb.AbortRequest{TransferId: id, Reason: reason})
+func (c *peerClient) Abort(ctx context.Context, id, reason string, discard bool) error {
+	_, err := c.rpc.Abort(ctx, &pb.AbortRequest{TransferId: id, Reason: reason, Discard: discard})
 	return fromStatus(c.addr, err)
 }
 

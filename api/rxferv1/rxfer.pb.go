@@ -1029,7 +1029,11 @@ type CopyRequest struct {
 	// Copy from a window of a region on this node instead of source_path.
 	SourceRegion *RegionRef `protobuf:"bytes,9,opt,name=source_region,json=sourceRegion,proto3" json:"source_region,omitempty"`
 	// Copy into a window of a region on the destination instead of dest_path.
-	DestRegion    *RegionRef `protobuf:"bytes,10,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	DestRegion *RegionRef `protobuf:"bytes,10,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	// Start over even if the destination keeps a partial file of this
+	// source. Resuming is the default (proto3 bools default to false, so the
+	// field says what is not the default); region destinations never resume.
+	NoResume      bool `protobuf:"varint,60,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1132,6 +1136,13 @@ func (x *CopyRequest) GetDestRegion() *RegionRef {
 		return x.DestRegion
 	}
 	return nil
+}
+
+func (x *CopyRequest) GetNoResume() bool {
+	if x != nil {
+		return x.NoResume
+	}
+	return false
 }
 
 type TransferResult struct {
@@ -1248,6 +1259,18 @@ type TransferInfo struct {
 	Streams   int32           `protobuf:"varint,15,opt,name=streams,proto3" json:"streams,omitempty"`
 	// Unix time in milliseconds.
 	StartedUnixMs int64 `protobuf:"varint,16,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	// Bytes of bytes_done that were not sent: the destination held them,
+	// verified, from an earlier copy of the same source (a resume).
+	ResumedBytes int64 `protobuf:"varint,61,opt,name=resumed_bytes,json=resumedBytes,proto3" json:"resumed_bytes,omitempty"`
+	// Why the copy started over instead of resuming (the source changed, the
+	// journal was damaged...), or that journaled chunks failed their check.
+	ResumeNote string `protobuf:"bytes,62,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
+	// The transfer ended without committing and its partial file is kept:
+	// the same copy again resumes it (until serve --partial-ttl expires it).
+	Resumable bool `protobuf:"varint,63,opt,name=resumable,proto3" json:"resumable,omitempty"`
+	// Which attempt of `rxfer cp --retries` this event belongs to (1 = the
+	// first); set by the CLI, 0 from a node.
+	Attempt       int32 `protobuf:"varint,64,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1394,6 +1417,34 @@ func (x *TransferInfo) GetStartedUnixMs() int64 {
 	return 0
 }
 
+func (x *TransferInfo) GetResumedBytes() int64 {
+	if x != nil {
+		return x.ResumedBytes
+	}
+	return 0
+}
+
+func (x *TransferInfo) GetResumeNote() string {
+	if x != nil {
+		return x.ResumeNote
+	}
+	return ""
+}
+
+func (x *TransferInfo) GetResumable() bool {
+	if x != nil {
+		return x.Resumable
+	}
+	return false
+}
+
+func (x *TransferInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 type GetTransferRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
@@ -1519,8 +1570,11 @@ func (x *ListTransfersResponse) GetTransfers() []*TransferInfo {
 }
 
 type CancelTransferRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	// Remove the partial file instead of keeping it for a resume (also of a
+	// transfer that already ended and left one).
+	Discard       bool `protobuf:"varint,72,opt,name=discard,proto3" json:"discard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1560,6 +1614,13 @@ func (x *CancelTransferRequest) GetTransferId() string {
 		return x.TransferId
 	}
 	return ""
+}
+
+func (x *CancelTransferRequest) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
 }
 
 type CancelTransferResponse struct {
@@ -1902,7 +1963,15 @@ type PrepareRequest struct {
 	// Write into a window of a region instead of dest_path.
 	DestRegion *RegionRef `protobuf:"bytes,13,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
 	// The source's offset of the first byte (chunk headers carry source offsets).
-	SourceOffset  int64 `protobuf:"varint,14,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	SourceOffset int64 `protobuf:"varint,14,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	// The source's identity beyond node, path and size: a destination resumes
+	// a partial file only if it was written from the same (for a file its
+	// modification time and inode, for a region its generation).
+	SourceMtimeUnixNs int64  `protobuf:"varint,65,opt,name=source_mtime_unix_ns,json=sourceMtimeUnixNs,proto3" json:"source_mtime_unix_ns,omitempty"`
+	SourceInode       uint64 `protobuf:"varint,66,opt,name=source_inode,json=sourceInode,proto3" json:"source_inode,omitempty"`
+	SourceGeneration  uint64 `protobuf:"varint,67,opt,name=source_generation,json=sourceGeneration,proto3" json:"source_generation,omitempty"`
+	// Start over: no resume, and a kept partial file for dest_path is discarded.
+	NoResume      bool `protobuf:"varint,68,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2035,6 +2104,34 @@ func (x *PrepareRequest) GetSourceOffset() int64 {
 	return 0
 }
 
+func (x *PrepareRequest) GetSourceMtimeUnixNs() int64 {
+	if x != nil {
+		return x.SourceMtimeUnixNs
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetSourceInode() uint64 {
+	if x != nil {
+		return x.SourceInode
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetSourceGeneration() uint64 {
+	if x != nil {
+		return x.SourceGeneration
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetNoResume() bool {
+	if x != nil {
+		return x.NoResume
+	}
+	return false
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -2098,7 +2195,13 @@ type PrepareResponse struct {
 	FallbackReason string `protobuf:"bytes,4,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
 	// Set when transport is RDMA: a channel per lane taken, in the order of
 	// the source's offers.
-	Rdma          []*RdmaChannel `protobuf:"bytes,5,rep,name=rdma,proto3" json:"rdma,omitempty"`
+	Rdma []*RdmaChannel `protobuf:"bytes,5,rep,name=rdma,proto3" json:"rdma,omitempty"`
+	// Chunks the destination holds already, re-read and verified from its
+	// partial file: the source checks each against its own bytes and sends
+	// only the others.
+	Resumed []*ResumedChunk `protobuf:"bytes,69,rep,name=resumed,proto3" json:"resumed,omitempty"`
+	// Why the destination started over instead of resuming ("" if it did not).
+	ResumeNote    string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2168,6 +2271,73 @@ func (x *PrepareResponse) GetRdma() []*RdmaChannel {
 	return nil
 }
 
+func (x *PrepareResponse) GetResumed() []*ResumedChunk {
+	if x != nil {
+		return x.Resumed
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetResumeNote() string {
+	if x != nil {
+		return x.ResumeNote
+	}
+	return ""
+}
+
+// ResumedChunk is a chunk a destination holds from an earlier copy.
+type ResumedChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Crc32C        uint32                 `protobuf:"fixed32,2,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumedChunk) Reset() {
+	*x = ResumedChunk{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumedChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumedChunk) ProtoMessage() {}
+
+func (x *ResumedChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumedChunk.ProtoReflect.Descriptor instead.
+func (*ResumedChunk) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResumedChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ResumedChunk) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 type CommitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
@@ -2179,7 +2349,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2361,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2374,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommitRequest) GetTransferId() string {
@@ -2238,7 +2408,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2420,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2433,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CommitResponse) GetFinalPath() string {
@@ -2281,16 +2451,18 @@ func (x *CommitResponse) GetCrc32C() uint32 {
 }
 
 type AbortRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Reason     string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Remove the partial file instead of keeping it for a resume.
+	Discard       bool `protobuf:"varint,71,opt,name=discard,proto3" json:"discard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2474,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2487,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortRequest) GetTransferId() string {
@@ -2332,6 +2504,13 @@ func (x *AbortRequest) GetReason() string {
 	return ""
 }
 
+func (x *AbortRequest) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
+}
+
 type AbortResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2340,7 +2519,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2531,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2544,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{31}
 }
 
 var File_rxfer_v1_rxfer_proto protoreflect.FileDescriptor
@@ -2430,7 +2609,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x87\x03\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xa4\x03\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -2446,7 +2625,8 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\rsource_region\x18\t \x01(\v2\x13.rxfer.v1.RegionRefR\fsourceRegion\x124\n" +
 	"\vdest_region\x18\n" +
 	" \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
-	"destRegion\"\xd4\x01\n" +
+	"destRegion\x12\x1b\n" +
+	"\tno_resume\x18< \x01(\bR\bnoResume\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2454,7 +2634,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
 	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
 	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
-	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xd6\x04\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xd4\x05\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +
@@ -2477,16 +2657,22 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\n" +
 	"chunk_size\x18\x0e \x01(\x03R\tchunkSize\x12\x18\n" +
 	"\astreams\x18\x0f \x01(\x05R\astreams\x12&\n" +
-	"\x0fstarted_unix_ms\x18\x10 \x01(\x03R\rstartedUnixMs\"5\n" +
+	"\x0fstarted_unix_ms\x18\x10 \x01(\x03R\rstartedUnixMs\x12#\n" +
+	"\rresumed_bytes\x18= \x01(\x03R\fresumedBytes\x12\x1f\n" +
+	"\vresume_note\x18> \x01(\tR\n" +
+	"resumeNote\x12\x1c\n" +
+	"\tresumable\x18? \x01(\bR\tresumable\x12\x18\n" +
+	"\aattempt\x18@ \x01(\x05R\aattempt\"5\n" +
 	"\x12GetTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\"\x16\n" +
 	"\x14ListTransfersRequest\"M\n" +
 	"\x15ListTransfersResponse\x124\n" +
-	"\ttransfers\x18\x01 \x03(\v2\x16.rxfer.v1.TransferInfoR\ttransfers\"8\n" +
+	"\ttransfers\x18\x01 \x03(\v2\x16.rxfer.v1.TransferInfoR\ttransfers\"R\n" +
 	"\x15CancelTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
-	"transferId\"L\n" +
+	"transferId\x12\x18\n" +
+	"\adiscard\x18H \x01(\bR\adiscard\"L\n" +
 	"\x16CancelTransferResponse\x122\n" +
 	"\btransfer\x18\x01 \x01(\v2\x16.rxfer.v1.TransferInfoR\btransfer\"\n" +
 	"\n" +
@@ -2508,7 +2694,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\x93\x04\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xb1\x05\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2530,18 +2716,28 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x10rdma_unavailable\x18\f \x01(\tR\x0frdmaUnavailable\x124\n" +
 	"\vdest_region\x18\r \x01(\v2\x13.rxfer.v1.RegionRefR\n" +
 	"destRegion\x12#\n" +
-	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\"<\n" +
+	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\x12/\n" +
+	"\x14source_mtime_unix_ns\x18A \x01(\x03R\x11sourceMtimeUnixNs\x12!\n" +
+	"\fsource_inode\x18B \x01(\x04R\vsourceInode\x12+\n" +
+	"\x11source_generation\x18C \x01(\x04R\x10sourceGeneration\x12\x1b\n" +
+	"\tno_resume\x18D \x01(\bR\bnoResume\"<\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\fR\x05token\"\xdf\x01\n" +
+	"\x05token\x18\x02 \x01(\fR\x05token\"\xb2\x02\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x03 \x01(\tR\tfinalPath\x12'\n" +
 	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\x12)\n" +
-	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"\\\n" +
+	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\x120\n" +
+	"\aresumed\x18E \x03(\v2\x16.rxfer.v1.ResumedChunkR\aresumed\x12\x1f\n" +
+	"\vresume_note\x18F \x01(\tR\n" +
+	"resumeNote\"<\n" +
+	"\fResumedChunk\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
+	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"\\\n" +
 	"\rCommitRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x12\n" +
@@ -2550,11 +2746,12 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x0eCommitResponse\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x01 \x01(\tR\tfinalPath\x12\x16\n" +
-	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"G\n" +
+	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"a\n" +
 	"\fAbortRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\adiscard\x18G \x01(\bR\adiscard\"\x0f\n" +
 	"\rAbortResponse*M\n" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
@@ -2604,7 +2801,7 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 }
 
 var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(Transport)(0),                   // 0: rxfer.v1.Transport
 	(TransportPolicy)(0),             // 1: rxfer.v1.TransportPolicy
@@ -2637,10 +2834,11 @@ var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(*PrepareRequest)(nil),           // 28: rxfer.v1.PrepareRequest
 	(*TcpChannel)(nil),               // 29: rxfer.v1.TcpChannel
 	(*PrepareResponse)(nil),          // 30: rxfer.v1.PrepareResponse
-	(*CommitRequest)(nil),            // 31: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),           // 32: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),             // 33: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),            // 34: rxfer.v1.AbortResponse
+	(*ResumedChunk)(nil),             // 31: rxfer.v1.ResumedChunk
+	(*CommitRequest)(nil),            // 32: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),           // 33: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),             // 34: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),            // 35: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
 	6,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
@@ -2666,33 +2864,34 @@ var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
 	0,  // 20: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
 	29, // 21: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
 	27, // 22: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
-	11, // 23: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	16, // 24: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	19, // 25: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	20, // 26: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	22, // 27: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	5,  // 28: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
-	7,  // 29: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
-	9,  // 30: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
-	28, // 31: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	31, // 32: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	33, // 33: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	13, // 34: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	18, // 35: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	18, // 36: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	21, // 37: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	23, // 38: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	6,  // 39: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
-	8,  // 40: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
-	10, // 41: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
-	30, // 42: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	32, // 43: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	34, // 44: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	31, // 23: rxfer.v1.PrepareResponse.resumed:type_name -> rxfer.v1.ResumedChunk
+	11, // 24: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	16, // 25: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	19, // 26: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	20, // 27: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	22, // 28: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	5,  // 29: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
+	7,  // 30: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
+	9,  // 31: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
+	28, // 32: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	32, // 33: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	34, // 34: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	13, // 35: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	18, // 36: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	18, // 37: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	21, // 38: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	23, // 39: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	6,  // 40: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
+	8,  // 41: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
+	10, // 42: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
+	30, // 43: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	33, // 44: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	35, // 45: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	35, // [35:46] is the sub-list for method output_type
+	24, // [24:35] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -2706,7 +2905,7 @@ func file_rxfer_v1_rxfer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -36,6 +36,8 @@ type cpOptions struct {
 	chunkSize int64
 	streams   int
 	token     string
+	noResume  bool
+	retries   int
 }
 
 func cmdCp(args []string) error {
@@ -47,6 +49,8 @@ func cmdCp(args []string) error {
 	fs.Int64Var(&o.chunkSize, "chunk-size", 0, "chunk size in bytes (0: the sender's default)")
 	fs.IntVar(&o.streams, "streams", 0, "parallel TCP streams (0: the sender's default)")
 	tokenFile := fs.String("token-file", "", "bearer token for the nodes (default: $RXFER_TOKEN)")
+	fs.BoolVar(&o.noResume, "no-resume", false, "start over even if the destination keeps a partial file of this source")
+	fs.IntVar(&o.retries, "retries", DefaultRetries, "run the copy again this many times after a transient failure (unreachable or restarting node, reset connection), with backoff; each attempt resumes")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
 		fs.PrintDefaults()
@@ -75,19 +79,24 @@ func cmdCp(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.retries < 0 {
+		return usagef("--retries %d: want 0 or more", o.retries)
+	}
 	rep := newReporter(os.Stdout, os.Stderr, o.json, term.IsTerminal(int(os.Stderr.Fd())))
 	defer rep.done()
-	switch {
-	case src.Remote() && dst.Remote():
-		// The user's token is for both nodes: the source presents it to the
-		// destination (a node sends its own only to its configured peers).
-		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
-			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
-	case src.Remote():
-		return pull(ctx, src, dst.Path, o, rep)
-	default:
-		return push(ctx, src.Path, dst, o, rep)
-	}
+	return withRetries(ctx, o.retries, rep, func() error {
+		switch {
+		case src.Remote() && dst.Remote():
+			// The user's token is for both nodes: the source presents it to the
+			// destination (a node sends its own only to its configured peers).
+			return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
+				DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
+		case src.Remote():
+			return pull(ctx, src, dst.Path, o, rep)
+		default:
+			return push(ctx, src.Path, dst, o, rep)
+		}
+	})
 }
 
 // remoteCopy asks node to push and shows its progress stream.
@@ -97,7 +106,7 @@ func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyReque
 		return err
 	}
 	defer conn.Close()
-	req.Overwrite, req.Transport, req.ChunkSize, req.Streams = o.force, o.policy, o.chunkSize, int32(o.streams)
+	req.Overwrite, req.Transport, req.ChunkSize, req.Streams, req.NoResume = o.force, o.policy, o.chunkSize, int32(o.streams), o.noResume
 	stream, err := pb.NewTransferClient(conn).Copy(ctx, req)
 	if err != nil {
 		return err
@@ -201,7 +210,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	}
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
-		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams,
+		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams, NoResume: o.noResume,
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
