@@ -463,8 +463,8 @@ func (in *incoming) stopJournal(flush bool) {
 }
 
 // letGo lets go of the destination of a transfer that did not commit,
-// after its channels were closed: a resumable partial file is kept with its
-// journal (keep), anything else removed.
+// after its channels were closed: a resumable partial file with verified
+// chunks is kept with its journal (keep), anything else removed.
 func (in *incoming) letGo(keep bool) {
 	rs := in.resume
 	d, named := in.dest.(*Destination)
@@ -481,6 +481,9 @@ func (in *incoming) letGo(keep bool) {
 			verified += l
 		}
 	}
+	// With no verified chunk there is nothing to resume: a peer that
+	// prepares and sends nothing leaves nothing behind.
+	keep = keep && verified > 0
 	in.rec.info.Resumable = keep
 	in.rec.mu.Unlock()
 	if keep {

@@ -300,3 +300,16 @@ func TestSweepRoot(t *testing.T) {
 		t.Fatalf("root holds %v after expiry, want only sub", names)
 	}
 }
+
+// A resumable partial file has a name: no region may be registered over it
+// (or its journal), which would let a client write into verified chunks.
+func TestRegionOverPartialFileRefused(t *testing.T) {
+	p := newPair(t, testKnobs{})
+	writeRandom(t, filepath.Join(p.srcDir, "f"), 20*64<<10)
+	failPush(t, p, 5)
+	for _, name := range []string{resumableName("g"), resumableName("g") + journalSuffix} {
+		if _, err := p.dst.RegisterRegion("r", 0, "/"+name); !errors.Is(err, ErrInvalid) {
+			t.Errorf("region over %s: %v, want ErrInvalid", name, err)
+		}
+	}
+}

@@ -197,3 +197,18 @@ func describeKill(i int, who string, at, total, resumed, moved, allowed int64) s
 	return fmt.Sprintf("iteration %2d: killed the %s at %3d%%, rerun resumed %s and moved %s (allowed %s)",
 		i, who, at*100/max(total, 1), size(resumed), size(moved), size(allowed))
 }
+
+// wantOnlyPartials fails the test unless dir holds nothing but partial
+// files and journals (kept for a resume): nothing at a final path.
+func wantOnlyPartials(t testing.TB, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".rxfer-partial-") {
+			t.Errorf("%s holds %q, want only kept partial files", dir, e.Name())
+		}
+	}
+}
