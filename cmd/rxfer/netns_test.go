@@ -166,7 +166,7 @@ func TestNetnsBench(t *testing.T) {
 
 	// The same copy to a node whose root is in memory: the network path
 	// without the destination disk.
-	mem := startDaemon(t, daemonConfig{NS: p.NS2, ID: "node2-tmpfs", Root: mountTmpfs(t, fmt.Sprint(2*size+64<<20)),
+	mem := startDaemon(t, daemonConfig{NS: p.NS2, ID: "node2-tmpfs", Root: mountTmpfs(t, fmt.Sprint(3*size+64<<20)),
 		Listen: p.IP2 + ":7480", DataListen: p.IP2 + ":7481", Extra: []string{"--insecure"}})
 	r = rxferIn(t, p.NS1, "cp", n1.At("/bench.bin"), mem.At("/"))
 	if r.Code != 0 {
