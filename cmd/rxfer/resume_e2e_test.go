@@ -28,7 +28,7 @@ func resumePair(t *testing.T, rate, dstRoot string) (p netnsPair, src *daemon, d
 // kill -9 and restart of the receiving daemon: the failed attempt ends with
 // a FAILED event that names the cause, the next one resumes.
 func TestResumeRetriesAfterReceiverRestart(t *testing.T) {
-	p, src, dst := resumePair(t, "1gbit", t.TempDir())
+	p, src, dst := resumePair(t, "1gbit", mountTmpfs(t, "512m"))
 	const size = 96 << 20
 	writeRandom(t, src.Path("r.bin"), size)
 	killed := make(chan struct{})
@@ -44,6 +44,7 @@ func TestResumeRetriesAfterReceiverRestart(t *testing.T) {
 	case <-time.After(cliTimeout):
 		t.Fatal("no progress event")
 	}
+	held := journaledBytes(t, dst.Root, "r.bin") // what the next attempt can resume
 	dst.restart()
 	r := run.Wait(t)
 	if r.Code != 0 {
@@ -62,8 +63,12 @@ func TestResumeRetriesAfterReceiverRestart(t *testing.T) {
 	if failed == nil || failed.Attempt != 1 || !strings.Contains(failed.Error, "Unavailable") || !strings.Contains(failed.Error, "retrying") {
 		t.Errorf("first attempt's end: %v; want FAILED, attempt 1, the cause (Unavailable) and the retry", failed)
 	}
-	if final.State != pb.State_STATE_COMMITTED || final.Attempt < 2 || final.ResumedBytes == 0 {
-		t.Errorf("final event %v; want committed by a later attempt that resumed", final)
+	// The kill comes after a chunk was acknowledged, but the journal's group
+	// commit may not have written it yet on a loaded host: compare with what
+	// the journal held.
+	t.Logf("the journal held %d bytes at the kill; the last attempt resumed %d", held, final.ResumedBytes)
+	if final.State != pb.State_STATE_COMMITTED || final.Attempt < 2 || final.ResumedBytes != held {
+		t.Errorf("final event %v; want committed by a later attempt that resumed the %d journaled bytes", final, held)
 	}
 }
 
@@ -71,7 +76,9 @@ func TestResumeRetriesAfterReceiverRestart(t *testing.T) {
 // is copied from the start, and the CLI says why; a copy that resumes says
 // how much in its last line.
 func TestResumeChangedSourceSaysWhy(t *testing.T) {
-	p, src, dst := resumePair(t, "1gbit", t.TempDir())
+	// A tmpfs root: the journal's fdatasync is instant, so chunks
+	// acknowledged before the kill are journaled on a loaded host too.
+	p, src, dst := resumePair(t, "1gbit", mountTmpfs(t, "512m"))
 	const size = 96 << 20
 	writeRandom(t, src.Path("c.bin"), size)
 	interrupt := func() {
