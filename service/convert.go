@@ -46,6 +46,7 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 		Transport: transportToProto(i.Transport), FallbackReason: i.FallbackReason, Error: i.Err,
 		ChunkSize: i.ChunkSize, Streams: int32(i.Streams), StartedUnixMs: i.Started.UnixMilli(),
 		DataEncryption: i.DataEncryption, Verify: i.Verify,
+		ResumedBytes: i.ResumedBytes, ResumeNote: i.ResumeNote, Resumable: i.Resumable,
 	}
 	if r := i.Result; r != nil {
 		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds(),
@@ -189,4 +190,23 @@ func copySecurityFromProto(req *pb.CopyRequest) (transfer.DataEncryption, transf
 		return 0, 0, fmt.Errorf("%w: verify %d (want 0 DEFAULT or 1 MAC)", transfer.ErrInvalid, int32(v))
 	}
 	return transfer.DataEncryption(e), transfer.VerifyMode(v), nil
+}
+
+func resumedToProto(cs []transfer.ResumedChunk) []*pb.ResumedChunk {
+	out := make([]*pb.ResumedChunk, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, &pb.ResumedChunk{Index: c.Index, Crc32C: c.CRC})
+	}
+	return out
+}
+
+// resumedFromProto converts the chunks a destination offers; the engine
+// checks them against the transfer (push.checkResumed).
+func resumedFromProto(cs []*pb.ResumedChunk) ([]transfer.ResumedChunk, error) {
+	return convertAll(cs, func(c *pb.ResumedChunk) (transfer.ResumedChunk, error) {
+		if c == nil {
+			return transfer.ResumedChunk{}, fmt.Errorf("%w: an empty resumed chunk", transfer.ErrInvalid)
+		}
+		return transfer.ResumedChunk{Index: c.Index, CRC: c.Crc32C}, nil
+	})
 }

@@ -36,6 +36,7 @@ var codeOf = []struct {
 	{transfer.ErrOutOfRange, codes.OutOfRange},
 	{transfer.ErrBusy, codes.FailedPrecondition},
 	{transfer.ErrRegionLimit, codes.ResourceExhausted},
+	{transfer.ErrSourceChanged, codes.Aborted},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

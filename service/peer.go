@@ -53,13 +53,14 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
+		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
 	}
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
-		Rdma: channelsToProto(resp.RDMA),
+		Rdma: channelsToProto(resp.RDMA), Resumed: resumedToProto(resp.Resumed), ResumeNote: resp.ResumeNote,
 	}
 	if resp.TCP.Addr != "" {
 		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token,
@@ -98,7 +99,7 @@ func (s *peerServer) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Com
 }
 
 func (s *peerServer) Abort(ctx context.Context, req *pb.AbortRequest) (*pb.AbortResponse, error) {
-	if err := s.node.Abort(ctx, req.TransferId, req.Reason); err != nil {
+	if err := s.node.Abort(ctx, req.TransferId, req.Reason, req.Discard); err != nil {
 		return nil, ToStatus(err)
 	}
 	return &pb.AbortResponse{}, nil
@@ -142,7 +143,9 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (transfer.PrepareResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	// A destination that resumes reads its partial file back first: allow
+	// for that at a slow disk's pace (~256 MiB/s).
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout+time.Duration(req.Size>>28)*time.Second)
 	defer cancel()
 	resp, err := c.prepare(ctx, req)
 	// A pooled connection may have gone bad since its last copy: one new
@@ -152,6 +155,10 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	}
 	if err != nil {
 		return transfer.PrepareResponse{}, fromStatus(c.addr, err)
+	}
+	resumed, err := resumedFromProto(resp.Resumed)
+	if err != nil {
+		return transfer.PrepareResponse{}, err
 	}
 	transport, err := transportFromProto(resp.Transport)
 	if err != nil {
@@ -165,6 +172,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken(),
 			CertSHA256: resp.GetTcp().GetCertSha256(), RequireTLS: resp.GetTcp().GetEncryptionRequired()}, RDMA: ch,
+		Resumed: resumed, ResumeNote: resp.ResumeNote,
 	}, nil
 }
 
@@ -186,8 +194,8 @@ func (c *peerClient) Commit(ctx context.Context, req transfer.CommitRequest) (tr
 	return transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C, MACVerified: resp.MacVerified}, nil
 }
 
-func (c *peerClient) Abort(ctx context.Context, id, reason string) error {
-	_, err := c.rpc.Abort(ctx, &pb.AbortRequest{TransferId: id, Reason: reason})
+func (c *peerClient) Abort(ctx context.Context, id, reason string, discard bool) error {
+	_, err := c.rpc.Abort(ctx, &pb.AbortRequest{TransferId: id, Reason: reason, Discard: discard})
 	return fromStatus(c.addr, err)
 }
 

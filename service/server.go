@@ -210,7 +210,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 	_, err = s.node.Push(stream.Context(), transfer.PushRequest{
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
 		Policy: policy, ChunkSize: req.ChunkSize, Streams: int(req.Streams),
-		SourceRegion: srcRegion, DestRegion: destRegion, DataEncryption: encryption, Verify: verify,
+		SourceRegion: srcRegion, DestRegion: destRegion, DataEncryption: encryption, Verify: verify, NoResume: req.NoResume,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {
 			sendErr = stream.Send(InfoToProto(i))
@@ -239,7 +239,7 @@ func (s *transferServer) ListTransfers(ctx context.Context, _ *pb.ListTransfersR
 }
 
 func (s *transferServer) CancelTransfer(ctx context.Context, req *pb.CancelTransferRequest) (*pb.CancelTransferResponse, error) {
-	info, err := s.node.Cancel(req.TransferId)
+	info, err := s.node.Cancel(req.TransferId, req.Discard)
 	if err != nil {
 		return nil, ToStatus(err)
 	}

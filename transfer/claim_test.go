@@ -22,7 +22,7 @@ func TestSinkClaimsChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.dst.Abort(context.Background(), "claims", "test") })
+	t.Cleanup(func() { p.dst.Abort(context.Background(), "claims", "test", true) })
 	in := rec.in
 	c0 := chunk.Chunk{Index: 0, Offset: 0, Length: cs, CRC: 1}
 	admit := func(c chunk.Chunk, want error) {

@@ -43,13 +43,26 @@ func clientHost(addr string) string {
 }
 
 // take admits one more transfer of reserve bytes from client, or says which
-// limit it would exceed. release gives both back; it is idempotent.
-func (q *clientQuota) take(cfg *Config, client string, reserve int64) (release func(), err error) {
+// limit it would exceed. credit bytes that creditHost holds for a kept
+// partial file are handed over to this transfer (it resumes that file, so
+// they are not counted twice). release gives the transfer's share back; it
+// is idempotent.
+func (q *clientQuota) take(cfg *Config, client string, reserve int64, creditHost string, credit int64) (release func(), err error) {
 	host := clientHost(client)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.held == nil {
 		q.held = make(map[string]*clientUsage)
+	}
+	if c := q.held[creditHost]; c != nil && credit > 0 {
+		c.reserved -= credit
+		defer func() {
+			if err != nil {
+				c.reserved += credit
+			} else {
+				q.drop(creditHost, c)
+			}
+		}()
 	}
 	u := q.held[host]
 	if u == nil {
@@ -60,7 +73,7 @@ func (q *clientQuota) take(cfg *Config, client string, reserve int64) (release f
 		return nil, fmt.Errorf("%w: client %s already has %d unfinished transfers on node %s (limit %d, serve --max-transfers-per-client)",
 			ErrQuota, host, u.transfers, cfg.ID, cfg.MaxTransfersPerClient)
 	case cfg.MaxReservedPerClient > 0 && reserve > cfg.MaxReservedPerClient-u.reserved:
-		return nil, fmt.Errorf("%w: client %s has %d bytes reserved on node %s; %d more exceed the limit of %d (serve --max-reserved-per-client)",
+		return nil, fmt.Errorf("%w: client %s has %d bytes reserved on node %s (kept partial files of failed copies included); %d more exceed the limit of %d (serve --max-reserved-per-client; rxfer cancel --discard frees a kept one)",
 			ErrQuota, host, u.reserved, cfg.ID, reserve, cfg.MaxReservedPerClient)
 	}
 	u.transfers++
@@ -73,11 +86,42 @@ func (q *clientQuota) take(cfg *Config, client string, reserve int64) (release f
 			defer q.mu.Unlock()
 			u.transfers--
 			u.reserved -= reserve
-			if u.transfers == 0 {
-				delete(q.held, host)
-			}
+			q.drop(host, u)
 		})
 	}, nil
+}
+
+// drop forgets a client that holds nothing; the caller holds q.mu.
+func (q *clientQuota) drop(host string, u *clientUsage) {
+	if u.transfers == 0 && u.reserved <= 0 && q.held[host] == u {
+		delete(q.held, host)
+	}
+}
+
+// keep counts bytes of a kept partial file against host's reservation:
+// disk reserved but unused until a resume, the sweep or a discard.
+func (q *clientQuota) keep(host string, bytes int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.held == nil {
+		q.held = make(map[string]*clientUsage)
+	}
+	u := q.held[host]
+	if u == nil {
+		u = &clientUsage{}
+		q.held[host] = u
+	}
+	u.reserved += bytes
+}
+
+// unkeep gives back what keep counted.
+func (q *clientQuota) unkeep(host string, bytes int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if u := q.held[host]; u != nil {
+		u.reserved -= bytes
+		q.drop(host, u)
+	}
 }
 
 // sawData notes that data arrived for the transfer: from the first chunk

@@ -108,6 +108,9 @@ type Config struct {
 	// Expect, if not nil, restricts the node to the one incoming transfer
 	// it describes (a pull-mode CLI node).
 	Expect *Expectation
+	// PartialTTL is how long the partial file of a failed copy is kept for
+	// a resume (0 = DefaultPartialTTL; negative: until a resume or discard).
+	PartialTTL time.Duration
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives
@@ -120,7 +123,9 @@ type Node struct {
 	transfers map[key]*record
 	active    int
 	regions   map[string]*region
-	quota     clientQuota // what each client holds of this node
+	quota     clientQuota              // what each client holds of this node
+	partials  map[string]*partialEntry // resumable partial files: written now or kept (resume.go)
+	sweep     *sweeper                 // the periodic sweep, once started (sweep.go)
 
 	// pool owns the RDMA connections parked between transfers.
 	pool *rdma.Pool
@@ -140,6 +145,9 @@ type record struct {
 	// release gives back what the transfer held of its client's limits;
 	// finish calls it (nil: nothing held).
 	release func()
+	// discard: the partial file goes when the transfer ends (cancel
+	// --discard), instead of being kept for a resume.
+	discard bool
 }
 
 // NewNode returns a Node with defaults filled in.
@@ -172,7 +180,8 @@ func NewNode(cfg Config) *Node {
 	if cfg.Data != nil && cfg.DataAddr == "" {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region)}
+	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region),
+		partials: make(map[string]*partialEntry)}
 	n.pool = rdma.NewPool(rdma.PoolConfig{Options: cfg.RDMA.Options, IdleExpiry: cfg.RDMA.IdleExpiry, Log: n.log,
 		Expired: func(outgoing bool, qpn uint32) {
 			if h := knobs.idleRDMAClosed; h != nil {
@@ -305,7 +314,8 @@ func (n *Node) Get(id string) (Info, error) {
 	return r.snapshot(), nil
 }
 
-// List returns every known transfer, newest first.
+// List returns every known transfer, newest first, and the kept partial
+// files no listed transfer stands for (Resumable).
 func (n *Node) List() []Info {
 	n.mu.Lock()
 	out := make([]Info, 0, len(n.transfers))
@@ -313,6 +323,7 @@ func (n *Node) List() []Info {
 		out = append(out, r.snapshot())
 	}
 	n.mu.Unlock()
+	out = append(out, n.keptInfos(out)...)
 	slices.SortFunc(out, func(a, b Info) int { return b.Started.Compare(a.Started) })
 	return out
 }
@@ -325,19 +336,36 @@ func (n *Node) Active() int {
 }
 
 // Cancel stops a transfer: an outgoing one stops sending and aborts the
-// destination; an incoming one is aborted here (its partial file removed).
-func (n *Node) Cancel(id string) (Info, error) {
+// destination; an incoming one is aborted here. A resumable partial file is
+// kept unless discard; with discard, a kept partial file of a transfer that
+// already ended is removed too.
+func (n *Node) Cancel(id string, discard bool) (Info, error) {
 	n.mu.Lock()
 	out, okOut := n.transfers[key{Outgoing, id}]
 	in, okIn := n.transfers[key{Incoming, id}]
 	n.mu.Unlock()
 	switch {
 	case okOut:
+		out.mu.Lock()
+		out.discard = out.discard || discard
+		out.mu.Unlock()
 		out.cancel(fmt.Errorf("%w by request", ErrCanceled))
 		return out.snapshot(), nil
 	case okIn:
-		n.abortIncoming(in, StateCancelled, fmt.Errorf("%w by request on the destination", ErrCanceled))
-		return in.snapshot(), nil
+		n.abortIncoming(in, StateCancelled, fmt.Errorf("%w by request on the destination", ErrCanceled), discard)
+		if discard {
+			n.discardKeptID(id)
+		}
+		info := in.snapshot()
+		info.Resumable = info.Resumable && !discard
+		return info, nil
+	}
+	if info, ok := n.keptInfo(id); ok {
+		if discard {
+			n.discardKeptID(id)
+			info.Resumable = false
+		}
+		return info, nil
 	}
 	return Info{}, fmt.Errorf("%w: no transfer %q on node %s", ErrNotFound, id, n.cfg.ID)
 }
@@ -350,10 +378,11 @@ type localPeer struct{ *Node }
 func (localPeer) Close() error { return nil }
 
 // Shutdown cancels every outgoing transfer and aborts every incoming one
-// (removing its partial file), and closes the parked queue pairs. Call it
-// when the node stops.
+// (keeping a resumable partial file, removing any other), stops the sweep
+// and closes the parked queue pairs. Call it when the node stops.
 func (n *Node) Shutdown() {
 	defer n.pool.Close()
+	n.stopSweeper()
 	n.mu.Lock()
 	recs := make([]*record, 0, len(n.transfers))
 	for _, r := range n.transfers {
@@ -364,7 +393,7 @@ func (n *Node) Shutdown() {
 		if r.info.Direction == Outgoing {
 			r.cancel(fmt.Errorf("%w: node %s is shutting down", ErrCanceled, n.cfg.ID))
 		} else {
-			n.abortIncoming(r, StateCancelled, fmt.Errorf("%w: node %s is shutting down", ErrCanceled, n.cfg.ID))
+			n.abortIncoming(r, StateCancelled, fmt.Errorf("%w: node %s is shutting down", ErrCanceled, n.cfg.ID), false)
 		}
 	}
 }

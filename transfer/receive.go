@@ -35,6 +35,7 @@ type incoming struct {
 	unmap   func() error     // unmaps a direct RDMA window or mapped, after the lanes are closed
 	mapped  []byte           // the destination range, mapped for staging RDMA lanes (rdma.MappedSink)
 	closed  sync.Once        // closeChannels ran
+	resume  *resumeState     // a resumable partial file's journal (nil: not resumable)
 	idle    *time.Timer      // the first-byte deadline, then the idle timeout
 	gotData atomic.Bool      // a chunk arrived (sawData)
 	movingT time.Time
@@ -70,33 +71,43 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
 		ChunkSize: req.ChunkSize, Started: time.Now(), Verify: verifyOf(req.MACKey).String(),
 	}}
-	var reserve int64
+	var dest target
+	var rs *resumeState
 	if req.DestRegion == nil {
-		reserve = req.Size // a partial file preallocates it; a region window reserves nothing
-	}
-	release, err := n.quota.take(&n.cfg, req.Client, reserve)
-	if err != nil {
-		return PrepareResponse{}, err
-	}
-	rec.release = release
-	if err := n.admit(rec); err != nil {
-		release()
-		return PrepareResponse{}, err
-	}
-	dest, err := n.openDestination(req)
-	if err != nil {
-		n.finish(rec, StateFailed, err)
-		return PrepareResponse{}, err
+		// A file: resumable unless the source asked not to (resume.go).
+		d, r, err := n.prepareFile(req, rec)
+		if err != nil {
+			return PrepareResponse{}, err
+		}
+		dest, rs = d, r
+	} else {
+		release, err := n.quota.take(&n.cfg, req.Client, 0, "", 0) // a region window reserves no disk
+		if err != nil {
+			return PrepareResponse{}, err
+		}
+		rec.release = release
+		if err := n.admit(rec); err != nil {
+			release()
+			return PrepareResponse{}, err
+		}
+		if dest, err = n.openDestination(req); err != nil {
+			n.finish(rec, StateFailed, err)
+			return PrepareResponse{}, err
+		}
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey}
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey, resume: rs}
+	in.markResumed()
 	resp, err := n.openChannels(req, in)
 	if err != nil {
 		in.closeChannels()
-		dest.Remove()
 		n.finish(rec, StateFailed, err)
+		in.letGo(!errors.Is(err, ErrInvalid))
 		return PrepareResponse{}, err
+	}
+	if rs != nil {
+		resp.Resumed, resp.ResumeNote = rs.present, rs.note
 	}
 	if err := n.startReceiving(req, in, resp); err != nil {
 		return PrepareResponse{}, err
@@ -129,17 +140,15 @@ func (n *Node) validatePrepare(req PrepareRequest) error {
 	return checkPath("source path", req.SourcePath)
 }
 
-// openDestination creates where the bytes go: a window of a region, or the
-// partial file beside the final path.
+// openDestination opens a window of a region as the destination (a file
+// is prepareFile's).
 func (n *Node) openDestination(req PrepareRequest) (target, error) {
-	if ref := req.DestRegion; ref != nil {
-		f, off, _, release, err := n.acquireRegion(*ref, req.Size)
-		if err != nil {
-			return nil, err
-		}
-		return &regionTarget{file: f, off: off, ref: RegionRef{ref.Name, off, req.Size}, release: release}, nil
+	ref := req.DestRegion
+	f, off, _, release, err := n.acquireRegion(*ref, req.Size)
+	if err != nil {
+		return nil, err
 	}
-	return n.cfg.Root.CreateDestination(req.DestPath, req.SourceName, req.ID, req.Size, req.Overwrite)
+	return &regionTarget{file: f, off: off, ref: RegionRef{ref.Name, off, req.Size}, release: release}, nil
 }
 
 // openChannels chooses the transport and sets up the data channels: RDMA
@@ -182,7 +191,7 @@ func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResp
 		first = n.cfg.IdleTimeout
 	}
 	rec.mu.Lock() // sawData reads in.idle under it
-	in.idle = time.AfterFunc(first, func() { n.abortIncoming(rec, StateFailed, in.stalled()) })
+	in.idle = time.AfterFunc(first, func() { n.abortIncoming(rec, StateFailed, in.stalled(), false) })
 	cancelled := rec.info.State.Terminal()
 	rec.in = in
 	rec.info.DestPath = in.dest.Path()
@@ -193,7 +202,10 @@ func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResp
 	if cancelled {
 		in.idle.Stop()
 		in.closeChannels()
-		in.dest.Remove()
+		rec.mu.Lock()
+		discard := rec.discard
+		rec.mu.Unlock()
+		in.letGo(!discard)
 		return fmt.Errorf("%w while preparing", ErrCanceled)
 	}
 	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", in.dest.Path(), "size", req.Size, "transport", resp.Transport)
@@ -272,6 +284,10 @@ func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
 	in.landed[c.Index] = true
 	in.crcs[c.Index] = c.CRC
 	in.nLanded++
+	if in.resume != nil {
+		off, _ := in.plan.Span(int(c.Index))
+		in.resume.journal.add(JournalRecord{Index: c.Index, Length: c.Length, Offset: off, CRC: c.CRC})
+	}
 	if viaRDMA {
 		in.viaRDMA++
 	}
@@ -315,6 +331,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		if got != req.CRC32C {
 			err = fmt.Errorf("%w: whole-file CRC32C %08x, sender computed %08x", ErrCorrupt, got, req.CRC32C)
 		} else if macChecked, err = in.checkMAC(req.MAC); err == nil {
+			in.stopJournal(false) // Commit syncs the whole file; the journal goes with it
 			err = in.dest.Commit()
 		}
 		if err == nil {
@@ -324,21 +341,26 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			n.pool.Keep(in.source, idle)
 			idle = nil
 			n.finish(rec, StateCommitted, nil)
+			if in.resume != nil {
+				n.releasePartial(in.resume, false, 0)
+			}
 			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
 			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got, MACVerified: macChecked}, nil
 		}
 	}
-	n.abortIncoming(rec, StateFailed, err)
+	// A file that failed its whole-file check is not kept: its chunks do not add up.
+	n.abortIncoming(rec, StateFailed, err, errors.Is(err, ErrCorrupt))
 	return CommitResponse{}, err
 }
 
-// Abort discards an incoming transfer: its partial file is removed.
-func (n *Node) Abort(ctx context.Context, id, reason string) error {
+// Abort ends an incoming transfer: its partial file is kept for a resume,
+// or with discard removed.
+func (n *Node) Abort(ctx context.Context, id, reason string, discard bool) error {
 	rec, err := n.incomingRecord(id)
 	if err != nil {
 		return err
 	}
-	n.abortIncoming(rec, StateCancelled, fmt.Errorf("%w: aborted by the source: %s", ErrCanceled, reason))
+	n.abortIncoming(rec, StateCancelled, fmt.Errorf("%w: aborted by the source: %s", ErrCanceled, reason), discard)
 	return nil
 }
 
@@ -353,8 +375,14 @@ func (n *Node) incomingRecord(id string) (*record, error) {
 }
 
 // abortIncoming ends an incoming transfer that did not commit: the token is
-// released (closing its data connections) and the partial file removed.
-func (n *Node) abortIncoming(rec *record, st State, cause error) {
+// released (closing its data connections) and the partial file kept for a
+// resume (a resumable one) or removed (discard, or any other).
+func (n *Node) abortIncoming(rec *record, st State, cause error, discard bool) {
+	if discard {
+		rec.mu.Lock()
+		rec.discard = true // for Prepare, if it is still running
+		rec.mu.Unlock()
+	}
 	if !n.finish(rec, st, cause) {
 		return
 	}
@@ -366,7 +394,7 @@ func (n *Node) abortIncoming(rec *record, st State, cause error) {
 	}
 	in.idle.Stop()
 	in.closeChannels()
-	in.dest.Remove()
+	in.letGo(!discard)
 	lvl := slog.LevelWarn
 	if errors.Is(cause, ErrCanceled) {
 		lvl = slog.LevelInfo

@@ -65,6 +65,11 @@ func (n *Node) RegisterRegion(name string, size int64, path string) (RegionInfo,
 	}
 	var f *os.File
 	backing := "anonymous"
+	if strings.Contains(path, partialMarker) {
+		// A resumable partial file is named: a region over it could write
+		// into chunks already verified (resume.go).
+		return RegionInfo{}, fmt.Errorf("%w: region file %s is an rxfer partial file or journal; choose another file", ErrInvalid, shown(path))
+	}
 	if path != "" {
 		var err error
 		var st os.FileInfo

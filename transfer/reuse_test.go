@@ -364,7 +364,7 @@ func TestRDMASlotsFitTheTransfer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d bytes: Prepare: %v", tc.size, err)
 		}
-		p.dst.Abort(context.Background(), id, "test")
+		p.dst.Abort(context.Background(), id, "test", true)
 		if len(resp.RDMA) != 1 || len(resp.RDMA[0].Slots) != tc.wantSlots || int(resp.RDMA[0].Slots[0].Len) != tc.wantSz {
 			t.Errorf("%d bytes in 64 KiB chunks: channels %+v, want one with %d slots of %d bytes", tc.size, resp.RDMA, tc.wantSlots, tc.wantSz)
 		}

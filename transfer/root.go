@@ -122,9 +122,13 @@ type Destination struct {
 	partial string   // name of the partial file inside dir (unnamed: the name Commit may link it under)
 	named   bool     // the partial name holds the file (created so, or linked by Commit)
 	name    string   // final name inside dir
-	// FinalPath is the destination path relative to the root, as reported to users.
-	FinalPath string
-	overwrite bool
+	// FinalPath is the destination path relative to the root, as reported
+	// to users; DirPath is its directory.
+	FinalPath, DirPath string
+	overwrite          bool
+	// journal is the name of the partial file's chunk journal inside dir
+	// ("" = none): Commit and Remove delete it, Keep leaves it.
+	journal string
 }
 
 // partialMarker is in the name of every partial file, and a destination
@@ -145,6 +149,20 @@ func partialName(name, id string) string {
 // receives sourceName. size bytes are preallocated so a full disk fails now,
 // not halfway through the copy.
 func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, overwrite bool) (*Destination, error) {
+	d, err := r.resolveDestination(destPath, sourceName, overwrite)
+	if err != nil {
+		return nil, err
+	}
+	d.partial = partialName(d.name, id)
+	if err := d.create(size, knobs.namedPartial); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// resolveDestination validates a destination and opens its directory; no
+// file is created yet.
+func (r *Root) resolveDestination(destPath, sourceName string, overwrite bool) (*Destination, error) {
 	if err := checkPath("destination path", destPath); err != nil {
 		return nil, err
 	}
@@ -172,7 +190,7 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 		return nil, fmt.Errorf("destination directory %w", err)
 	}
 	d := &Destination{dir: dir, name: name, overwrite: overwrite,
-		partial:   partialName(name, id),
+		DirPath:   path.Join("/", strings.TrimLeft(dirPath, "/")),
 		FinalPath: path.Join("/", strings.TrimLeft(dirPath, "/"), name)}
 	var st unix.Stat_t
 	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
@@ -186,26 +204,33 @@ func (r *Root) CreateDestination(destPath, sourceName, id string, size int64, ov
 		dir.Close()
 		return nil, fmt.Errorf("destination %s: %w", shown(d.FinalPath), osErr(err))
 	}
+	return d, nil
+}
+
+// create creates d's partial file (named: under d.partial; else unnamed,
+// where the file system can) and reserves size bytes; on failure d is
+// released.
+func (d *Destination) create(size int64, named bool) error {
 	fd, err := -1, error(unix.EOPNOTSUPP)
-	if !knobs.namedPartial {
-		fd, err = unix.Openat(int(dir.Fd()), ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if !named {
+		fd, err = unix.Openat(int(d.dir.Fd()), ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
 	}
 	if err == unix.EOPNOTSUPP || err == unix.EISDIR { // no O_TMPFILE in this file system (EISDIR: nor in the kernel)
 		d.named = true
-		fd, err = unix.Openat(int(dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		fd, err = unix.Openat(int(d.dir.Fd()), d.partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	}
 	if err != nil {
-		dir.Close()
-		return nil, fmt.Errorf("creating the partial file of %s: %w", shown(d.FinalPath), osErr(err))
+		d.dir.Close()
+		return fmt.Errorf("creating the partial file of %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	d.file = os.NewFile(uintptr(fd), d.partial)
 	if size > 0 {
 		if err := reserve(fd, size); err != nil {
 			d.Remove()
-			return nil, fmt.Errorf("preallocating %d bytes for %s: %w", size, shown(d.FinalPath), osErr(err))
+			return fmt.Errorf("preallocating %d bytes for %s: %w", size, shown(d.FinalPath), osErr(err))
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // reserve makes room for size bytes in the partial file, so that a copy
@@ -221,7 +246,11 @@ func reserve(fd int, size int64) error {
 	if err := unix.Fstatfs(fd, &fs); err == nil {
 		switch fs.Type {
 		case unix.TMPFS_MAGIC, unix.RAMFS_MAGIC, unix.OVERLAYFS_SUPER_MAGIC: // overlay: container roots, the upper layer often tmpfs
-			if fs.Blocks > 0 && int64(fs.Bavail)*fs.Bsize < size { // ramfs has no limit (0 blocks)
+			var st unix.Stat_t // a resumed partial file holds some pages already
+			if unix.Fstat(fd, &st) != nil {
+				st.Blocks = 0
+			}
+			if fs.Blocks > 0 && int64(fs.Bavail)*fs.Bsize < size-st.Blocks*512 { // ramfs has no limit (0 blocks)
 				return unix.ENOSPC
 			}
 			return unix.Ftruncate(fd, size)
@@ -282,6 +311,9 @@ func (d *Destination) Commit() error {
 	if err := unix.Renameat2(dfd, d.partial, dfd, d.name, flags); err != nil {
 		return fmt.Errorf("renaming into place %s: %w", shown(d.FinalPath), osErr(err))
 	}
+	if d.journal != "" { // the file is complete: nothing to resume
+		unix.Unlinkat(dfd, d.journal, 0)
+	}
 	return d.syncDir()
 }
 
@@ -330,5 +362,15 @@ func (d *Destination) Remove() {
 	if d.named {
 		unix.Unlinkat(int(d.dir.Fd()), d.partial, 0) // ENOENT after a successful rename: nothing to do
 	}
+	if d.journal != "" {
+		unix.Unlinkat(int(d.dir.Fd()), d.journal, 0)
+	}
+	d.dir.Close()
+}
+
+// Keep releases the descriptors and leaves the partial file and its
+// journal in place, for a later copy to resume.
+func (d *Destination) Keep() {
+	d.file.Close()
 	d.dir.Close()
 }

@@ -31,6 +31,9 @@ type scheduler struct {
 	crcs     []uint32 // CRC32C of each chunk, filled as chunks are first queued
 	allAcked chan struct{}
 	retry    chan struct{} // a chunk was added to retries
+	// resumed are the chunks the destination holds (their CRC32C): they
+	// are checked against the source's bytes and counted, never sent.
+	resumed map[uint32]uint32
 
 	mu       sync.Mutex
 	acked    []bool
@@ -97,7 +100,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			p.rec.mu.Lock()
 			p.rec.info.BytesDone += int64(c.Length)
 			if secs := time.Since(p.rec.info.Started).Seconds(); secs > 0 {
-				p.rec.info.Rate = float64(p.rec.info.BytesDone) / secs
+				p.rec.info.Rate = float64(p.rec.info.BytesDone-p.rec.info.ResumedBytes) / secs
 			}
 			p.rec.mu.Unlock()
 			if s.nAcked == len(s.acked) {
@@ -115,6 +118,10 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			s.requeue(c)
 		case errors.Is(err, chunk.ErrInFlight):
 			cancel(fmt.Errorf("%w: the destination still had chunk %d in flight after %d sends", ErrTimeout, c.Index, s.attempts[c.Index]))
+		case errors.Is(err, chunk.ErrReceiverIO):
+			// No transport can fix it: most often the destination's disk is
+			// full. Its verified chunks stay for a resume.
+			cancel(fmt.Errorf("%w: the destination could not write chunk %d (its file system is full or failing); free space there and copy again to resume", ErrNoSpace, c.Index))
 		default:
 			s.requeue(c) // lost with its transport; the next transport sends it
 			brokenOnce.Do(func() { brokenErr = err; close(broken) })
@@ -122,7 +129,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 	}
 	queue := make(chan chunk.Chunk, 2*p.rec.info.Streams)
 	feedErr := make(chan error, 1)
-	go func() { feedErr <- p.feed(ctx, queue, broken) }()
+	go func() { feedErr <- p.feed(ctx, queue, broken, done) }()
 	sendErr := send(ctx, queue, done)
 	ferr := <-feedErr
 	select {
@@ -149,8 +156,9 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 }
 
 // feed queues chunks (resends first) until all are acknowledged, the
-// transport broke or ctx ended, then closes queue.
-func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan struct{}) (err error) {
+// transport broke or ctx ended, then closes queue. A chunk the destination
+// resumes is checked and answered through done instead of queued.
+func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan struct{}, done func(chunk.Chunk, error)) (err error) {
 	s := p.sched
 	defer close(queue)
 	// A source truncated under us faults the mapping: report it instead of crashing.
@@ -173,6 +181,17 @@ func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan
 			off, n := s.plan.Span(i)
 			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
 			c = chunk.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
+			if held, ok := s.resumed[c.Index]; ok {
+				if held != c.CRC {
+					return fmt.Errorf("%w: chunk %d of the destination's partial file (CRC32C %08x) is not the source's (%08x) although size, mtime and inode match; the partial file is discarded, copy again",
+						ErrSourceChanged, i, held, c.CRC)
+				}
+				p.rec.mu.Lock()
+				p.rec.info.ResumedBytes += n
+				p.rec.mu.Unlock()
+				done(c, nil)
+				continue
+			}
 			s.mu.Lock()
 			have = true
 		}

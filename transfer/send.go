@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +36,9 @@ type PushRequest struct {
 	DataEncryption DataEncryption
 	// Verify adds the whole-file keyed BLAKE3 (VerifyMAC).
 	Verify VerifyMode
+	// NoResume starts over even if the destination holds a partial file of
+	// this source (a region destination never resumes).
+	NoResume bool
 }
 
 // progressEvery bounds how often Push reports progress while moving: every
@@ -120,6 +124,9 @@ type pushSource struct {
 	size  int64
 	anon  bool   // a memfd-backed region: RDMA WRITEs straight from its mapping
 	close func() // closes the file or releases the region
+	// What a destination's partial file must have been written from to
+	// be resumed (SourceIdentity).
+	mtimeNs, inode, generation uint64
 }
 
 // openSource opens the source of a push.
@@ -130,13 +137,18 @@ func (n *Node) openSource(req *PushRequest) (pushSource, error) {
 			return pushSource{}, err
 		}
 		req.SourcePath = RegionRef{ref.Name, off, length}.String()
-		return pushSource{file: f, base: off, size: length, anon: n.anonymousRegion(ref.Name, f), close: release}, nil
+		return pushSource{file: f, base: off, size: length, anon: n.anonymousRegion(ref.Name, f), close: release,
+			generation: n.regionGeneration(ref.Name)}, nil
 	}
 	f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
 	if err != nil {
 		return pushSource{}, err
 	}
-	return pushSource{file: f, size: st.Size(), close: func() { f.Close() }}, nil
+	src := pushSource{file: f, size: st.Size(), close: func() { f.Close() }, mtimeNs: uint64(st.ModTime().UnixNano())}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		src.inode = sys.Ino
+	}
+	return src, nil
 }
 
 // admitPush registers the outgoing transfer (the node's concurrency limit
@@ -153,7 +165,7 @@ func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*
 		return nil, err
 	}
 	p := &push{node: n, rec: rec, peer: peer, src: src.file, srcBase: src.base, srcAnon: src.anon, progress: progress, policy: req.Policy,
-		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason,
+		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason, ident: src,
 		encryption: req.DataEncryption, verify: req.Verify}
 	p.emit()
 	return p, nil
@@ -175,7 +187,10 @@ func (p *push) end(ctx context.Context, err error) error {
 		}
 		if p.prepared {
 			actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if aerr := p.peer.Abort(actx, rec.info.ID, err.Error()); aerr != nil {
+			rec.mu.Lock()
+			discard := rec.discard || errors.Is(err, ErrSourceChanged)
+			rec.mu.Unlock()
+			if aerr := p.peer.Abort(actx, rec.info.ID, err.Error(), discard); aerr != nil {
 				n.log.Warn("abort on destination failed", "transfer", rec.info.ID, "err", aerr)
 			}
 			acancel()
@@ -207,9 +222,11 @@ type push struct {
 	preparedAt time.Time // when, for Result.Setup
 	policy     Policy
 
-	rdma       []*rdma.Sender // the lanes offered (none: no RDMA)
-	rdmaReason string         // why no RDMA was offered
-	rdmaDone   bool           // every chunk was verified over RDMA
+	ident      pushSource        // the source's identity for a resume
+	resumed    map[uint32]uint32 // chunks the destination holds: their CRC32C
+	rdma       []*rdma.Sender    // the lanes offered (none: no RDMA)
+	rdmaReason string            // why no RDMA was offered
+	rdmaDone   bool              // every chunk was verified over RDMA
 
 	encryption DataEncryption // the copy's data-channel policy (encrypt.go)
 	verify     VerifyMode
@@ -280,7 +297,8 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
 		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
-		MACKey: macKey,
+		MACKey:        macKey,
+		SourceMtimeNs: int64(p.ident.mtimeNs), SourceInode: p.ident.inode, SourceGeneration: p.ident.generation, NoResume: req.NoResume,
 	})
 	registered.Wait()
 	if err != nil {
@@ -288,7 +306,11 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 	}
 	p.prepared = true
 	p.preparedAt = time.Now()
+	if p.resumed, err = p.checkResumed(resp.Resumed); err != nil {
+		return PrepareResponse{}, err
+	}
 	rec.mu.Lock()
+	rec.info.ResumeNote = resp.ResumeNote
 	rec.info.Transport = resp.Transport
 	rec.info.FallbackReason = resp.FallbackReason
 	rec.info.DestPath = resp.FinalPath
@@ -357,6 +379,7 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 // move sends every chunk with the negotiated transport.
 func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	p.sched = newScheduler(p.plan, p.data, p.srcBase)
+	p.sched.resumed = p.resumed
 	if p.plan.Count() == 0 {
 		return nil
 	}

@@ -105,6 +105,15 @@ type Info struct {
 	DataEncryption string
 	// Verify is "crc32c" or "crc32c+mac" (VerifyMode).
 	Verify string
+	// ResumedBytes of BytesDone were not sent: the destination held them,
+	// verified, from an earlier copy of the same source.
+	ResumedBytes int64
+	// ResumeNote says why a copy started over instead of resuming, or
+	// that chunks failed their check on disk ("" when neither).
+	ResumeNote string
+	// Resumable: the transfer ended without committing and its partial
+	// file is kept; the same copy again resumes it.
+	Resumable bool
 }
 
 // PrepareRequest is what a source sends the destination before any data.
@@ -133,6 +142,14 @@ type PrepareRequest struct {
 	// MACKey, when set, asks for the whole-file keyed BLAKE3 (VerifyMAC)
 	// that Commit carries.
 	MACKey []byte
+	// The source's identity beyond its node, path and size, which a
+	// partial file must match to be resumed (SourceIdentity).
+	SourceMtimeNs    int64
+	SourceInode      uint64
+	SourceGeneration uint64
+	// NoResume: start over (an unnamed partial file, no journal; a kept
+	// partial file for the destination is discarded).
+	NoResume bool
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can
@@ -182,6 +199,10 @@ type PrepareResponse struct {
 	RDMA           []RDMAChannel // a lane for each of the first len(RDMA) offers
 	FinalPath      string
 	FallbackReason string
+	// Resumed are the chunks the destination holds already, verified from
+	// disk; the source sends the rest. ResumeNote: as in Info.
+	Resumed    []ResumedChunk
+	ResumeNote string
 }
 
 // CommitRequest asks the destination to verify and publish the file.
@@ -205,6 +226,8 @@ type CommitResponse struct {
 type Peer interface {
 	Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error)
 	Commit(ctx context.Context, req CommitRequest) (CommitResponse, error)
-	Abort(ctx context.Context, id, reason string) error
+	// Abort ends the transfer: the destination keeps a resumable partial
+	// file, or with discard removes it.
+	Abort(ctx context.Context, id, reason string, discard bool) error
 	Close() error
 }

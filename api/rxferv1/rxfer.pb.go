@@ -1145,8 +1145,12 @@ type CopyRequest struct {
 	DestTlsSha256  []byte         `protobuf:"bytes,20,opt,name=dest_tls_sha256,json=destTlsSha256,proto3" json:"dest_tls_sha256,omitempty"`
 	DataEncryption DataEncryption `protobuf:"varint,40,opt,name=data_encryption,json=dataEncryption,proto3,enum=rxfer.v1.DataEncryption" json:"data_encryption,omitempty"`
 	Verify         VerifyMode     `protobuf:"varint,41,opt,name=verify,proto3,enum=rxfer.v1.VerifyMode" json:"verify,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Start over even if the destination keeps a partial file of this
+	// source. Resuming is the default (proto3 bools default to false, so the
+	// field says what is not the default); region destinations never resume.
+	NoResume      bool `protobuf:"varint,60,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyRequest) Reset() {
@@ -1270,6 +1274,13 @@ func (x *CopyRequest) GetVerify() VerifyMode {
 	return VerifyMode_VERIFY_MODE_DEFAULT
 }
 
+func (x *CopyRequest) GetNoResume() bool {
+	if x != nil {
+		return x.NoResume
+	}
+	return false
+}
+
 type TransferResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// CRC32C (Castagnoli) of the whole file, as verified by the receiver.
@@ -1388,7 +1399,19 @@ type TransferInfo struct {
 	// or "ktls" (kernel TLS); empty before the first one or without TCP.
 	DataEncryption string `protobuf:"bytes,40,opt,name=data_encryption,json=dataEncryption,proto3" json:"data_encryption,omitempty"`
 	// "crc32c" or "crc32c+mac" (VERIFY_MODE_MAC).
-	Verify        string `protobuf:"bytes,41,opt,name=verify,proto3" json:"verify,omitempty"`
+	Verify string `protobuf:"bytes,41,opt,name=verify,proto3" json:"verify,omitempty"`
+	// Bytes of bytes_done that were not sent: the destination held them,
+	// verified, from an earlier copy of the same source (a resume).
+	ResumedBytes int64 `protobuf:"varint,61,opt,name=resumed_bytes,json=resumedBytes,proto3" json:"resumed_bytes,omitempty"`
+	// Why the copy started over instead of resuming (the source changed, the
+	// journal was damaged...), or that journaled chunks failed their check.
+	ResumeNote string `protobuf:"bytes,62,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
+	// The transfer ended without committing and its partial file is kept:
+	// the same copy again resumes it (until serve --partial-ttl expires it).
+	Resumable bool `protobuf:"varint,63,opt,name=resumable,proto3" json:"resumable,omitempty"`
+	// Which attempt of `rxfer cp --retries` this event belongs to (1 = the
+	// first); set by the CLI, 0 from a node.
+	Attempt       int32 `protobuf:"varint,64,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1549,6 +1572,34 @@ func (x *TransferInfo) GetVerify() string {
 	return ""
 }
 
+func (x *TransferInfo) GetResumedBytes() int64 {
+	if x != nil {
+		return x.ResumedBytes
+	}
+	return 0
+}
+
+func (x *TransferInfo) GetResumeNote() string {
+	if x != nil {
+		return x.ResumeNote
+	}
+	return ""
+}
+
+func (x *TransferInfo) GetResumable() bool {
+	if x != nil {
+		return x.Resumable
+	}
+	return false
+}
+
+func (x *TransferInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 type GetTransferRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
@@ -1674,8 +1725,11 @@ func (x *ListTransfersResponse) GetTransfers() []*TransferInfo {
 }
 
 type CancelTransferRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	// Remove the partial file instead of keeping it for a resume (also of a
+	// transfer that already ended and left one).
+	Discard       bool `protobuf:"varint,72,opt,name=discard,proto3" json:"discard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1715,6 +1769,13 @@ func (x *CancelTransferRequest) GetTransferId() string {
 		return x.TransferId
 	}
 	return ""
+}
+
+func (x *CancelTransferRequest) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
 }
 
 type CancelTransferResponse struct {
@@ -2064,7 +2125,15 @@ type PrepareRequest struct {
 	OnBehalfOf string `protobuf:"bytes,20,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
 	// When set (32 bytes): the key of the whole-file keyed BLAKE3 that Commit
 	// carries (VERIFY_MODE_MAC).
-	MacKey        []byte `protobuf:"bytes,40,opt,name=mac_key,json=macKey,proto3" json:"mac_key,omitempty"`
+	MacKey []byte `protobuf:"bytes,40,opt,name=mac_key,json=macKey,proto3" json:"mac_key,omitempty"`
+	// The source's identity beyond node, path and size: a destination resumes
+	// a partial file only if it was written from the same (for a file its
+	// modification time and inode, for a region its generation).
+	SourceMtimeUnixNs int64  `protobuf:"varint,65,opt,name=source_mtime_unix_ns,json=sourceMtimeUnixNs,proto3" json:"source_mtime_unix_ns,omitempty"`
+	SourceInode       uint64 `protobuf:"varint,66,opt,name=source_inode,json=sourceInode,proto3" json:"source_inode,omitempty"`
+	SourceGeneration  uint64 `protobuf:"varint,67,opt,name=source_generation,json=sourceGeneration,proto3" json:"source_generation,omitempty"`
+	// Start over: no resume, and a kept partial file for dest_path is discarded.
+	NoResume      bool `protobuf:"varint,68,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2211,6 +2280,34 @@ func (x *PrepareRequest) GetMacKey() []byte {
 	return nil
 }
 
+func (x *PrepareRequest) GetSourceMtimeUnixNs() int64 {
+	if x != nil {
+		return x.SourceMtimeUnixNs
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetSourceInode() uint64 {
+	if x != nil {
+		return x.SourceInode
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetSourceGeneration() uint64 {
+	if x != nil {
+		return x.SourceGeneration
+	}
+	return 0
+}
+
+func (x *PrepareRequest) GetNoResume() bool {
+	if x != nil {
+		return x.NoResume
+	}
+	return false
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -2294,7 +2391,13 @@ type PrepareResponse struct {
 	FallbackReason string `protobuf:"bytes,4,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
 	// Set when transport is RDMA: a channel per lane taken, in the order of
 	// the source's offers.
-	Rdma          []*RdmaChannel `protobuf:"bytes,5,rep,name=rdma,proto3" json:"rdma,omitempty"`
+	Rdma []*RdmaChannel `protobuf:"bytes,5,rep,name=rdma,proto3" json:"rdma,omitempty"`
+	// Chunks the destination holds already, re-read and verified from its
+	// partial file: the source checks each against its own bytes and sends
+	// only the others.
+	Resumed []*ResumedChunk `protobuf:"bytes,69,rep,name=resumed,proto3" json:"resumed,omitempty"`
+	// Why the destination started over instead of resuming ("" if it did not).
+	ResumeNote    string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2364,6 +2467,73 @@ func (x *PrepareResponse) GetRdma() []*RdmaChannel {
 	return nil
 }
 
+func (x *PrepareResponse) GetResumed() []*ResumedChunk {
+	if x != nil {
+		return x.Resumed
+	}
+	return nil
+}
+
+func (x *PrepareResponse) GetResumeNote() string {
+	if x != nil {
+		return x.ResumeNote
+	}
+	return ""
+}
+
+// ResumedChunk is a chunk a destination holds from an earlier copy.
+type ResumedChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Crc32C        uint32                 `protobuf:"fixed32,2,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumedChunk) Reset() {
+	*x = ResumedChunk{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumedChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumedChunk) ProtoMessage() {}
+
+func (x *ResumedChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumedChunk.ProtoReflect.Descriptor instead.
+func (*ResumedChunk) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResumedChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ResumedChunk) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 type CommitRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
@@ -2377,7 +2547,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2559,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2572,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CommitRequest) GetTransferId() string {
@@ -2445,7 +2615,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2627,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2640,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CommitResponse) GetFinalPath() string {
@@ -2495,16 +2665,18 @@ func (x *CommitResponse) GetMacVerified() bool {
 }
 
 type AbortRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Reason     string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Remove the partial file instead of keeping it for a resume.
+	Discard       bool `protobuf:"varint,71,opt,name=discard,proto3" json:"discard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2688,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2701,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortRequest) GetTransferId() string {
@@ -2546,6 +2718,13 @@ func (x *AbortRequest) GetReason() string {
 	return ""
 }
 
+func (x *AbortRequest) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
+}
+
 type AbortResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2554,7 +2733,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2745,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2758,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{31}
 }
 
 var File_rxfer_v1_rxfer_proto protoreflect.FileDescriptor
@@ -2644,7 +2823,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xa0\x04\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xbd\x04\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -2663,7 +2842,8 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"destRegion\x12&\n" +
 	"\x0fdest_tls_sha256\x18\x14 \x01(\fR\rdestTlsSha256\x12A\n" +
 	"\x0fdata_encryption\x18( \x01(\x0e2\x18.rxfer.v1.DataEncryptionR\x0edataEncryption\x12,\n" +
-	"\x06verify\x18) \x01(\x0e2\x14.rxfer.v1.VerifyModeR\x06verify\"\xd4\x01\n" +
+	"\x06verify\x18) \x01(\x0e2\x14.rxfer.v1.VerifyModeR\x06verify\x12\x1b\n" +
+	"\tno_resume\x18< \x01(\bR\bnoResume\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2671,7 +2851,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
 	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
 	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
-	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\x97\x05\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\x95\x06\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +
@@ -2696,16 +2876,22 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\astreams\x18\x0f \x01(\x05R\astreams\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x10 \x01(\x03R\rstartedUnixMs\x12'\n" +
 	"\x0fdata_encryption\x18( \x01(\tR\x0edataEncryption\x12\x16\n" +
-	"\x06verify\x18) \x01(\tR\x06verify\"5\n" +
+	"\x06verify\x18) \x01(\tR\x06verify\x12#\n" +
+	"\rresumed_bytes\x18= \x01(\x03R\fresumedBytes\x12\x1f\n" +
+	"\vresume_note\x18> \x01(\tR\n" +
+	"resumeNote\x12\x1c\n" +
+	"\tresumable\x18? \x01(\bR\tresumable\x12\x18\n" +
+	"\aattempt\x18@ \x01(\x05R\aattempt\"5\n" +
 	"\x12GetTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\"\x16\n" +
 	"\x14ListTransfersRequest\"M\n" +
 	"\x15ListTransfersResponse\x124\n" +
-	"\ttransfers\x18\x01 \x03(\v2\x16.rxfer.v1.TransferInfoR\ttransfers\"8\n" +
+	"\ttransfers\x18\x01 \x03(\v2\x16.rxfer.v1.TransferInfoR\ttransfers\"R\n" +
 	"\x15CancelTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
-	"transferId\"L\n" +
+	"transferId\x12\x18\n" +
+	"\adiscard\x18H \x01(\bR\adiscard\"L\n" +
 	"\x16CancelTransferResponse\x122\n" +
 	"\btransfer\x18\x01 \x01(\v2\x16.rxfer.v1.TransferInfoR\btransfer\"\n" +
 	"\n" +
@@ -2727,7 +2913,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xce\x04\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xec\x05\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2752,21 +2938,31 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\rsource_offset\x18\x0e \x01(\x03R\fsourceOffset\x12 \n" +
 	"\fon_behalf_of\x18\x14 \x01(\tR\n" +
 	"onBehalfOf\x12\x17\n" +
-	"\amac_key\x18( \x01(\fR\x06macKey\"\x8e\x01\n" +
+	"\amac_key\x18( \x01(\fR\x06macKey\x12/\n" +
+	"\x14source_mtime_unix_ns\x18A \x01(\x03R\x11sourceMtimeUnixNs\x12!\n" +
+	"\fsource_inode\x18B \x01(\x04R\vsourceInode\x12+\n" +
+	"\x11source_generation\x18C \x01(\x04R\x10sourceGeneration\x12\x1b\n" +
+	"\tno_resume\x18D \x01(\bR\bnoResume\"\x8e\x01\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\fR\x05token\x12\x1f\n" +
 	"\vcert_sha256\x18( \x01(\fR\n" +
 	"certSha256\x12/\n" +
-	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xdf\x01\n" +
+	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xb2\x02\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
 	"\n" +
 	"final_path\x18\x03 \x01(\tR\tfinalPath\x12'\n" +
 	"\x0ffallback_reason\x18\x04 \x01(\tR\x0efallbackReason\x12)\n" +
-	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\"n\n" +
+	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\x120\n" +
+	"\aresumed\x18E \x03(\v2\x16.rxfer.v1.ResumedChunkR\aresumed\x12\x1f\n" +
+	"\vresume_note\x18F \x01(\tR\n" +
+	"resumeNote\"<\n" +
+	"\fResumedChunk\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
+	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"n\n" +
 	"\rCommitRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x12\n" +
@@ -2777,11 +2973,12 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\n" +
 	"final_path\x18\x01 \x01(\tR\tfinalPath\x12\x16\n" +
 	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\x12!\n" +
-	"\fmac_verified\x18( \x01(\bR\vmacVerified\"G\n" +
+	"\fmac_verified\x18( \x01(\bR\vmacVerified\"a\n" +
 	"\fAbortRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\adiscard\x18G \x01(\bR\adiscard\"\x0f\n" +
 	"\rAbortResponse*M\n" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
@@ -2840,7 +3037,7 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 }
 
 var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(Transport)(0),                   // 0: rxfer.v1.Transport
 	(TransportPolicy)(0),             // 1: rxfer.v1.TransportPolicy
@@ -2875,10 +3072,11 @@ var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(*PrepareRequest)(nil),           // 30: rxfer.v1.PrepareRequest
 	(*TcpChannel)(nil),               // 31: rxfer.v1.TcpChannel
 	(*PrepareResponse)(nil),          // 32: rxfer.v1.PrepareResponse
-	(*CommitRequest)(nil),            // 33: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),           // 34: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),             // 35: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),            // 36: rxfer.v1.AbortResponse
+	(*ResumedChunk)(nil),             // 33: rxfer.v1.ResumedChunk
+	(*CommitRequest)(nil),            // 34: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),           // 35: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),             // 36: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),            // 37: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
 	8,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
@@ -2906,33 +3104,34 @@ var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
 	0,  // 22: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
 	31, // 23: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
 	29, // 24: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
-	13, // 25: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	18, // 26: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	21, // 27: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	22, // 28: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	24, // 29: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	7,  // 30: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
-	9,  // 31: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
-	11, // 32: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
-	30, // 33: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	33, // 34: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	35, // 35: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	15, // 36: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	20, // 37: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	20, // 38: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	23, // 39: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	25, // 40: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	8,  // 41: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
-	10, // 42: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
-	12, // 43: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
-	32, // 44: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	34, // 45: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	36, // 46: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	33, // 25: rxfer.v1.PrepareResponse.resumed:type_name -> rxfer.v1.ResumedChunk
+	13, // 26: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	18, // 27: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	21, // 28: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	22, // 29: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	24, // 30: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	7,  // 31: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
+	9,  // 32: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
+	11, // 33: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
+	30, // 34: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	34, // 35: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	36, // 36: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	15, // 37: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	20, // 38: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	20, // 39: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	23, // 40: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	25, // 41: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	8,  // 42: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
+	10, // 43: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
+	12, // 44: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
+	32, // 45: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	35, // 46: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	37, // 47: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	37, // [37:48] is the sub-list for method output_type
+	26, // [26:37] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -2946,7 +3145,7 @@ func file_rxfer_v1_rxfer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -41,6 +41,8 @@ type cpOptions struct {
 	// encryption and verify are the copy's --data-encryption and --verify.
 	encryption pb.DataEncryption
 	verify     pb.VerifyMode
+	noResume   bool
+	retries    int
 }
 
 // creds are how the CLI connects to nodes.
@@ -60,6 +62,8 @@ func cmdCp(args []string) error {
 	tlsFlags := addClientTLSFlags(fs)
 	dataEnc := fs.String("data-encryption", "", "TCP data-channel encryption for this copy: auto, on or off (default: the sending node's --data-encryption)")
 	verify := fs.String("verify", "crc32c", "crc32c, or mac: also a whole-file keyed BLAKE3 compared before commit (tampering on any data path is DataLoss)")
+	fs.BoolVar(&o.noResume, "no-resume", false, "start over even if the destination keeps a partial file of this source")
+	fs.IntVar(&o.retries, "retries", DefaultRetries, "run the copy again this many times after a transient failure (unreachable or restarting node, reset connection), with backoff; each attempt resumes")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
 		fs.PrintDefaults()
@@ -98,19 +102,24 @@ func cmdCp(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.retries < 0 {
+		return usagef("--retries %d: want 0 or more", o.retries)
+	}
 	rep := newReporter(os.Stdout, os.Stderr, o.json, term.IsTerminal(int(os.Stderr.Fd())))
 	defer rep.done()
-	switch {
-	case src.Remote() && dst.Remote():
-		// The user's token is for both nodes: the source presents it to the
-		// destination (a node sends its own only to its configured peers).
-		return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
-			DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
-	case src.Remote():
-		return pull(ctx, src, dst.Path, o, rep)
-	default:
-		return push(ctx, src.Path, dst, o, rep)
-	}
+	return withRetries(ctx, o.retries, rep, func() error {
+		switch {
+		case src.Remote() && dst.Remote():
+			// The user's token is for both nodes: the source presents it to the
+			// destination (a node sends its own only to its configured peers).
+			return remoteCopy(ctx, src.Node, o, &pb.CopyRequest{SourcePath: src.Path, SourceRegion: src.Region,
+				DestNode: dst.Node, DestPath: dst.Path, DestRegion: dst.Region, DestToken: o.token}, rep)
+		case src.Remote():
+			return pull(ctx, src, dst.Path, o, rep)
+		default:
+			return push(ctx, src.Path, dst, o, rep)
+		}
+	})
 }
 
 // remoteCopy asks node to push and shows its progress stream.
@@ -120,7 +129,7 @@ func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyReque
 		return err
 	}
 	defer conn.Close()
-	req.Overwrite, req.Transport, req.ChunkSize, req.Streams = o.force, o.policy, o.chunkSize, int32(o.streams)
+	req.Overwrite, req.Transport, req.ChunkSize, req.Streams, req.NoResume = o.force, o.policy, o.chunkSize, int32(o.streams), o.noResume
 	req.DataEncryption, req.Verify = o.encryption, o.verify
 	stream, err := pb.NewTransferClient(conn).Copy(ctx, req)
 	if err != nil {
@@ -225,7 +234,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 	}
 	req := transfer.PushRequest{
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
-		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams,
+		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams, NoResume: o.noResume,
 		DataEncryption: transfer.DataEncryption(o.encryption), Verify: transfer.VerifyMode(o.verify),
 	}
 	if r := dst.Region; r != nil {

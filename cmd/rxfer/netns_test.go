@@ -166,7 +166,7 @@ func TestNetnsBench(t *testing.T) {
 
 	// The same copy to a node whose root is in memory: the network path
 	// without the destination disk.
-	mem := startDaemon(t, daemonConfig{NS: p.NS2, ID: "node2-tmpfs", Root: mountTmpfs(t, fmt.Sprint(size+64<<20)),
+	mem := startDaemon(t, daemonConfig{NS: p.NS2, ID: "node2-tmpfs", Root: mountTmpfs(t, fmt.Sprint(3*size+64<<20)),
 		Listen: p.IP2 + ":7480", DataListen: p.IP2 + ":7481", Extra: []string{"--insecure"}})
 	r = rxferIn(t, p.NS1, "cp", n1.At("/bench.bin"), mem.At("/"))
 	if r.Code != 0 {
@@ -175,6 +175,11 @@ func TestNetnsBench(t *testing.T) {
 	t.Logf("rxfer to a tmpfs root: %s", r.lastLine())
 	sameFile(t, n1.Path("bench.bin"), mem.Path("bench.bin"))
 	benchDataEncryption(t, p, n1, size) // encrypt_bench_test.go
+	os.Remove(mem.Path("bench.bin"))
+
+	// What resume's chunk journal costs (resume_bench_test.go).
+	journalCost(t, p, n1, n2, "disk", size)
+	journalCost(t, p, n1, mem, "tmpfs", size)
 }
 
 // iperf3 runs a one-off iperf3 server in NS2 and a 5 s client from NS1 and

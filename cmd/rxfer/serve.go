@@ -55,6 +55,7 @@ func cmdServe(args []string) error {
 	rdmaDepth := fs.Int("rdma-depth", rdma.DefaultDepth, fmt.Sprintf("RDMA WRITEs in flight per transfer this node sends, shared by its lanes (1 to %d, bounded by the receiver's slots)", rdma.MaxDepth))
 	rdmaLanes := fs.Int("rdma-lanes", transfer.DefaultLanes(), fmt.Sprintf("queue pairs a transfer stripes its chunks over (1 to %d; a transfer uses the smaller of both ends' values; default %d, 1 on a single-CPU host)", transfer.MaxRDMALanes, transfer.DefaultRDMALanes))
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
+	partialTTL := fs.Duration("partial-ttl", transfer.DefaultPartialTTL, "how long the partial file of a failed copy is kept for a resume (swept at start-up and periodically)")
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
@@ -64,6 +65,9 @@ func cmdServe(args []string) error {
 	}
 	if *rdmaLanes < 1 || *rdmaLanes > transfer.MaxRDMALanes {
 		return usagef("--rdma-lanes %d: want 1 to %d", *rdmaLanes, transfer.MaxRDMALanes)
+	}
+	if *partialTTL <= 0 {
+		return usagef("--partial-ttl %v: want a positive duration", *partialTTL)
 	}
 	if *firstByte <= 0 || *maxUnauth < 1 {
 		return usagef("--first-byte-timeout and --max-unauthenticated-conns must be positive")
@@ -116,6 +120,7 @@ func cmdServe(args []string) error {
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		MaxTransfersPerClient: *perClient, MaxReservedPerClient: *reservedPerClient, FirstByteTimeout: *firstByte,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log, DataEncryption: encryption, NoKTLS: !*useKTLS,
+		PartialTTL: *partialTTL,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
@@ -129,6 +134,7 @@ func cmdServe(args []string) error {
 	if r := node.Config().RDMAUnavailable; r != "" {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}
+	node.StartSweeper() // before serving: kept partial files are resumable (and counted) from the first request
 	opts := service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log}
 	tlsCfg.options(&opts)
 	srv := service.New(node, opts)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -76,21 +77,41 @@ func showStatus(ctx context.Context, client pb.TransferClient, _ []string) error
 	fmt.Fprintln(w, "ID\tDIR\tSTATE\tPROGRESS\tTRANSPORT\tSOURCE\tDESTINATION\tERROR")
 	for _, t := range list.Transfers {
 		dir := map[pb.Direction]string{pb.Direction_DIRECTION_OUTGOING: "out", pb.Direction_DIRECTION_INCOMING: "in"}[t.Direction]
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s:%s\t%s\n", t.TransferId, dir, stateName(t.State),
+		state := stateName(t.State)
+		if t.Resumable {
+			state += ", resumable"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%s:%s\t%s\n", t.TransferId, dir, state,
 			size(t.BytesDone), size(t.BytesTotal), transportName(t.Transport), t.SourcePath, t.DestNode, t.DestPath, oneLine(t.Error))
 	}
 	return w.Flush()
 }
 
 func cmdCancel(args []string) error {
-	return nodeCommand("cancel", "usage: rxfer cancel HOST:PORT ID", args,
+	// --discard is taken before HOST:PORT or after ID.
+	discard := false
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool {
+		if a == "--discard" || a == "-discard" {
+			discard = true
+			return true
+		}
+		return false
+	})
+	return nodeCommand("cancel", "usage: rxfer cancel [--discard] HOST:PORT ID\n  --discard: remove the partial file instead of keeping it for a resume", args,
 		func(rest []string) bool { return len(rest) == 1 },
 		func(ctx context.Context, client pb.TransferClient, rest []string) error {
-			resp, err := client.CancelTransfer(ctx, &pb.CancelTransferRequest{TransferId: rest[0]})
+			resp, err := client.CancelTransfer(ctx, &pb.CancelTransferRequest{TransferId: rest[0], Discard: discard})
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s: %s\n", resp.Transfer.TransferId, stateName(resp.Transfer.State))
+			note := ""
+			switch {
+			case discard:
+				note = ", partial file discarded"
+			case resp.Transfer.Resumable:
+				note = ", partial file kept: the same copy resumes it (cancel --discard removes it)"
+			}
+			fmt.Printf("%s: %s%s\n", resp.Transfer.TransferId, stateName(resp.Transfer.State), note)
 			return nil
 		})
 }

@@ -121,7 +121,7 @@ func TestPartialPatternDestinationRefused(t *testing.T) {
 			t.Errorf("prepare to %q (source name %q): %v, want InvalidArgument", req.DestPath, req.SourceName, err)
 		}
 		if err == nil {
-			r.peer.Abort(context.Background(), req.ID, "test")
+			r.peer.Abort(context.Background(), req.ID, "test", true)
 		}
 	}
 	if names := dirNames(t, r.dir); len(names) != 0 {

@@ -69,10 +69,11 @@ func TestHostileReservedPerClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantExhausted(t, "a Prepare beyond the client's reserved bytes", rawPrepare(peer, "more", "/more", 512<<10), "--max-reserved-per-client")
-	// The refused Prepare created nothing: the root shows no name (partial
-	// files are unnamed), and the node holds only the first transfer.
-	if names := v.names(t, "."); len(names) != 0 {
-		t.Errorf("the root holds %q, want nothing visible", names)
+	// The refused Prepare created nothing: the root shows only the first
+	// transfer's partial file and journal (named, to be resumable), and the
+	// node holds only the first transfer.
+	if names := v.names(t, "."); len(names) != 2 || !strings.HasPrefix(names[0], ".rxfer-partial-") || !strings.HasPrefix(names[1], ".rxfer-partial-") {
+		t.Errorf("the root holds %q, want only the first transfer's partial file and journal", names)
 	}
 	if list := v.Node.List(); len(list) != 1 || list[0].ID != "big" {
 		t.Errorf("the node holds %d transfers (%+v), want only %q", len(list), list, "big")
