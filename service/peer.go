@@ -183,6 +183,7 @@ func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf, MacKey: req.MACKey,
+		SourceMtimeUnixNs: req.SourceMtimeNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
 	})
 }
 
