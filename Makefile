@@ -11,7 +11,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # missing ones before anything compiles.
 BUILD_APT := gcc libc6-dev libibverbs-dev
 HOST_APT  := iproute2 tcpdump
-BENCH_APT := $(HOST_APT) iperf3
+BENCH_APT := $(HOST_APT) iperf3 rsync openssh-server openssh-client
 DEPS      := scripts/deps.sh
 
 .PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean fuzz
@@ -73,9 +73,13 @@ fuzz: deps-host
 	done; \
 	echo "fuzz: $$(echo $$targets | wc -w) targets, $(FUZZTIME) each, no failure"
 
+# The host benchmark table (scripts/bench.sh, cmd/rxfer/benchtable_test.go):
+# one run measures every row, prints the table and writes bench.txt,
+# bench.json and bench.svg into $(BENCH_OUT). QUICK=1: quarter sizes, one
+# round. Host-only: the RDMA rows are bench-rdma's (the VM testbed).
+BENCH_OUT ?= bin/bench
 bench: deps-bench build
-	@scripts/bench.sh $(BIN)
-	@$(MAKE) --no-print-directory bench-rdma
+	@BENCH_OUT=$(BENCH_OUT) scripts/bench.sh $(if $(QUICK),--quick) $(BIN)
 
 # The RDMA benchmark in the testbed (cmd/rxfer/rdma_bench_test.go): ib_write_bw
 # and rxfer region→region and file→file on the same rxe device, one VM, then two.

@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# make bench: (1) rxfer bench: rxfer vs a plain read/write copy over loopback
-# TCP in the same run; (2) rxfer over zero-copy TCP between two network
-# namespaces joined by a veth, next to iperf3 (plain and -Z) on the same link
-# in the same run. Prints the ratios, and JSON lines for machines. Needs root.
+# make bench: every row of the benchmark table measured in one run
+# (cmd/rxfer/benchtable_test.go TestBenchTable): rxfer across two network
+# namespaces against iperf3 -Z, the destination file system, a 4 KiB
+# read/write pair, rsync and scp; API and CLI latency; concurrency, RSS, fds
+# and goroutines; mTLS, encryption, --verify mac and journal costs. Prints the
+# table and writes bench.txt, bench.json and bench.svg into $BENCH_OUT
+# (default bin/bench). Needs root (network namespaces, tmpfs).
+#   scripts/bench.sh [--quick] [path/to/rxfer]
+# Exits 1 when a measurement fails, 3 when a row misses its target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=full
+if [ "${1:-}" = --quick ]; then
+	mode=quick
+	shift
+fi
 rxfer=$(realpath "${1:-bin/rxfer}")
-echo "== rxfer bench: rxfer vs a read/write copy over loopback TCP (1 GiB, same disk, both fsync)"
-"$rxfer" bench --dir "${BENCH_DIR:-/var/tmp}"
 if [ "$(id -u)" != 0 ]; then
-	echo "bench: needs root (network namespaces); run as root" >&2
+	echo "bench: needs root (network namespaces, tmpfs mounts); run as root" >&2
 	exit 1
 fi
-echo "== rxfer vs iperf3 across two network namespaces (veth)"
-RXFER_NETNS_BENCH=1 RXFER_BIN=$rxfer \
-	go test -count=1 -run 'TestNetnsBench$' -v ./cmd/rxfer/ | grep -E 'iperf3|rxfer|BENCH|ok|FAIL'
+out=${BENCH_OUT:-bin/bench}
+mkdir -p "$out"
+out=$(realpath "$out")
+rm -f "$out"/bench.txt "$out"/bench.json "$out"/bench.svg
+echo "== rxfer bench ($mode): measuring every row in one run; log in $out/test.log"
+if ! RXFER_BENCH_TABLE=1 RXFER_BENCH_MODE=$mode RXFER_BENCH_OUT=$out RXFER_BIN=$rxfer \
+	go test -count=1 -timeout 90m -run '^TestBenchTable$' -v ./cmd/rxfer/ >"$out/test.log" 2>&1; then
+	grep -E '^\s+\S+_test\.go:[0-9]+: ' "$out/test.log" | grep -v 'rxfer round' | tail -40 >&2 || true
+	echo "bench: a measurement failed; see $out/test.log" >&2
+	exit 1
+fi
+cat "$out/bench.txt"
+echo "wrote $out/bench.txt, $out/bench.json, $out/bench.svg"
+if grep -q '^[0-9]* rows, [1-9][0-9]* FAIL$' "$out/bench.txt"; then
+	exit 3
+fi

@@ -2,6 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -27,4 +32,60 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("implausible results: %+v %+v", base, rx)
 	}
 	wantFailure(t, rxfer(t, "bench", "--size", "0"), 2, "usage")
+}
+
+// TestBenchTableSmoke runs make bench's table (TestBenchTable) on tiny sizes
+// and checks its plumbing: every row is there with a status, the files
+// parse, the chart is an SVG with the three series. It judges no timing
+// (on a tiny copy a target may well fail; only the row's presence counts).
+func TestBenchTableSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("smoke run of the bench table skipped in -short mode")
+	}
+	b := runBenchTable(t, benchPlans["smoke"])
+	out := t.TempDir()
+	if err := b.writeFiles(out); err != nil {
+		t.Fatal(err)
+	}
+	var got benchTable
+	js, err := os.ReadFile(filepath.Join(out, "bench.json"))
+	if err != nil || json.Unmarshal(js, &got) != nil {
+		t.Fatalf("bench.json: %v\n%s", err, js)
+	}
+	want := []string{"1. ", "2. ", "3. ", "3b. ", "4. ", "5. ", "6. ", "mTLS control-plane", "data encryption", "--verify mac", "resume journal cost, 2.0 MiB into a disk", "resume journal cost, 2.0 MiB into a tmpfs"}
+	for _, prefix := range want {
+		if !slices.ContainsFunc(got.Rows, func(r benchRow) bool { return strings.HasPrefix(r.Metric, prefix) }) {
+			t.Errorf("no row %q in bench.json", prefix)
+		}
+	}
+	for _, r := range got.Rows {
+		if !slices.Contains([]string{statusPass, statusFail, statusInfo, statusSkip}, r.Status) || r.Target == "" ||
+			r.Status != statusSkip && r.Unit == "" || r.Status == statusSkip && r.Note == "" || r.BaselineName != "" && r.Ratio == 0 && r.Baseline != 0 {
+			t.Errorf("malformed row %+v", r)
+		}
+	}
+	if got.Mode != "smoke" || got.Commit == "" || got.LoadStart == "" || len(got.Conditions) == 0 {
+		t.Errorf("header: %+v", got)
+	}
+	series := []string{"rxfer", "read/write 4 KiB"}
+	if _, err := exec.LookPath("iperf3"); err == nil {
+		series = append(series, "iperf3 -Z") // else rows 1 and 2 say it is missing
+	}
+	for _, s := range series {
+		if !slices.ContainsFunc(got.Series, func(x benchSeries) bool { return x.Name == s && len(x.Points) == 2 }) {
+			t.Errorf("no chart series %q with 2 points: %+v", s, got.Series)
+		}
+	}
+	txt, _ := os.ReadFile(filepath.Join(out, "bench.txt"))
+	if !strings.Contains(string(txt), "metric") || !strings.Contains(string(txt), "ratio") || strings.Count(string(txt), "\n") < len(got.Rows)+2 {
+		t.Errorf("bench.txt:\n%s", txt)
+	}
+	svg, _ := os.ReadFile(filepath.Join(out, "bench.svg"))
+	var root struct {
+		XMLName xml.Name
+	}
+	if xml.Unmarshal(svg, &root) != nil || root.XMLName.Local != "svg" || !strings.Contains(string(svg), "read/write 4 KiB") {
+		t.Errorf("bench.svg is not an SVG chart with the series (%d bytes)", len(svg))
+	}
+	t.Logf("bench.txt:\n%s", txt)
 }

@@ -35,13 +35,9 @@ func copySeconds(t *testing.T, ns string, args ...string) (float64, string) {
 // run, copies into a tmpfs root (the network path without the destination
 // disk): plaintext TCP, TLS (kTLS where the kernel offers it, else
 // crypto/tls), and plaintext with --verify mac, in interleaved rounds
-// ($RXFER_BENCH_ROUNDS, default 3), and logs the medians and ratios as a
-// BENCH line.
-func benchDataEncryption(t *testing.T, p netnsPair, src *daemon, size int64) {
-	rounds := 3
-	if v, err := strconv.Atoi(os.Getenv("RXFER_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+// (rounds of them), logs the medians and ratios as a BENCH line and returns
+// them (make bench's table has them as rows).
+func benchDataEncryption(t *testing.T, p netnsPair, src *daemon, size int64, rounds int) encResult {
 	root := mountTmpfs(t, fmt.Sprint(size+64<<20))
 	// Two daemons on one tmpfs root: one offers no encryption (plaintext
 	// rows), one requires it across the network (the default, auto).
@@ -79,4 +75,20 @@ func benchDataEncryption(t *testing.T, p netnsPair, src *daemon, size int64) {
 		rounds, off, tlsKind, on, on/off, mac, mac/off)
 	t.Logf("BENCH {\"bytes\": %d, \"rounds\": %d, \"tcp_off_gbps\": %.3f, \"tcp_encrypted_gbps\": %.3f, \"encryption\": %q, \"ratio_encrypted_vs_off\": %.3f, \"tcp_off_mac_gbps\": %.3f, \"ratio_mac_vs_off\": %.3f}",
 		size, rounds, off, on, tlsKind, on/off, mac, mac/off)
+	return encResult{Off: off, On: on, MAC: mac, Kind: tlsKind}
+}
+
+// encResult is benchDataEncryption's medians in Gbit/s and the encryption
+// the encrypted copies used (kTLS or crypto/tls).
+type encResult struct {
+	Off, On, MAC float64
+	Kind         string
+}
+
+// envRounds is $RXFER_BENCH_ROUNDS, or def.
+func envRounds(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("RXFER_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

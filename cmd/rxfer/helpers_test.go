@@ -146,6 +146,7 @@ type daemon struct {
 	Root    string // export root on this host
 	Control string // control (gRPC) address
 	Data    string // TCP data-channel address
+	Pid     int    // the rxfer process (ip netns exec execs it)
 	stderr  *syncBuffer
 	stop    func() error // SIGTERM, then wait; idempotent
 }
@@ -205,6 +206,7 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %v: %v", cmd.Args, err)
 	}
+	d.Pid = cmd.Process.Pid
 	// The reader owns stdout until EOF; Wait may only run after it is done.
 	ready := make(chan []string, 1)
 	drained := make(chan struct{})

@@ -174,12 +174,12 @@ func TestNetnsBench(t *testing.T) {
 	}
 	t.Logf("rxfer to a tmpfs root: %s", r.lastLine())
 	sameFile(t, n1.Path("bench.bin"), mem.Path("bench.bin"))
-	benchDataEncryption(t, p, n1, size) // encrypt_bench_test.go
+	benchDataEncryption(t, p, n1, size, envRounds(3)) // encrypt_bench_test.go
 	os.Remove(mem.Path("bench.bin"))
 
 	// What resume's chunk journal costs (resume_bench_test.go).
-	journalCost(t, p, n1, n2, "disk", size)
-	journalCost(t, p, n1, mem, "tmpfs", size)
+	journalCost(t, p, n1, n2, "disk", size, 4)
+	journalCost(t, p, n1, mem, "tmpfs", size, 4)
 }
 
 // iperf3 runs a one-off iperf3 server in NS2 and a 5 s client from NS1 and
