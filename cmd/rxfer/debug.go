@@ -50,5 +50,9 @@ func startDebug(addr string, log *slog.Logger) (stop func(), err error) {
 		}
 	}()
 	log.Info("pprof debug endpoint", "addr", lis.Addr().String())
-	return func() { srv.Close() }, nil
+	return func() {
+		srv.Close()
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
+	}, nil
 }
