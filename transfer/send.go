@@ -367,7 +367,12 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 		return nil, fmt.Errorf("%w: destination sent a %d-byte token", ErrInvalid, len(ch.Token))
 	}
 	copy(tok[:], ch.Token)
-	opt := fallback.SendOptions{Streams: p.rec.info.Streams, Mode: p.node.cfg.SendMode, Connected: p.rec.setEncryption}
+	// No more connections than chunks left to send: each costs a TCP and a
+	// preamble round trip on both nodes, and Send waits for all of them to
+	// end (a 4 KiB copy opened four for its one chunk). Resumed chunks are
+	// never sent; after an RDMA failure they are among the verified ones.
+	left := p.plan.Count() - max(len(p.resumed), p.sched.verified())
+	opt := fallback.SendOptions{Streams: max(1, min(p.rec.info.Streams, left)), Mode: p.node.cfg.SendMode, Connected: p.rec.setEncryption}
 	if err := p.encryptTCP(ch, &opt); err != nil {
 		return nil, err
 	}

@@ -57,6 +57,7 @@ func cmdServe(args []string) error {
 	rdmaLanes := fs.Int("rdma-lanes", transfer.DefaultLanes(), fmt.Sprintf("queue pairs a transfer stripes its chunks over (1 to %d; a transfer uses the smaller of both ends' values; default %d, 1 on a single-CPU host)", transfer.MaxRDMALanes, transfer.DefaultRDMALanes))
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	partialTTL := fs.Duration("partial-ttl", transfer.DefaultPartialTTL, "how long the partial file of a failed copy is kept for a resume (swept at start-up and periodically)")
+	debugAddr := addDebugFlag(fs)
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
@@ -89,6 +90,11 @@ func cmdServe(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	stopDebug, err := startDebug(*debugAddr, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	tlsCfg, err := tlsFlags.load(nodeID, log)
 	if err != nil {
 		return err
