@@ -49,7 +49,7 @@ func startDebug(addr string, log *slog.Logger) (stop func(), err error) {
 			log.Warn("debug endpoint stopped", "err", err)
 		}
 	}()
-	log.Info("pprof debug endpoint", "addr", lis.Addr().String())
+	log.Info("debug endpoint (net/http/pprof) listening", "addr", lis.Addr().String())
 	return func() {
 		srv.Close()
 		runtime.SetBlockProfileRate(0)

@@ -27,7 +27,6 @@ func cmdServe(args []string) error {
 	dataListen := fs.String("data-listen", "127.0.0.1:7471", "TCP data-channel address")
 	nodeID := fs.String("node-id", "", "node name (default: host name)")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token clients and peers must present")
-	debugAddr := fs.String("debug-addr", "", "serve net/http/pprof on this loopback HOST:PORT (off when empty)")
 	insecure := fs.Bool("insecure", false, "allow serving without a token on a non-loopback address (plaintext: anyone who reaches it can read and write the export root)")
 	tlsFlags := addServeTLSFlags(fs)
 	var peers []string
@@ -107,13 +106,6 @@ func cmdServe(args []string) error {
 				return usagef("%s %s is not a loopback address and there is no authentication: set --token-file (or $RXFER_TOKEN), or --tls-cert, --tls-key and --tls-client-ca, or pass --insecure to serve it unauthenticated", l.flag, l.addr)
 			}
 		}
-	}
-	if *debugAddr != "" {
-		stopDebug, err := serveDebug(*debugAddr, log)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
 	}
 	r, err := transfer.OpenRoot(*root)
 	if err != nil {
