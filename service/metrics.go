@@ -1,6 +1,8 @@
 package service
 
 import (
+	"time"
+
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -43,4 +45,25 @@ func (i Instrumentation) clientOptions() []grpc.DialOption {
 func (s *Server) Drain() {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.Shutdown() // every service NOT_SERVING, and no later update undoes it
+}
+
+// GracefulStop stops the server once the calls in flight have returned,
+// or after grace, whichever is first (long-lived streams such as health
+// watchers would hold a graceful stop forever), then closes the
+// connections to peers.
+func (s *Server) GracefulStop(grace time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.grpc.Stop()
+		<-done
+	}
+	s.peers.Close()
 }

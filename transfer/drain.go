@@ -25,6 +25,11 @@ func (n *Node) Drain(ctx context.Context) error {
 	idle := n.idle
 	n.mu.Unlock()
 	select {
+	case <-idle: // already idle: not a timeout, however short ctx was
+		return nil
+	default:
+	}
+	select {
 	case <-idle:
 		return nil
 	case <-ctx.Done():

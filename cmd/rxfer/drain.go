@@ -23,6 +23,10 @@ const DefaultDrainTimeout = 30 * time.Second
 // left, for its sources to tell their destinations (partial files kept).
 const abortWait = 15 * time.Second
 
+// gracePeriod bounds how long a drained daemon waits for calls in flight
+// (the replies to its last transfers' calls) before it closes connections.
+const gracePeriod = 5 * time.Second
+
 // logFlags are serve's --log-format and --log-level.
 type logFlags struct{ format, level *string }
 
@@ -72,7 +76,9 @@ func serveUntilSignalled(serve func() error, srv *service.Server, node *transfer
 	go func() {
 		defer close(stopped)
 		drainNode(srv, node, drain, sig, sigs, log)
-		srv.Stop()
+		// Replies to calls that ended the last transfers (a Commit) still
+		// go out; watchers (health Watch streams) do not hold the stop up.
+		srv.GracefulStop(gracePeriod)
 	}()
 	err := <-served
 	return err

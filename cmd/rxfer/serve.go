@@ -128,7 +128,6 @@ func cmdServe(args []string) error {
 		if metricsLis, err = net.Listen("tcp", *metricsListen); err != nil {
 			return fmt.Errorf("metrics listener (--metrics-listen; \"\" turns it off): %w", err)
 		}
-		defer metricsLis.Close()
 		m = metrics.New(service.Version)
 	}
 	host, _ := os.Hostname()

@@ -150,7 +150,7 @@ func (m *Metrics) Serve(ctx context.Context, lis net.Listener) error {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil
