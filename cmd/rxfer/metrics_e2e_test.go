@@ -50,9 +50,9 @@ func TestMetricsCopy(t *testing.T) {
 	}
 	if duringA != nil { // a scrape while the copy moved sees part of it
 		for _, s := range []struct {
-			name                 string
+			name                  string
 			before, during, after scrape
-			labels               []string
+			labels                []string
 		}{{"source", beforeA, duringA, afterA, out}, {"destination", beforeB, duringB, afterB, in}} {
 			b, d, a := s.before.value(bytes, s.labels...), s.during.value(bytes, s.labels...), s.after.value(bytes, s.labels...)
 			if !(b <= d && d <= a) {
