@@ -99,6 +99,21 @@ func New(version string) *Metrics {
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rxfer_build_info",
 		Help: "Always 1: the version of rxfer, the Go version and whether cgo (and so RDMA) was built in."}, []string{"version", "goversion", "cgo"})
 	buildInfo.WithLabelValues(version, runtime.Version(), cgoSetting()).Set(1)
+	// Every series of the bounded label sets exists from the start (at 0),
+	// so rates and dashboards work before the first event.
+	for _, dir := range []string{"outgoing", "incoming"} {
+		m.resumed.WithLabelValues(dir)
+		for _, tr := range []string{"tcp", "rdma"} {
+			m.started.WithLabelValues(dir, tr)
+			m.bytes.WithLabelValues(dir, tr)
+			for _, res := range []string{ResultOK, ResultFailed, ResultCanceled} {
+				m.finished.WithLabelValues(dir, tr, res)
+				m.duration.WithLabelValues(dir, tr, res)
+			}
+		}
+	}
+	m.failovers.WithLabelValues(transfer.FailoverSetup)
+	m.failovers.WithLabelValues(transfer.FailoverBroken)
 	m.reg.MustRegister(m.started, m.finished, m.resumed, m.duration, m.failovers, m.verifyFail,
 		m.grpcServerHandled, m.grpcServerSeconds, m.grpcClientHandled, m.grpcClientSeconds, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
