@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # testbed/testbed.mk). scripts/deps.sh checks them and, as root, installs the
 # missing ones before anything compiles.
 BUILD_APT := gcc libc6-dev libibverbs-dev
-HOST_APT  := iproute2 tcpdump
+HOST_APT  := iproute2 tcpdump systemd
 BENCH_APT := $(HOST_APT) iperf3 rsync openssh-server openssh-client
 DEPS      := scripts/deps.sh
 

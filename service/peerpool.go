@@ -55,6 +55,7 @@ type peerPool struct {
 	conns  map[poolKey]*pooledConn
 	tick   uint64
 	closed bool
+	dial   []grpc.DialOption // added to every connection (the metrics' interceptors)
 }
 
 func newPeerPool(max int, idle time.Duration) *peerPool {
@@ -104,7 +105,7 @@ func (p *peerPool) get(c Credentials, addr string) (e *pooledConn, reused bool, 
 	if err != nil {
 		return nil, false, err
 	}
-	conn, err := grpc.NewClient(addr, append(opts, grpc.WithIdleTimeout(p.idle))...)
+	conn, err := grpc.NewClient(addr, append(append(opts, p.dial...), grpc.WithIdleTimeout(p.idle))...)
 	if err != nil {
 		return nil, false, err
 	}

@@ -51,6 +51,9 @@ type Options struct {
 	// TLS, verifying that the certificate names the node dialled, and
 	// presenting the node's own certificate.
 	PeerTLS *pki.Client
+	// Instrument, if set, adds the metrics' interceptors to the server and
+	// to this node's connections to peers (metrics.go).
+	Instrument Instrumentation
 }
 
 // Server is a node's gRPC server.
@@ -68,7 +71,10 @@ func New(node *transfer.Node, opt Options) *Server {
 	}
 	auth := newAuthenticator(opt)
 	pool := newPeerPool(peerPoolSize, peerIdleTimeout)
-	g := grpc.NewServer(serverCreds(opt), grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))
+	pool.dial = opt.Instrument.clientOptions()
+	// The metrics' interceptors come first, so refused calls are counted too.
+	g := grpc.NewServer(append(opt.Instrument.serverOptions(), serverCreds(opt),
+		grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))...)
 	pb.RegisterPeerServer(g, &peerServer{node: node, auth: auth})
 	if !opt.PeerOnly {
 		peers := make(map[string]bool)

@@ -85,7 +85,7 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 		if mem, unmap, err := mapRange(in.dest.File(), in.dest.Base(), req.Size, unix.PROT_READ|unix.PROT_WRITE); err == nil {
 			in.mapped, in.unmap = mem, unmap // after the lanes are closed (stopChannels)
 		} else {
-			n.log.Info("destination not mapped; RDMA lanes use staging slots and pwrite", "transfer", req.ID, "err", err)
+			n.logger(in.rec).Info("destination not mapped; RDMA lanes use staging slots and pwrite", "err", err)
 		}
 	}
 	sink := rdmaSink{in}
@@ -94,14 +94,14 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 		modes = append(modes, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize)})
 	}
 	modes = append(modes, rdma.ReceiverConfig{Sink: sink, Slots: slots, SlotSize: slotSize})
-	log := n.log.With("transfer", req.ID)
+	log := n.logger(in.rec)
 	for i, off := range offered[:lanes] {
 		r, a, err := n.pool.Receiver(req.SourceNode, off, log, modes...)
 		if err != nil {
 			if i == 0 {
 				reason = fmt.Sprintf("destination %s: %v", n.cfg.ID, err)
 			} else {
-				n.log.Info("RDMA lane not set up; striping over fewer", "transfer", req.ID, "lanes", i, "err", err)
+				log.Info("RDMA lane not set up; striping over fewer", "lanes", i, "err", err)
 			}
 			break
 		}
@@ -145,10 +145,10 @@ func (in *incoming) parkLanes(keep bool) (parked []*rdma.ParkedEndpoint) {
 	for _, r := range in.rdma {
 		if !keep {
 			if err := r.Close(); err != nil {
-				in.node.log.Warn("closing RDMA receiver", "transfer", in.rec.info.ID, "err", err)
+				in.node.logger(in.rec).Warn("closing RDMA receiver", "err", err)
 			}
 		} else if e, err := r.Park(); err != nil {
-			in.node.log.Info("RDMA connection not kept for reuse", "transfer", in.rec.info.ID, "err", err)
+			in.node.logger(in.rec).Info("RDMA connection not kept for reuse", "err", err)
 		} else {
 			parked = append(parked, e)
 		}

@@ -111,6 +111,8 @@ type Config struct {
 	// PartialTTL is how long the partial file of a failed copy is kept for
 	// a resume (0 = DefaultPartialTTL; negative: until a resume or discard).
 	PartialTTL time.Duration
+	// Observer, if not nil, is told of transfers and events for metrics.
+	Observer Observer
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives
@@ -126,6 +128,8 @@ type Node struct {
 	quota     clientQuota              // what each client holds of this node
 	partials  map[string]*partialEntry // resumable partial files: written now or kept (resume.go)
 	sweep     *sweeper                 // the periodic sweep, once started (sweep.go)
+	draining  bool                     // no new transfers are admitted (drain.go)
+	idle      chan struct{}            // closed when draining and no transfer is active (drain.go)
 
 	// pool owns the RDMA connections parked between transfers.
 	pool *rdma.Pool
@@ -148,6 +152,10 @@ type record struct {
 	// discard: the partial file goes when the transfer ends (cancel
 	// --discard), instead of being kept for a resume.
 	discard bool
+	// peer names the other end (its address or node id) in log lines.
+	peer string
+	// observed: the Observer was told the transfer started.
+	observed bool
 }
 
 // NewNode returns a Node with defaults filled in.
@@ -176,6 +184,9 @@ func NewNode(cfg Config) *Node {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.Data != nil && cfg.DataAddr == "" {
 		cfg.DataAddr = cfg.Data.Addr().String()
@@ -227,8 +238,22 @@ func validID(id string) bool {
 
 // admit registers a new transfer, enforcing the concurrency limit.
 func (n *Node) admit(r *record) error {
+	if err := n.admitLocked(r); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.observed = true
+	r.mu.Unlock()
+	n.cfg.Observer.TransferStarted(r.snapshot) // outside n.mu: the observer may read the node
+	return nil
+}
+
+func (n *Node) admitLocked(r *record) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.draining {
+		return fmt.Errorf("%w: node %s is shutting down and takes no new transfers; retry on another node or once it restarted", ErrDraining, n.cfg.ID)
+	}
 	k := key{r.info.Direction, r.info.ID}
 	if _, dup := n.transfers[k]; dup {
 		return fmt.Errorf("%w: transfer %s is already known", ErrExists, r.info.ID)
@@ -286,13 +311,22 @@ func (n *Node) finish(r *record, st State, err error) bool {
 		r.info.Err = err.Error()
 	}
 	release := r.release
+	observed := r.observed
 	r.mu.Unlock()
 	if release != nil {
 		release()
 	}
 	n.mu.Lock()
 	n.active--
+	idle := n.active == 0
 	n.mu.Unlock()
+	if observed {
+		info := r.snapshot()
+		n.cfg.Observer.TransferEnded(info, time.Since(info.Started))
+	}
+	if idle {
+		n.signalIdle()
+	}
 	return true
 }
 

@@ -66,7 +66,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if err := validMACKey(req.MACKey); err != nil {
 		return PrepareResponse{}, err
 	}
-	rec := &record{info: Info{
+	rec := &record{peer: req.SourceNode, info: Info{
 		ID: req.ID, State: StatePreparing, Direction: Incoming, SourcePath: req.SourceNode + ":" + req.SourcePath,
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
 		ChunkSize: req.ChunkSize, Started: time.Now(), Verify: verifyOf(req.MACKey).String(),
@@ -208,7 +208,7 @@ func (n *Node) startReceiving(req PrepareRequest, in *incoming, resp PrepareResp
 		in.letGo(!discard)
 		return fmt.Errorf("%w while preparing", ErrCanceled)
 	}
-	n.log.Info("receiving", "transfer", req.ID, "from", req.SourceNode, "dest", in.dest.Path(), "size", req.Size, "transport", resp.Transport)
+	n.logger(rec).Info("receiving", "dest", in.dest.Path(), "size", req.Size)
 	return nil
 }
 
@@ -224,7 +224,7 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 		idle = in.parkLanes(keep)
 		if in.unmap != nil { // the lanes are stopped and the window deregistered: nothing writes the mapping now
 			if err := in.unmap(); err != nil {
-				in.node.log.Warn("unmapping the RDMA destination", "transfer", in.rec.info.ID, "err", err)
+				in.node.logger(in.rec).Warn("unmapping the RDMA destination", "err", err)
 			}
 		}
 		if in.release != nil {
@@ -275,7 +275,10 @@ func (in *incoming) landedVia(c chunk.Chunk, err error, viaRDMA bool) {
 	if err != nil {
 		// Its bytes may be in the file, but Commit needs every chunk
 		// verified: a resend must land and verify over them first.
-		in.node.log.Warn("chunk failed verification", "transfer", in.rec.info.ID, "chunk", c.Index, "err", err)
+		in.node.loggerLocked(in.rec).Warn("chunk failed verification", "chunk", c.Index, "err", err)
+		if errors.Is(err, chunk.ErrChecksum) {
+			in.node.cfg.Observer.ChunkVerifyFailed()
+		}
 		return
 	}
 	if in.rec.info.State != StateMoving || in.landed[c.Index] {
@@ -344,7 +347,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 			if in.resume != nil {
 				n.releasePartial(in.resume, false, 0)
 			}
-			n.log.Info("committed", "transfer", req.ID, "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
+			n.logger(rec).Info("committed", "path", in.dest.Path(), "crc32c", fmt.Sprintf("%08x", got))
 			return CommitResponse{FinalPath: in.dest.Path(), CRC32C: got, MACVerified: macChecked}, nil
 		}
 	}
@@ -399,5 +402,5 @@ func (n *Node) abortIncoming(rec *record, st State, cause error, discard bool) {
 	if errors.Is(cause, ErrCanceled) {
 		lvl = slog.LevelInfo
 	}
-	n.log.Log(context.Background(), lvl, "incoming transfer ended", "transfer", rec.info.ID, "state", st, "reason", cause)
+	n.logger(rec).Log(context.Background(), lvl, "incoming transfer ended", "state", st, "reason", cause)
 }

@@ -83,6 +83,7 @@ type resumeState struct {
 	resumed  int64
 	note     string
 	stopOnce sync.Once
+	rec      *record // the transfer resuming, for its log lines
 }
 
 // identity is the source identity a Prepare names.
@@ -169,7 +170,7 @@ func (n *Node) prepareFile(req PrepareRequest, rec *record) (*Destination, *resu
 	n.mu.Lock()
 	e.kept, e.host, e.size, e.id, e.source = false, clientHost(req.Client), req.Size, req.ID, req.SourceNode+":"+req.SourcePath
 	n.mu.Unlock()
-	rs := &resumeState{entry: e, identity: ident}
+	rs := &resumeState{entry: e, identity: ident, rec: rec}
 	if kept, err := n.openResumable(d, req, rs); err != nil {
 		n.finish(rec, StateFailed, err)
 		n.releasePartial(rs, kept, rs.resumed)
@@ -250,7 +251,7 @@ func (n *Node) openResumable(d *Destination, req PrepareRequest, rs *resumeState
 	f, note := n.reopenPartial(d, plan, rs)
 	if f == nil {
 		if note != "" {
-			n.log.Info("starting over", "transfer", req.ID, "dest", d.FinalPath, "why", note)
+			n.logger(rs.rec).Info("starting over", "dest", d.FinalPath, "why", note)
 		}
 		rs.note, rs.present, rs.resumed = note, nil, 0
 		unix.Unlinkat(dfd, d.partial, 0)
@@ -299,7 +300,7 @@ func (n *Node) openResumable(d *Destination, req PrepareRequest, rs *resumeState
 		d.Remove()
 		return false, fmt.Errorf("writing the chunk journal of %s: %w", shown(d.FinalPath), osErr(err))
 	}
-	rs.journal = newJournalWriter(f, jf, seed, n.log.With("transfer", req.ID))
+	rs.journal = newJournalWriter(f, jf, seed, n.logger(rs.rec))
 	return false, nil
 }
 
@@ -353,7 +354,7 @@ func (n *Node) reopenPartial(d *Destination, plan ChunkPlan, rs *resumeState) (*
 		_, l := plan.Span(int(c.Index))
 		rs.resumed += l
 	}
-	n.log.Info("resuming", "dest", d.FinalPath, "chunks", len(present), "of", plan.Count(), "bytes", rs.resumed,
+	n.logger(rs.rec).Info("resuming", "dest", d.FinalPath, "chunks", len(present), "of", plan.Count(), "bytes", rs.resumed,
 		"failed_recheck", bad, "recheck", time.Since(start).Round(time.Millisecond))
 	if bad > 0 {
 		rs.note = fmt.Sprintf("%d journaled chunks failed their CRC32C check on disk and are sent again", bad)

@@ -108,7 +108,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			}
 			p.emitters.Go(p.maybeEmit)
 		case errors.Is(err, chunk.ErrChecksum) && s.attempts[c.Index] < maxChunkAttempts:
-			p.node.log.Warn("chunk failed verification at the destination; resending", "transfer", p.rec.info.ID, "chunk", c.Index, "attempt", s.attempts[c.Index])
+			p.node.logger(p.rec).Warn("chunk failed verification at the destination; resending", "chunk", c.Index, "attempt", s.attempts[c.Index])
 			s.requeue(c)
 		case errors.Is(err, chunk.ErrChecksum):
 			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))

@@ -156,7 +156,7 @@ func (n *Node) openSource(req *PushRequest) (pushSource, error) {
 func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*rdma.Sender, rdmaReason string, peer Peer,
 	progress func(Info), cancel context.CancelCauseFunc) (*push, error) {
 	chunkSize := n.chunkSize(req.ChunkSize, len(lanes) > 0)
-	rec := &record{cancel: cancel, info: Info{
+	rec := &record{cancel: cancel, peer: req.DestNode, info: Info{
 		ID: NewID(), State: StatePending, Direction: Outgoing, SourcePath: req.SourcePath,
 		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: src.size,
 		ChunkSize: chunkSize, Streams: streams, Started: time.Now(), Verify: req.Verify.String(),
@@ -191,12 +191,12 @@ func (p *push) end(ctx context.Context, err error) error {
 			discard := rec.discard || errors.Is(err, ErrSourceChanged)
 			rec.mu.Unlock()
 			if aerr := p.peer.Abort(actx, rec.info.ID, err.Error(), discard); aerr != nil {
-				n.log.Warn("abort on destination failed", "transfer", rec.info.ID, "err", aerr)
+				n.logger(rec).Warn("abort on destination failed", "err", aerr)
 			}
 			acancel()
 		}
 		n.finish(rec, st, err)
-		n.log.Warn("push ended", "transfer", rec.info.ID, "state", st, "err", err)
+		n.logger(rec).Warn("push ended", "state", st, "err", err)
 	}
 	p.emitters.Wait()
 	p.emit()
@@ -316,6 +316,10 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 	rec.info.DestPath = resp.FinalPath
 	rec.info.State = StateMoving
 	rec.mu.Unlock()
+	if len(p.rdma) > 0 && resp.Transport == TransportTCP && req.Policy == PolicyAuto {
+		// Both ends offered RDMA, and the destination could not set it up.
+		p.node.cfg.Observer.RDMAFailover(FailoverSetup)
+	}
 	p.emit()
 	return resp, nil
 }
@@ -399,7 +403,8 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 		p.rec.info.FallbackReason = fmt.Sprintf("RDMA failed after %d of %d bytes (%v); continuing over TCP",
 			p.rec.info.BytesDone, p.plan.Size, err)
 		p.rec.mu.Unlock()
-		p.node.log.Warn("RDMA failed; continuing over TCP", "transfer", p.rec.info.ID, "err", err)
+		p.node.logger(p.rec).Warn("RDMA failed; continuing over TCP", "err", err)
+		p.node.cfg.Observer.RDMAFailover(FailoverBroken)
 		p.emit()
 	}
 	tcp, err := p.tcpSend(resp.TCP)
@@ -495,7 +500,7 @@ func (p *push) registerAhead() *sync.WaitGroup {
 	wg.Go(func() {
 		for _, s := range p.rdma {
 			if err := s.RegisterSource(p.data); err != nil {
-				p.node.log.Info("source not registered ahead; the lane registers it when sending", "transfer", p.rec.info.ID, "err", err)
+				p.node.logger(p.rec).Info("source not registered ahead; the lane registers it when sending", "err", err)
 			}
 		}
 	})

@@ -176,6 +176,7 @@ func (pd *ProtectionDomain) RegisterMemory(mem []byte, access AccessFlags) (*Mem
 	if err != nil {
 		return nil, pd.ctx.err("ibv_reg_mr", fmt.Errorf("%d bytes, %v: %w", len(mem), access, err))
 	}
+	registered[registeredKind(access)].Add(int64(len(mem)))
 	return &MemoryRegion{pd: pd, h: mr, mem: mem, lkey: lkey, rkey: rkey, access: access}, nil
 }
 
@@ -248,6 +249,7 @@ func (mr *MemoryRegion) Close() error {
 		return mr.pd.ctx.err("ibv_dereg_mr", err)
 	}
 	mr.h = nil
+	registered[registeredKind(mr.access)].Add(-int64(len(mr.mem)))
 	if mr.buf != nil {
 		return mr.buf.Close()
 	}

@@ -149,6 +149,9 @@ type daemon struct {
 	Pid     int    // the rxfer process (ip netns exec execs it)
 	stderr  *syncBuffer
 	stop    func() error // SIGTERM, then wait; idempotent
+	// metrics receives the /metrics URL from the daemon's second stdout
+	// line (closed without one when metrics are off).
+	metrics chan string
 }
 
 // Stop stops the daemon (SIGTERM, then wait) and fails the test unless it
@@ -191,13 +194,16 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 	if cfg.ID == "" {
 		cfg.ID = strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	}
-	args := []string{"serve", "--root", cfg.Root, "--listen", cfg.Listen, "--data-listen", cfg.DataListen, "--node-id", cfg.ID}
+	args := []string{"serve", "--root", cfg.Root, "--listen", cfg.Listen, "--data-listen", cfg.DataListen, "--node-id", cfg.ID,
+		// An ephemeral metrics port, and SIGTERM cancelling at once (the
+		// drain tests ask for a drain); Extra may say otherwise: the last flag wins.
+		"--metrics-listen", "127.0.0.1:0", "--drain-timeout", "0"}
 	if cfg.TokenFile != "" {
 		args = append(args, "--token-file", cfg.TokenFile)
 	}
 	args = append(args, cfg.Extra...)
 	cmd := command(context.Background(), cfg.NS, args...)
-	d := &daemon{Root: cfg.Root, stderr: &syncBuffer{}}
+	d := &daemon{Root: cfg.Root, stderr: &syncBuffer{}, metrics: make(chan string, 1)}
 	cmd.Stderr = d.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -217,6 +223,12 @@ func startDaemon(t *testing.T, cfg daemonConfig) *daemon {
 			ready <- readyLine.FindStringSubmatch(sc.Text())
 		}
 		close(ready)
+		if sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "rxfer metrics="); ok {
+				d.metrics <- u
+			}
+		}
+		close(d.metrics)
 		io.Copy(io.Discard, stdout)
 	}()
 	d.stop = sync.OnceValue(func() error {

@@ -2,7 +2,7 @@
 //
 //	rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--peer HOST:PORT] [--insecure]
 //	rxfer cp [--force] [--transport auto|tcp] [--json] SRC DST
-//	rxfer status HOST:PORT
+//	rxfer status [--watch] HOST:PORT
 //	rxfer cancel HOST:PORT ID
 //	rxfer devices [--json]
 //	rxfer regions HOST:PORT [add NAME SIZE | add NAME --file PATH | rm NAME]
@@ -24,10 +24,11 @@ import (
 const usage = `rxfer moves files between nodes over RDMA or zero-copy TCP, verified end to end.
 
 Usage:
-  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--node-id NAME] [--token-file F] [--insecure]
+  rxfer serve --root DIR [--listen 127.0.0.1:7470] [--data-listen 127.0.0.1:7471] [--metrics-listen 127.0.0.1:7472] [--node-id NAME] [--token-file F] [--insecure]
+              [--log-format text|json] [--log-level info] [--drain-timeout 30s]
               [--tls-cert F --tls-key F --tls-client-ca F [--tls-peer-ca F] [--authz POLICY.toml]]
   rxfer cp [--force] [--transport auto|tcp] [--json] [--tls-ca F --tls-cert F --tls-key F] SRC DST
-  rxfer status HOST:PORT
+  rxfer status [--watch] HOST:PORT
   rxfer certs init --dir DIR --trust-domain TD --nodes ID[=HOST],... [--clients NAME,...]
   rxfer cancel HOST:PORT ID
   rxfer version

@@ -329,7 +329,7 @@ func TestServeTLSRefusals(t *testing.T) {
 	}
 	badPolicy := filepath.Join(dir, "bad.toml")
 	writeFile(t, badPolicy, []byte("[[allow]]\nidentities = [\"*\"]\nwrite = [\"/\"]\nexecute = true\n"))
-	base := []string{"serve", "--root", t.TempDir(), "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0"}
+	base := []string{"serve", "--root", t.TempDir(), "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}
 	tests := []struct {
 		name string
 		args []string

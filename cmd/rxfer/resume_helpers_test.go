@@ -64,7 +64,8 @@ func startKillable(t *testing.T, cfg daemonConfig) *killable {
 func (k *killable) start() {
 	t := k.t
 	t.Helper()
-	args := []string{"serve", "--root", k.cfg.Root, "--listen", k.cfg.Listen, "--data-listen", k.cfg.DataListen, "--node-id", k.cfg.ID}
+	args := []string{"serve", "--root", k.cfg.Root, "--listen", k.cfg.Listen, "--data-listen", k.cfg.DataListen, "--node-id", k.cfg.ID,
+		"--metrics-listen", "127.0.0.1:0", "--drain-timeout", "0"}
 	args = append(args, k.cfg.Extra...)
 	cmd := command(context.Background(), k.cfg.NS, args...)
 	k.stderr = &syncBuffer{}

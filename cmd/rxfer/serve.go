@@ -5,14 +5,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/rxfer/rxfer/internal/crc32c"
+	"github.com/rxfer/rxfer/internal/metrics"
 
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
@@ -58,6 +56,9 @@ func cmdServe(args []string) error {
 	partialTTL := fs.Duration("partial-ttl", transfer.DefaultPartialTTL, "how long the partial file of a failed copy is kept for a resume (swept at start-up and periodically)")
 	debugAddr := addDebugFlag(fs)
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
+	metricsListen := fs.String("metrics-listen", metrics.DefaultListen, `address serving Prometheus metrics at /metrics ("" turns it off; unauthenticated: keep it on loopback or a monitoring network)`)
+	drainTimeout := fs.Duration("drain-timeout", DefaultDrainTimeout, "on SIGTERM, how long running transfers may finish before they are cancelled (partial files kept for a resume); a second SIGTERM stops at once")
+	logs := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -69,6 +70,9 @@ func cmdServe(args []string) error {
 	}
 	if *partialTTL <= 0 {
 		return usagef("--partial-ttl %v: want a positive duration", *partialTTL)
+	}
+	if *drainTimeout < 0 {
+		return usagef("--drain-timeout %v: want 0 or a positive duration", *drainTimeout)
 	}
 	if *firstByte <= 0 || *maxUnauth < 1 {
 		return usagef("--first-byte-timeout and --max-unauthenticated-conns must be positive")
@@ -88,7 +92,10 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log, err := logs.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
 	stopDebug, err := startDebug(*debugAddr, log)
 	if err != nil {
 		return err
@@ -121,12 +128,20 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return fmt.Errorf("control listener: %w", err)
 	}
+	var m *metrics.Metrics
+	var metricsLis net.Listener
+	if *metricsListen != "" {
+		if metricsLis, err = net.Listen("tcp", *metricsListen); err != nil {
+			return fmt.Errorf("metrics listener (--metrics-listen; \"\" turns it off): %w", err)
+		}
+		m = metrics.New(service.Version)
+	}
 	host, _ := os.Hostname()
 	node := transfer.NewNode(transfer.Config{
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		MaxTransfersPerClient: *perClient, MaxReservedPerClient: *reservedPerClient, FirstByteTimeout: *firstByte,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log, DataEncryption: encryption, NoKTLS: !*useKTLS,
-		PartialTTL: *partialTTL,
+		PartialTTL: *partialTTL, Observer: m.Observer(),
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})
@@ -141,24 +156,31 @@ func cmdServe(args []string) error {
 		log.Info("RDMA unavailable; transfers use TCP", "reason", r)
 	}
 	node.StartSweeper() // before serving: kept partial files are resumable (and counted) from the first request
-	opts := service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log}
+	opts := service.Options{Addr: lis.Addr().String(), Token: token, Peers: peers, Logger: log, Instrument: m.Instrumentation()}
 	tlsCfg.options(&opts)
 	srv := service.New(node, opts)
+	ready := fmt.Sprintf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
+	if m != nil {
+		m.WatchNode(node)
+		mctx, mstop := context.WithCancel(context.Background())
+		defer mstop()
+		go func() {
+			if err := m.Serve(mctx, metricsLis); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		log.Info("serving Prometheus metrics", "url", "http://"+metricsLis.Addr().String()+"/metrics")
+		ready += fmt.Sprintf("rxfer metrics=http://%s/metrics\n", metricsLis.Addr())
+	}
 	if token == "" && !mtls {
 		log.Warn("control plane has no bearer token and no client certificates: anyone who can reach it can read and write the export root; use --tls-client-ca or --token-file beyond trusted networks")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		log.Info("shutting down: cancelling transfers")
-		node.Shutdown()
-		srv.Stop()
-	}()
 	log.Info("rxfer serving", "node", node.Config().ID, "root", *root, "version", service.Version, "crc32c", crc32c.Implementation())
-	// One line on stdout says the node is ready and where (ports may have been 0).
-	fmt.Printf("rxfer serving control=%s data=%s\n", lis.Addr(), data.Addr())
-	return srv.Serve(lis)
+	// The first line on stdout says the node is ready and where (ports may
+	// have been 0); a second one where its metrics are. One write: a reader
+	// of the first line alone leaves the second in the pipe.
+	fmt.Print(ready)
+	return serveUntilSignalled(func() error { return srv.Serve(lis) }, srv, node, *drainTimeout, log)
 }
 
 // loopback reports whether a listen address stays on this host: localhost,

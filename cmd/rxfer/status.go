@@ -47,8 +47,13 @@ func nodeCommand(name, usage string, args []string, argsOK func(rest []string) b
 }
 
 func cmdStatus(args []string) error {
-	return nodeCommand("status", "usage: rxfer status HOST:PORT", args,
-		func(rest []string) bool { return len(rest) == 0 }, showStatus)
+	args, watch := cmdStatusArgs(args)
+	show := showStatus
+	if watch {
+		show = watchStatus // watch.go
+	}
+	return nodeCommand("status", "usage: rxfer status [--watch] HOST:PORT", args,
+		func(rest []string) bool { return len(rest) == 0 }, show)
 }
 
 func showStatus(ctx context.Context, client pb.TransferClient, _ []string) error {

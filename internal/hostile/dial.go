@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,8 +168,29 @@ type logRecorder struct {
 }
 
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h } // rxfer's code does not use them
 func (h *logRecorder) WithGroup(string) slog.Handler            { return h }
+
+// WithAttrs returns a handler that writes attrs on each line (the engine's
+// per-transfer loggers carry the transfer's id, peer, direction and
+// transport this way) into the same recorder.
+func (h *logRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withAttrs{h, attrs}
+}
+
+type withAttrs struct {
+	*logRecorder
+	attrs []slog.Attr
+}
+
+func (w withAttrs) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withAttrs{w.logRecorder, append(slices.Clip(w.attrs), attrs...)}
+}
+
+func (w withAttrs) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(w.attrs...)
+	return w.logRecorder.Handle(ctx, r)
+}
 
 func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder

@@ -148,7 +148,10 @@ var readyLine = regexp.MustCompile(`^rxfer serving control=(\S+) data=(\S+)$`)
 // (the first result is set) or exits (the second is set, with its status and output).
 func StartServe(t testing.TB, bin string, args ...string) (*Served, *CLIResult) {
 	t.Helper()
-	cmd := rxferCommand(context.Background(), bin, append([]string{"serve"}, args...)...)
+	// An ephemeral metrics port, so daemons started side by side do not
+	// compete for the default one, and SIGTERM cancelling at once (args may
+	// say otherwise: the last flag wins).
+	cmd := rxferCommand(context.Background(), bin, append([]string{"serve", "--metrics-listen", "127.0.0.1:0", "--drain-timeout", "0"}, args...)...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
