@@ -11,7 +11,7 @@ import (
 // every admission), always drops the oldest first, and never drops an
 // active transfer.
 func TestHistoryPrunedInBatches(t *testing.T) {
-	n := &Node{cfg: Config{MaxConcurrent: 4}, transfers: make(map[key]*record)}
+	n := &Node{cfg: Config{MaxConcurrent: 4, Observer: nopObserver{}}, transfers: make(map[key]*record)}
 	active := &record{info: Info{ID: "active", Direction: Incoming, Started: time.Unix(0, 0), State: StateMoving}}
 	if err := n.admit(active); err != nil {
 		t.Fatal(err)
