@@ -174,6 +174,14 @@ func readWriteCopy(src, dst string) (float64, error) {
 		return 0, err
 	}
 	defer ln.Close()
+	return readWriteTransfer(ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, src, dst, 1<<20, true)
+}
+
+// readWriteTransfer copies src to dst over one TCP connection with plain
+// read() and write() calls of buf bytes on both ends (ln accepts the
+// receiving end, dial makes the sending one), fsyncing dst when fsync is
+// set, and returns the seconds it took.
+func readWriteTransfer(ln net.Listener, dial func() (net.Conn, error), src, dst string, buf int, fsync bool) (float64, error) {
 	start := time.Now()
 	recvErr := make(chan error, 1)
 	go func() {
@@ -188,22 +196,26 @@ func readWriteCopy(src, dst string) (float64, error) {
 			recvErr <- err
 			return
 		}
-		_, err = io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{c}, make([]byte, 1<<20))
-		recvErr <- errors.Join(err, f.Sync(), f.Close())
+		// The struct wrappers hide ReadFrom/WriteTo, so these are real
+		// read() and write() calls (no splice or sendfile behind our back).
+		_, err = io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{c}, make([]byte, buf))
+		if fsync {
+			err = errors.Join(err, f.Sync())
+		}
+		recvErr <- errors.Join(err, f.Close())
 	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		return 0, err
-	}
 	f, err := os.Open(src)
 	if err != nil {
-		c.Close()
-		return 0, err
+		ln.Close() // ends the Accept
+		return 0, errors.Join(err, <-recvErr)
 	}
-	// The struct wrappers hide ReadFrom/WriteTo so io.CopyBuffer really
-	// reads and writes (no sendfile or splice behind its back).
-	_, err = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{f}, make([]byte, 1<<20))
-	f.Close()
+	defer f.Close()
+	c, err := dial()
+	if err != nil {
+		ln.Close()
+		return 0, errors.Join(err, <-recvErr)
+	}
+	_, err = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{f}, make([]byte, buf))
 	c.Close()
 	if err := errors.Join(err, <-recvErr); err != nil {
 		return 0, err

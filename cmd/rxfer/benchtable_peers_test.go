@@ -88,40 +88,7 @@ func rwCopy(p netnsPair, src, dst string) (float64, error) {
 		return 0, err
 	}
 	defer ln.Close()
-	recvErr := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			recvErr <- err
-			return
-		}
-		defer c.Close()
-		f, err := os.Create(dst)
-		if err != nil {
-			recvErr <- err
-			return
-		}
-		// The struct wrappers hide ReadFrom/WriteTo, so these are real
-		// read() and write() calls (no splice or sendfile behind our back).
-		_, err = io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{c}, make([]byte, rwBuf))
-		recvErr <- errors.Join(err, f.Close())
-	}()
-	f, err := os.Open(src)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	start := time.Now()
-	c, err := dialInNetns(context.Background(), p.NS1, p.IP2+":7460")
-	if err != nil {
-		return 0, err
-	}
-	_, err = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{f}, make([]byte, rwBuf))
-	c.Close()
-	if err := errors.Join(err, <-recvErr); err != nil {
-		return 0, err
-	}
-	return time.Since(start).Seconds(), nil
+	return readWriteTransfer(ln, func() (net.Conn, error) { return dialInNetns(context.Background(), p.NS1, p.IP2+":7460") }, src, dst, rwBuf, false)
 }
 
 // iperf3Bytes sends n bytes with iperf3 -Z (sendfile) from NS1 to a one-off
