@@ -49,16 +49,20 @@ const (
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
+// testbedRun is the -test.run of this package inside the testbed VM.
+const testbedRun = "^(TestRDMA|TestKTLS)"
+
 // testMain builds the binary from this package (the test's working
 // directory) with the go command that runs the tests, or uses $RXFER_BIN, so
 // a test binary built with `go test -c` can run where there is no toolchain.
 func testMain(m *testing.M) int {
 	if testbedenv.Active() {
-		// In the rdma_rxe VM only the RDMA suite runs (the host suite already
-		// ran on the host, and the VM is slow), unless -test.run says otherwise.
+		// In the rdma_rxe VM only what needs the guest's kernel runs: the RDMA
+		// suite and kTLS (the host suite already ran on the host, and the VM
+		// is slow), unless -test.run says otherwise.
 		flag.Parse()
 		if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" {
-			flag.Set("test.run", "^TestRDMA")
+			flag.Set("test.run", testbedRun)
 		}
 		// The VM has no business building rxfer: the host built it and passes it.
 		if os.Getenv("RXFER_BIN") == "" {
