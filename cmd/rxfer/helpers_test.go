@@ -74,6 +74,15 @@ func testMain(m *testing.M) int {
 		rxferBin = bin
 		return m.Run()
 	}
+	// Fuzzing runs parsers only: every fuzz worker process would otherwise
+	// build rxfer again, and a short -fuzztime runs out while it does.
+	flag.Parse()
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			binSkipReason = "fuzzing: rxfer is not built"
+			return m.Run()
+		}
+	}
 	dir, err := os.MkdirTemp("", "rxfer-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
