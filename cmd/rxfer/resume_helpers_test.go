@@ -115,9 +115,19 @@ func (k *killable) restart() { k.start() }
 // final name name in dir records (0 if there is none).
 func journaledBytes(t testing.TB, dir, name string) int64 {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
+	n, err := readJournaled(dir, name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// readJournaled is journaledBytes without a test: for goroutines that may
+// not call t.Fatal.
+func readJournaled(dir, name string) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
 	}
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".journal") {
@@ -125,7 +135,7 @@ func journaledBytes(t testing.TB, dir, name string) int64 {
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
 		h, recs, err := transfer.ParseJournal(b)
 		if err != nil || h.FinalName != name {
@@ -135,9 +145,9 @@ func journaledBytes(t testing.TB, dir, name string) int64 {
 		for _, r := range recs {
 			n += int64(r.Length)
 		}
-		return n
+		return n, nil
 	}
-	return 0
+	return 0, nil
 }
 
 // cpEvents are the events of one `rxfer cp --json` run.

@@ -3,6 +3,7 @@ package main
 import (
 	"sync"
 	"testing"
+	"time"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
@@ -23,7 +24,18 @@ func TestRDMAResumeAfterReceiverKill(t *testing.T) {
 	run := startRxfer(t, "", func(line string) {
 		var ev cpEvents
 		if e := ev.onLine(line); e != nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 && e.Transport == pb.Transport_TRANSPORT_RDMA {
-			once.Do(func() { at = e.BytesDone; b.kill9() })
+			once.Do(func() {
+				// Kill once the journal holds a chunk: records are appended in
+				// batches (every 50 ms), so the first acknowledged chunk may
+				// not be in it yet. (A hang guard only bounds the wait.)
+				for guard := time.Now().Add(time.Minute); time.Now().Before(guard); time.Sleep(5 * time.Millisecond) {
+					if n, _ := readJournaled(b.Root, "big.bin"); n > 0 {
+						break
+					}
+				}
+				at = e.BytesDone
+				b.kill9()
+			})
 		}
 	}, "cp", "--json", "--retries", "0", "--transport", "rdma", a.At("/big.bin"), b.At("/big.bin"))
 	if r := run.Wait(t); r.Code == 0 {
