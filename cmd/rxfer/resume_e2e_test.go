@@ -78,7 +78,8 @@ func TestResumeRetriesAfterReceiverRestart(t *testing.T) {
 func TestResumeChangedSourceSaysWhy(t *testing.T) {
 	// A tmpfs root: the journal's fdatasync is instant, so chunks
 	// acknowledged before the kill are journaled on a loaded host too.
-	p, src, dst := resumePair(t, "1gbit", mountTmpfs(t, "512m"))
+	dstRoot := mountTmpfs(t, "512m")
+	p, src, dst := resumePair(t, "1gbit", dstRoot)
 	const size = 96 << 20
 	writeRandom(t, src.Path("c.bin"), size)
 	interrupt := func() {
@@ -87,7 +88,16 @@ func TestResumeChangedSourceSaysWhy(t *testing.T) {
 		run := startRxfer(t, p.NS1, func(line string) {
 			var ev cpEvents
 			if e := ev.onLine(line); e != nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
-				once.Do(dst.kill9)
+				once.Do(func() {
+					// Kill once the journal holds a chunk (records are batched
+					// every 50 ms), so that there is something to resume.
+					for guard := time.Now().Add(time.Minute); time.Now().Before(guard); time.Sleep(5 * time.Millisecond) {
+						if n, _ := readJournaled(dstRoot, "c.bin"); n > 0 {
+							break
+						}
+					}
+					dst.kill9()
+				})
 			}
 		}, "cp", "--json", "--retries", "0", src.At("/c.bin"), dst.At("/c.bin"))
 		if r := run.Wait(t); r.Code == 0 {
