@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
@@ -100,7 +102,16 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("health before the drain: %v, %v; want SERVING", st, err)
 	}
 
-	r, moving := firstMoving(t, pb.Transport_TRANSPORT_UNSPECIFIED, "--chunk-size", "65536", a.At("/big.bin"), b.Control+":/big.bin")
+	// The signal goes at the MOVING event, which comes before any progress:
+	// a 256 MiB copy over loopback can end before the first progress event.
+	moving := make(chan struct{})
+	var once sync.Once
+	r := startRxfer(t, "", func(line string) {
+		var e pb.TransferInfo
+		if protojson.Unmarshal([]byte(line), &e) == nil && e.State == pb.State_STATE_MOVING {
+			once.Do(func() { close(moving) })
+		}
+	}, "cp", "--json", "--chunk-size", "65536", a.At("/big.bin"), b.Control+":/big.bin")
 	select {
 	case <-moving:
 	case <-r.scanned:
