@@ -34,6 +34,11 @@ type scheduler struct {
 	// resumed are the chunks the destination holds (their CRC32C): they
 	// are checked against the source's bytes and counted, never sent.
 	resumed map[uint32]uint32
+	// release says when a chunk's pages of the mapping are dropped
+	// (releasePages): releaseNever for registered memory, releaseAfterCRC
+	// when only TCP reads the source (sendfile reads the page cache, not
+	// the mapping), releaseAfterAck when RDMA copies from the mapping.
+	release releaseWhen
 
 	mu       sync.Mutex
 	acked    []bool
@@ -42,6 +47,15 @@ type scheduler struct {
 	next     int // first chunk never queued
 	retries  []chunk.Chunk
 }
+
+// releaseWhen is when a scheduler drops a chunk's pages of the mapping.
+type releaseWhen int
+
+const (
+	releaseNever releaseWhen = iota
+	releaseAfterCRC
+	releaseAfterAck
+)
 
 // newScheduler schedules plan's chunks; data is the source's read-only
 // mapping, base the source's offset of data[0].
@@ -103,6 +117,10 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 				p.rec.info.Rate = float64(p.rec.info.BytesDone-p.rec.info.ResumedBytes) / secs
 			}
 			p.rec.mu.Unlock()
+			if s.release != releaseNever {
+				off, n := s.plan.Span(int(c.Index))
+				releasePages(s.data, off, n)
+			}
 			if s.nAcked == len(s.acked) {
 				close(s.allAcked)
 			}
@@ -180,6 +198,9 @@ func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)
 			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
+			if s.release == releaseAfterCRC {
+				releasePages(s.data, off, n)
+			}
 			c = chunk.Chunk{Index: uint32(i), Offset: s.base + off, Length: uint32(n), CRC: s.crcs[i]}
 			if held, ok := s.resumed[c.Index]; ok {
 				if held != c.CRC {

@@ -389,6 +389,13 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	p.sched = newScheduler(p.plan, p.data, p.srcBase)
 	p.sched.resumed = p.resumed
+	switch {
+	case p.register:
+	case resp.Transport == TransportRDMA:
+		p.sched.release = releaseAfterAck
+	default:
+		p.sched.release = releaseAfterCRC
+	}
 	if p.plan.Count() == 0 {
 		return nil
 	}
