@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -48,12 +49,17 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		client = p.Addr.String()
 	}
+	var inline *transfer.InlineData
+	if req.Inline {
+		inline = &transfer.InlineData{Bytes: req.InlineData, CRC32C: req.InlineCrc32C}
+	}
 	resp, err := s.node.Prepare(ctx, transfer.PrepareRequest{
 		Client: client, ID: req.TransferId, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
 		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
+		Inline: inline,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
@@ -61,6 +67,9 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		Rdma: channelsToProto(resp.RDMA), Resumed: resumedToProto(resp.Resumed), ResumeNote: resp.ResumeNote,
+	}
+	if c := resp.Committed; c != nil {
+		out.Committed, out.FinalPath, out.Crc32C = true, c.FinalPath, c.CRC32C
 	}
 	if resp.TCP.Addr != "" {
 		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token,
@@ -168,12 +177,19 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 	if err != nil {
 		return transfer.PrepareResponse{}, err
 	}
-	return transfer.PrepareResponse{
+	out := transfer.PrepareResponse{
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken(),
 			CertSHA256: resp.GetTcp().GetCertSha256(), RequireTLS: resp.GetTcp().GetEncryptionRequired()}, RDMA: ch,
 		Resumed: resumed, ResumeNote: resp.ResumeNote,
-	}, nil
+	}
+	if resp.Committed {
+		if req.Inline == nil {
+			return transfer.PrepareResponse{}, fmt.Errorf("%w: destination %s says it committed a transfer whose bytes it was not sent", transfer.ErrInvalid, c.addr)
+		}
+		out.Committed = &transfer.CommitResponse{FinalPath: resp.FinalPath, CRC32C: resp.Crc32C}
+	}
+	return out, nil
 }
 
 func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
@@ -184,6 +200,7 @@ func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Rdma: endpointsToProto(req.RDMA), RdmaUnavailable: req.RDMAUnavailable,
 		DestRegion: regionRefToProto(req.DestRegion), SourceOffset: req.SourceOffset, OnBehalfOf: c.onBehalfOf, MacKey: req.MACKey,
 		SourceMtimeUnixNs: req.SourceMtimeNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
+		Inline: req.Inline != nil, InlineData: req.Inline.GetBytes(), InlineCrc32C: req.Inline.GetCRC32C(),
 	})
 }
 

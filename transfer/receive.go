@@ -66,6 +66,9 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if err := validMACKey(req.MACKey); err != nil {
 		return PrepareResponse{}, err
 	}
+	if err := validInline(req); err != nil {
+		return PrepareResponse{}, err
+	}
 	rec := &record{peer: req.SourceNode, info: Info{
 		ID: req.ID, State: StatePreparing, Direction: Incoming, SourcePath: req.SourceNode + ":" + req.SourcePath,
 		DestNode: n.cfg.ID, DestPath: req.DestPath, BytesTotal: req.Size, Transport: TransportTCP,
@@ -74,8 +77,11 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	var dest target
 	var rs *resumeState
 	if req.DestRegion == nil {
-		// A file: resumable unless the source asked not to (resume.go).
-		d, r, err := n.prepareFile(req, rec)
+		// A file: resumable unless the source asked not to (resume.go), or
+		// sent it whole inline (nothing to resume).
+		freq := req
+		freq.NoResume = req.NoResume || req.Inline != nil
+		d, r, err := n.prepareFile(freq, rec)
 		if err != nil {
 			return PrepareResponse{}, err
 		}
@@ -99,6 +105,13 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
 		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey, resume: rs}
 	in.markResumed()
+	if req.Inline != nil {
+		resp := PrepareResponse{Transport: TransportTCP, FinalPath: in.dest.Path()}
+		if err := n.startReceiving(req, in, resp); err != nil {
+			return PrepareResponse{}, err
+		}
+		return n.landInline(ctx, in, req, resp)
+	}
 	resp, err := n.openChannels(req, in)
 	if err != nil {
 		in.closeChannels()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
+	"github.com/rxfer/rxfer/internal/crc32c"
 	"github.com/rxfer/rxfer/rdma"
 )
 
@@ -270,9 +271,16 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 		return err
 	}
 	defer p.unmapSource()
-	resp, err := p.prepare(ctx, req)
+	var inline *InlineData
+	if p.inlineEligible(req) {
+		inline = &InlineData{Bytes: p.data, CRC32C: crc32c.Checksum(p.data)}
+	}
+	resp, err := p.prepare(ctx, req, inline)
 	if err != nil {
 		return err
+	}
+	if resp.Committed != nil {
+		return p.inlineCommitted(inline, resp)
 	}
 	if err := p.move(ctx, resp); err != nil {
 		return err
@@ -282,7 +290,7 @@ func (p *push) run(ctx context.Context, req PushRequest) error {
 
 // prepare asks the destination to set up the transfer, offering the lanes
 // (a region source registers with them meanwhile), and records its answer.
-func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, error) {
+func (p *push) prepare(ctx context.Context, req PushRequest, inline *InlineData) (PrepareResponse, error) {
 	rec := p.rec
 	registered := p.registerAhead()
 	var err error
@@ -299,6 +307,7 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 		MACKey:        macKey,
 		SourceMtimeNs: int64(p.ident.mtimeNs), SourceInode: p.ident.inode, SourceGeneration: p.ident.generation, NoResume: req.NoResume,
+		Inline: inline,
 	})
 	registered.Wait()
 	if err != nil {

@@ -150,6 +150,10 @@ type PrepareRequest struct {
 	// NoResume: start over (an unnamed partial file, no journal; a kept
 	// partial file for the destination is discarded).
 	NoResume bool
+	// Inline, when set, carries the whole file (at most MaxInlineSize
+	// bytes): the destination lands, verifies and commits it within
+	// Prepare, which answers with Committed.
+	Inline *InlineData
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can
@@ -203,6 +207,9 @@ type PrepareResponse struct {
 	// disk; the source sends the rest. ResumeNote: as in Info.
 	Resumed    []ResumedChunk
 	ResumeNote string
+	// Committed: the request's inline bytes are verified and committed
+	// (nil when the source must send them and Commit as usual).
+	Committed *CommitResponse
 }
 
 // CommitRequest asks the destination to verify and publish the file.

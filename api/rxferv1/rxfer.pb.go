@@ -2133,7 +2133,15 @@ type PrepareRequest struct {
 	SourceInode       uint64 `protobuf:"varint,66,opt,name=source_inode,json=sourceInode,proto3" json:"source_inode,omitempty"`
 	SourceGeneration  uint64 `protobuf:"varint,67,opt,name=source_generation,json=sourceGeneration,proto3" json:"source_generation,omitempty"`
 	// Start over: no resume, and a kept partial file for dest_path is discarded.
-	NoResume      bool `protobuf:"varint,68,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
+	NoResume bool `protobuf:"varint,68,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
+	// A small file's bytes (at most 64 KiB, all of size) carried in the
+	// request itself: the destination writes, verifies (inline_crc32c, the
+	// source's CRC32C of them) and commits them in this call, with no data
+	// channel and no Commit. A destination that does not know the fields
+	// answers as for any Prepare, and the source sends the bytes as usual.
+	Inline        bool   `protobuf:"varint,100,opt,name=inline,proto3" json:"inline,omitempty"`
+	InlineData    []byte `protobuf:"bytes,101,opt,name=inline_data,json=inlineData,proto3" json:"inline_data,omitempty"`
+	InlineCrc32C  uint32 `protobuf:"fixed32,102,opt,name=inline_crc32c,json=inlineCrc32c,proto3" json:"inline_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2308,6 +2316,27 @@ func (x *PrepareRequest) GetNoResume() bool {
 	return false
 }
 
+func (x *PrepareRequest) GetInline() bool {
+	if x != nil {
+		return x.Inline
+	}
+	return false
+}
+
+func (x *PrepareRequest) GetInlineData() []byte {
+	if x != nil {
+		return x.InlineData
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetInlineCrc32C() uint32 {
+	if x != nil {
+		return x.InlineCrc32C
+	}
+	return 0
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -2397,7 +2426,11 @@ type PrepareResponse struct {
 	// only the others.
 	Resumed []*ResumedChunk `protobuf:"bytes,69,rep,name=resumed,proto3" json:"resumed,omitempty"`
 	// Why the destination started over instead of resuming ("" if it did not).
-	ResumeNote    string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
+	ResumeNote string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
+	// The request's inline bytes were verified and committed (final_path);
+	// crc32c is the whole file's as the destination verified it.
+	Committed     bool   `protobuf:"varint,100,opt,name=committed,proto3" json:"committed,omitempty"`
+	Crc32C        uint32 `protobuf:"fixed32,101,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2479,6 +2512,20 @@ func (x *PrepareResponse) GetResumeNote() string {
 		return x.ResumeNote
 	}
 	return ""
+}
+
+func (x *PrepareResponse) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+func (x *PrepareResponse) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
 }
 
 // ResumedChunk is a chunk a destination holds from an earlier copy.
@@ -2913,7 +2960,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xec\x05\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xca\x06\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2942,14 +2989,18 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x14source_mtime_unix_ns\x18A \x01(\x03R\x11sourceMtimeUnixNs\x12!\n" +
 	"\fsource_inode\x18B \x01(\x04R\vsourceInode\x12+\n" +
 	"\x11source_generation\x18C \x01(\x04R\x10sourceGeneration\x12\x1b\n" +
-	"\tno_resume\x18D \x01(\bR\bnoResume\"\x8e\x01\n" +
+	"\tno_resume\x18D \x01(\bR\bnoResume\x12\x16\n" +
+	"\x06inline\x18d \x01(\bR\x06inline\x12\x1f\n" +
+	"\vinline_data\x18e \x01(\fR\n" +
+	"inlineData\x12#\n" +
+	"\rinline_crc32c\x18f \x01(\aR\finlineCrc32c\"\x8e\x01\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\fR\x05token\x12\x1f\n" +
 	"\vcert_sha256\x18( \x01(\fR\n" +
 	"certSha256\x12/\n" +
-	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xb2\x02\n" +
+	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xe8\x02\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
@@ -2959,7 +3010,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x04rdma\x18\x05 \x03(\v2\x15.rxfer.v1.RdmaChannelR\x04rdma\x120\n" +
 	"\aresumed\x18E \x03(\v2\x16.rxfer.v1.ResumedChunkR\aresumed\x12\x1f\n" +
 	"\vresume_note\x18F \x01(\tR\n" +
-	"resumeNote\"<\n" +
+	"resumeNote\x12\x1c\n" +
+	"\tcommitted\x18d \x01(\bR\tcommitted\x12\x16\n" +
+	"\x06crc32c\x18e \x01(\aR\x06crc32c\"<\n" +
 	"\fResumedChunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"n\n" +
