@@ -216,6 +216,7 @@ func runBenchTable(t *testing.T, plan benchPlan) *benchTable {
 	} else {
 		b.add(skipRow(row1, ">= 0.7x", "iperf3 is not installed (make deps-bench)"))
 	}
+	b.add(benchHugeTmpfs(t, p, plan, src, name(plan.Size), serve, ip[plan.Size]))
 
 	// Row 2: into the disk root, with fsync, against min(iperf3 -Z, what
 	// that file system itself writes and fsyncs).
