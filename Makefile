@@ -11,7 +11,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # missing ones before anything compiles.
 BUILD_APT := gcc libc6-dev libibverbs-dev
 HOST_APT  := iproute2 tcpdump systemd
-BENCH_APT := $(HOST_APT) iperf3 rsync openssh-server openssh-client
+BENCH_APT := $(HOST_APT) iperf3 rsync openssh-server openssh-client netcat-openbsd
 DEPS      := scripts/deps.sh
 
 .PHONY: all build build-nocgo demo test test-host deps deps-build deps-test deps-bench vet proto bench bench-rdma clean fuzz

@@ -3,7 +3,8 @@
 # (cmd/rxfer/benchtable_test.go TestBenchTable): rxfer across two network
 # namespaces against iperf3 -Z, the destination file system, a 4 KiB
 # read/write pair, rsync and scp; API and CLI latency; concurrency, RSS, fds
-# and goroutines; mTLS, encryption, --verify mac and journal costs. Prints the
+# and goroutines; mTLS, encryption, --verify mac and journal costs; directory
+# trees (rxfer cp -r vs rsync and tar | nc, benchtable_tree_test.go). Prints the
 # table and writes bench.txt, bench.json and bench.svg into $BENCH_OUT
 # (default bin/bench). Needs root (network namespaces, tmpfs).
 #   scripts/bench.sh [--quick] [path/to/rxfer]

@@ -58,6 +58,7 @@ func TestBenchTableSmoke(t *testing.T) {
 			t.Errorf("no row %q in bench.json", prefix)
 		}
 	}
+	checkTreeRows(t, got.Rows) // benchtable_tree_test.go
 	for _, r := range got.Rows {
 		if !slices.Contains([]string{statusPass, statusFail, statusInfo, statusSkip}, r.Status) || r.Target == "" ||
 			r.Status != statusSkip && r.Unit == "" || r.Status == statusSkip && r.Note == "" || r.BaselineName != "" && r.Ratio == 0 && r.Baseline != 0 {

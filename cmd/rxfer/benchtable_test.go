@@ -302,6 +302,7 @@ func runBenchTable(t *testing.T, plan benchPlan) *benchTable {
 			fmt.Sprintf("journal on %.3f vs off %.3f GB/s, medians of %d round(s) each", on/8, off/8, plan.JournalRounds)))
 	}
 
+	b.add(benchTrees(t, p, plan, src, name(plan.Size), rx[plan.Size], have, broken)...) // issue 17: directory trees
 	b.add(skipRow("6. RDMA: ib_write_bw vs rxfer region and file copies", "see make bench-rdma",
 		"make bench is host-only; make bench-rdma runs these rows in the rxe testbed (cmd/rxfer/rdma_bench_test.go), unchanged"))
 	b.LoadEnd = readTrim("/proc/loadavg")
