@@ -10,6 +10,7 @@ import (
 
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/crc32c"
+	"github.com/rxfer/rxfer/internal/extenttest"
 )
 
 // BenchmarkSingleFile is the single-file path over loopback (64 MiB in
@@ -97,4 +98,43 @@ func benchSend(b *testing.B, l *Listener, tok Token, src *os.File, chunks []chun
 		err = <-errs
 	}
 	return err
+}
+
+// BenchmarkExtents sends trees over loopback, two streams: 1024 files of
+// 64 KiB in 8 MiB chunks (128 extents a chunk) and 4096 files of 4 KiB in
+// 4 MiB chunks (1024 extents a chunk), with a Layout at the sender and an
+// ExtentSink at the receiver.
+//
+//	nice -n 19 go test -run '^$' -bench Extents -count 5 ./fallback
+func BenchmarkExtents(b *testing.B) {
+	for _, tc := range []struct {
+		name            string
+		files, fileSize int64
+		chunkSize       int64
+	}{{"1024x64KiB", 1024, 64 << 10, 8 << 20}, {"4096x4KiB", 4096, 4 << 10, 4 << 20}} {
+		sizes := make([]int64, tc.files)
+		for i := range sizes {
+			sizes[i] = tc.fileSize
+		}
+		fx := extenttest.NewTree(b, sizes, tc.chunkSize)
+		l, err := Listen("127.0.0.1:0", slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mode := range []SendMode{SendFile, ReadWrite} {
+			b.Run(tc.name+"/"+mode.String(), func(b *testing.B) {
+				b.SetBytes(tc.files * tc.fileSize)
+				for b.Loop() {
+					sink := &extenttest.Sink{Extents: fx.Sink.Extents} // a verified chunk is final
+					tok, _ := NewToken()
+					release := l.Expect(tok, sink)
+					if err := benchSend(b, l, tok, nil, fx.Chunks, SendOptions{Streams: 2, Mode: mode, Layout: fx.Layout()}); err != nil {
+						b.Fatal(err)
+					}
+					release()
+				}
+			})
+		}
+		l.Close()
+	}
 }

@@ -429,6 +429,14 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, es chunk.ExtentSink, f *o
 		switch {
 		case es != nil:
 			err = landExtents(c, ch, exts, pipe)
+			if errors.Is(err, errBadExtents) {
+				// Nothing landed: read past the bytes, so that the sender has
+				// sent the whole chunk when it hears (and the stream ends),
+				// instead of a write into a closed connection hiding the verdict.
+				if _, derr := io.CopyN(io.Discard, c, int64(ch.Length)); derr != nil {
+					err = derr
+				}
+			}
 		case pipe != nil:
 			err = spliceToFile(c.tcp, f, off, int64(ch.Length), pipe)
 		default:
@@ -450,12 +458,16 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, es chunk.ExtentSink, f *o
 	}
 }
 
+// errBadExtents marks extents that cannot hold their chunk (chunk.CheckExtents).
+var errBadExtents = errors.New("the sink's extents do not fit the chunk")
+
 // landExtents lands chunk ch's bytes from c in exts, the extents a
 // chunk.ExtentSink admitted it to. Extents that do not fit the chunk (a Sink
-// bug) fail it with chunk.ErrReceiverIO before a byte is written.
+// bug) fail it with chunk.ErrReceiverIO and errBadExtents before a byte is
+// read or written.
 func landExtents(c *dataConn, ch chunk.Chunk, exts []chunk.Extent, pipe *splicePipe) error {
 	if err := chunk.CheckExtents(ch, exts); err != nil {
-		return fmt.Errorf("%w: the sink's extents: %w", chunk.ErrReceiverIO, err)
+		return fmt.Errorf("%w: %w: %w", chunk.ErrReceiverIO, errBadExtents, err)
 	}
 	if pipe != nil {
 		return spliceToExtents(c.tcp, exts, int64(ch.Length), pipe)
