@@ -132,10 +132,11 @@ func (c ReceiverConfig) slots() (int, error) {
 // creates a QP connected to remote (RTR, RTS), or takes cfg.Resume (remote
 // and opt are then unused: the parked endpoint's peer is the sender),
 // registers the slots or the window, posts the receives, and starts
-// draining: each landed chunk is admitted (Sink.Admit), CRC32C-verified in
-// its slot, written to the sink's file at its offset (staging mode),
-// reported (Sink.Landed) and acknowledged, which returns a staging slot to
-// the sender.
+// draining: each landed chunk is admitted (Sink.Admit, or AdmitExtents for
+// a chunk.ExtentSink), CRC32C-verified in its slot (window mode) or written
+// to the sink's file at its offset, or into its extents, and verified as it
+// landed there (staging mode), reported (Sink.Landed) and acknowledged, which
+// returns a staging slot to the sender.
 //
 // It returns our endpoint and the slots for the sender's [Sender.Connect]
 // (staging), [Sender.ConnectWindow] (window) or [Sender.Resume].
