@@ -114,6 +114,12 @@ type Info struct {
 	// Resumable: the transfer ended without committing and its partial
 	// file is kept; the same copy again resumes it.
 	Resumable bool
+	// A tree (PushRequest.Recursive): its regular files and links, those
+	// verified so far, the last file completed, and what the source
+	// skipped (special files), one line each.
+	FilesDone, FilesTotal int64
+	CurrentFile           string
+	Warnings              []string
 }
 
 // PrepareRequest is what a source sends the destination before any data.
@@ -150,6 +156,15 @@ type PrepareRequest struct {
 	// NoResume: start over (an unnamed partial file, no journal; a kept
 	// partial file for the destination is discarded).
 	NoResume bool
+	// Tree, when set, makes the transfer a directory tree (tree.go): Size
+	// is the bytes of its files' data ranges, DestPath and SourceName
+	// place its root the way cp -r does, or with TreeContents DestPath is
+	// the root (SRC/). TreeMore: more batches of the manifest follow in
+	// further Prepares of the same ID (the destination answers TreePending
+	// until the last).
+	Tree         *TreeManifest
+	TreeContents bool
+	TreeMore     bool
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can
@@ -203,6 +218,9 @@ type PrepareResponse struct {
 	// disk; the source sends the rest. ResumeNote: as in Info.
 	Resumed    []ResumedChunk
 	ResumeNote string
+	// TreePending: a batch of a tree's manifest was taken and more are
+	// expected (PrepareRequest.TreeMore); nothing else is set.
+	TreePending bool
 }
 
 // CommitRequest asks the destination to verify and publish the file.
