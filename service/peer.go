@@ -44,6 +44,10 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if err := s.auth.mayWrite(ctx, target, req.OnBehalfOf); err != nil {
 		return nil, err // before the engine: a denied write creates nothing
 	}
+	tree, err := treeFromProto(req.Tree)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
 	var client string
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		client = p.Addr.String()
@@ -54,9 +58,13 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
 		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
+		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore,
 	})
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	if resp.TreePending {
+		return &pb.PrepareResponse{TreePending: true}, nil
 	}
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
@@ -177,7 +185,19 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 }
 
 func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
+	if req.Tree != nil {
+		return c.prepareTree(ctx, req)
+	}
+	return c.prepareOne(ctx, req)
+}
+
+func (c *peerClient) prepareOne(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
+	var tree *pb.TreeManifest
+	if req.Tree != nil {
+		tree = treeToProto(req.Tree.Entries, req.Tree.Preserve)
+	}
 	return c.rpc.Prepare(ctx, &pb.PrepareRequest{
+		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore,
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},
