@@ -87,6 +87,7 @@ type lineReporter struct {
 	lastState pb.State
 	lastTenth int64
 	attempts
+	treeReport
 }
 
 func (r *lineReporter) retry(n int, cause string, wait time.Duration) {
@@ -104,15 +105,16 @@ func (r *lineReporter) event(e *pb.TransferInfo) {
 		}
 		fmt.Fprintf(r.out, "%s: %s%s\n", e.TransferId, stateName(e.State), note)
 	}
+	r.warn(r.out, e)
 	if e.State == pb.State_STATE_MOVING && e.BytesTotal > 0 {
 		if tenth := e.BytesDone * 10 / e.BytesTotal; tenth > r.lastTenth {
 			r.lastTenth = tenth
-			fmt.Fprintf(r.out, "%s: %3d%% %s of %s, %s/s\n", e.TransferId, tenth*10,
+			fmt.Fprintf(r.out, "%s: %3d%% %s%s of %s, %s/s\n", e.TransferId, tenth*10, r.files(e),
 				size(e.BytesDone), size(e.BytesTotal), size(int64(e.RateBytesPerSec)))
 		}
 	}
 	if e.State == pb.State_STATE_COMMITTED {
-		fmt.Fprintln(r.out, summary(e))
+		fmt.Fprintln(r.out, r.summary(e))
 	}
 }
 
@@ -125,6 +127,7 @@ type barReporter struct {
 	bar         *mpb.Bar
 	final       *pb.TransferInfo
 	attempts
+	treeReport
 }
 
 func (r *barReporter) retry(n int, cause string, wait time.Duration) {
@@ -138,6 +141,7 @@ func (r *barReporter) retry(n int, cause string, wait time.Duration) {
 
 func (r *barReporter) event(e *pb.TransferInfo) {
 	r.stamp(e)
+	r.warn(r.errOut, e)
 	if r.bar == nil && e.State == pb.State_STATE_MOVING {
 		if note := resumeNote(e); note != "" {
 			fmt.Fprintln(r.errOut, strings.TrimPrefix(note, "; "))
@@ -169,7 +173,7 @@ func (r *barReporter) done() {
 		r.p.Wait()
 	}
 	if r.final != nil && r.final.State == pb.State_STATE_COMMITTED {
-		fmt.Fprintln(r.out, summary(r.final))
+		fmt.Fprintln(r.out, r.summary(r.final))
 	}
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	pb "github.com/rxfer/rxfer/api/rxferv1"
+)
+
+// treeReport is what the line and bar reporters add for rxfer cp -r:
+// files done out of the total, the source's warnings once each, and a
+// summary that counts files.
+type treeReport struct {
+	tree   bool
+	warned int // warnings printed
+}
+
+// setTreeReport tells rep that the copy is recursive.
+func setTreeReport(rep reporter, tree bool) {
+	switch r := rep.(type) {
+	case *lineReporter:
+		r.tree = tree
+	case *barReporter:
+		r.tree = tree
+	}
+}
+
+// warn prints the warnings of e not printed yet (skipped special files).
+func (t *treeReport) warn(w io.Writer, e *pb.TransferInfo) {
+	for ; t.warned < len(e.Warnings); t.warned++ {
+		fmt.Fprintf(w, "warning: %s\n", e.Warnings[t.warned])
+	}
+}
+
+// files is "N/M files, " for a tree's progress line.
+func (t *treeReport) files(e *pb.TransferInfo) string {
+	if !t.tree && e.FilesTotal == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d files, ", e.FilesDone, e.FilesTotal)
+}
+
+// summary is the line after a committed copy; a tree's starts
+// "copied N files, SIZE in ...".
+func (t *treeReport) summary(e *pb.TransferInfo) string {
+	s := summary(e)
+	if !t.tree && e.FilesTotal == 0 {
+		return s
+	}
+	noun := "files"
+	if e.FilesTotal == 1 {
+		noun = "file"
+	}
+	return strings.Replace(s, "copied ", fmt.Sprintf("copied %d %s, ", e.FilesTotal, noun), 1)
+}
