@@ -123,17 +123,18 @@ func (c *fileCache) release(idx uint32) {
 	}
 }
 
-// close closes every unpinned file; pinned ones close when released.
+// close closes every file, pinned ones too: it is called once the
+// transfer's channels are closed, when no chunk reads or writes any more
+// (a pin a transport never released must not leak a descriptor).
 func (c *fileCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
 	for i, cf := range c.files {
-		if cf.refs == 0 {
-			cf.f.Close()
-			delete(c.files, i)
-		}
+		cf.f.Close()
+		delete(c.files, i)
 	}
+	clear(c.pins)
 	c.lru.Init()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -443,9 +444,70 @@ func TestTreeResumeSkipsJournaledChunks(t *testing.T) {
 			p.dst.Abort(context.Background(), i.ID, "test", false)
 		}
 	}
-	// The rerun with the same tree resumes, and completes it identical.
+	// A changed tree starts over and says why.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(p.srcDir, "tree/a/f5"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	src, err = p.src.openSource(&req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = src.tree.m
+	src.close()
+	resp, err = p.dst.Prepare(context.Background(), PrepareRequest{ID: NewID(), SourceNode: "src", SourcePath: "/tree", SourceName: "tree",
+		DestPath: "/", Size: plan.Size, ChunkSize: plan.ChunkSize, Policy: PolicyTCP, Tree: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Resumed) != 0 || !strings.Contains(resp.ResumeNote, "source tree changed since the partial copy") {
+		t.Fatalf("a changed tree: resumed %d chunks, note %q", len(resp.Resumed), resp.ResumeNote)
+	}
+	for _, i := range p.dst.List() {
+		if i.State == StateMoving {
+			p.dst.Abort(context.Background(), i.ID, "test", false)
+		}
+	}
+	// The rerun with the same tree completes it identical.
 	if _, err := copyTreeDirect(t, p, req, -1); err != nil {
 		t.Fatal(err)
 	}
 	sameTree(t, filepath.Join(p.srcDir, "tree"), filepath.Join(p.dstDir, "tree"))
+}
+
+// TestTreeFileCacheBounded: a tree of many files is read with at most
+// treeOpenFiles of them open beyond those pinned by chunks in flight.
+func TestTreeFileCacheBounded(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 1000 {
+		if err := os.WriteFile(filepath.Join(dir, "f"+strings.Repeat("0", 4-len(fmt.Sprint(i)))+fmt.Sprint(i)), []byte("0123456789"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	m, _, err := root.WalkTree("/", TreeLimits{MaxEntries: 2000, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &treeSource{root: root, base: "/", m: m, layout: newTreeLayout(m)}
+	src.cache = newFileCache(src.openFile, treeOpenFiles)
+	defer src.close()
+	plan := ChunkPlan{Size: src.layout.size, ChunkSize: 100} // ten files a chunk
+	most := 0
+	for i := range plan.Count() {
+		off, n := plan.Span(i)
+		ext, err := src.Extents(chunk.Chunk{Index: uint32(i), Offset: off, Length: uint32(n)})
+		if err != nil || len(ext) != 10 {
+			t.Fatalf("chunk %d: %d extents, %v", i, len(ext), err)
+		}
+		most = max(most, src.cache.openCount())
+		src.cache.release(uint32(i))
+	}
+	if most > treeOpenFiles+10 {
+		t.Fatalf("%d files open at once, want at most %d + the 10 of a chunk", most, treeOpenFiles)
+	}
 }

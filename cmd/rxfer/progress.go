@@ -150,12 +150,14 @@ func (r *barReporter) event(e *pb.TransferInfo) {
 	if r.bar == nil && e.BytesTotal >= 0 && e.State >= pb.State_STATE_MOVING {
 		r.p = mpb.New(mpb.WithOutput(r.errOut), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 		r.bar = r.p.AddBar(e.BytesTotal,
-			mpb.PrependDecorators(decor.Name(e.DestPath+" ", decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f")),
+			mpb.PrependDecorators(decor.Name(e.DestPath+" ", decor.WCSyncSpaceR), decor.Any(r.barFiles), decor.CountersKibiByte("% .1f / % .1f")),
 			mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), decor.Name(" "),
 				decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace), decor.Name(" ETA "),
 				decor.AverageETA(decor.ET_STYLE_GO)))
 	}
 	if r.bar != nil {
+		r.filesDone.Store(e.FilesDone)
+		r.filesTotal.Store(e.FilesTotal)
 		r.bar.SetCurrent(e.BytesDone)
 	}
 	if e.State.Number() >= pb.State_STATE_COMMITTED.Number() {

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
+
+	"github.com/vbauerster/mpb/v8/decor"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
@@ -14,6 +17,16 @@ import (
 type treeReport struct {
 	tree   bool
 	warned int // warnings printed
+	// The bar's files counter, read by its decorator's goroutine.
+	filesDone, filesTotal atomic.Int64
+}
+
+// barFiles is the bar's "N/M files " decorator ("" for a file).
+func (t *treeReport) barFiles(decor.Statistics) string {
+	if !t.tree {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d files ", t.filesDone.Load(), t.filesTotal.Load())
 }
 
 // setTreeReport tells rep that the copy is recursive.
