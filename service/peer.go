@@ -58,7 +58,7 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		Policy: policy, RDMA: offer, RDMAUnavailable: req.RdmaUnavailable,
 		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
 		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
-		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore,
+		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore, TreeBatch: int(req.TreeBatch),
 	})
 	if err != nil {
 		return nil, ToStatus(err)
@@ -197,7 +197,7 @@ func (c *peerClient) prepareOne(ctx context.Context, req transfer.PrepareRequest
 		tree = treeToProto(req.Tree.Entries, req.Tree.Preserve)
 	}
 	return c.rpc.Prepare(ctx, &pb.PrepareRequest{
-		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore,
+		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore, TreeBatch: uint32(req.TreeBatch),
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},

@@ -86,7 +86,7 @@ func (c *peerClient) prepareTree(ctx context.Context, req transfer.PrepareReques
 		m := *req.Tree
 		m.Entries = b
 		r := req
-		r.Tree, r.TreeMore = &m, !last
+		r.Tree, r.TreeMore, r.TreeBatch = &m, !last, i
 		if !last {
 			r.RDMA = nil // the lanes go with the last batch
 		}

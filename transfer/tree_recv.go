@@ -29,6 +29,7 @@ type treeBatches struct {
 	entries []TreeEntry
 	bytes   int64
 	last    time.Time
+	next    int // the batch number expected next
 }
 
 // gatherTree takes one batch of a tree's manifest. It returns the whole
@@ -46,6 +47,13 @@ func (n *Node) gatherTree(req PrepareRequest) (PrepareRequest, bool, error) {
 		}
 	}
 	b := n.trees[req.ID]
+	if b != nil && req.TreeBatch == 0 {
+		delete(n.trees, req.ID) // the source started over (it redialed)
+		b = nil
+	}
+	if b == nil && req.TreeBatch != 0 {
+		return PrepareRequest{}, false, fmt.Errorf("%w: batch %d of tree %s, whose earlier batches did not come (or expired after %v)", ErrInvalid, req.TreeBatch, shown(req.ID), treeBatchTimeout)
+	}
 	if b == nil {
 		if !req.TreeMore {
 			return req, true, nil // the whole manifest in one Prepare
@@ -59,6 +67,9 @@ func (n *Node) gatherTree(req PrepareRequest) (PrepareRequest, bool, error) {
 			n.trees = make(map[string]*treeBatches)
 		}
 		n.trees[req.ID] = b
+	} else if req.TreeBatch != b.next {
+		delete(n.trees, req.ID)
+		return PrepareRequest{}, false, fmt.Errorf("%w: batch %d of tree %s, expected batch %d", ErrInvalid, req.TreeBatch, shown(req.ID), b.next)
 	} else if req.SourceNode != b.req.SourceNode || req.DestPath != b.req.DestPath || req.Size != b.req.Size || req.ChunkSize != b.req.ChunkSize || req.Client != b.req.Client {
 		delete(n.trees, req.ID)
 		return PrepareRequest{}, false, fmt.Errorf("%w: a batch of tree %s differs from its first batch", ErrInvalid, shown(req.ID))
@@ -70,6 +81,7 @@ func (n *Node) gatherTree(req PrepareRequest) (PrepareRequest, bool, error) {
 	}
 	b.entries = append(b.entries, req.Tree.Entries...)
 	b.bytes, b.last = bytes, now
+	b.next++
 	if req.TreeMore {
 		return PrepareRequest{}, false, nil
 	}

@@ -165,6 +165,7 @@ type PrepareRequest struct {
 	Tree         *TreeManifest
 	TreeContents bool
 	TreeMore     bool
+	TreeBatch    int // the batch's number, from 0 (0 starts the manifest over)
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can

@@ -2255,8 +2255,11 @@ type PrepareRequest struct {
 	// transfer_id follow, each answered with tree_pending until the last).
 	Tree *TreeManifest `protobuf:"bytes,80,opt,name=tree,proto3" json:"tree,omitempty"`
 	// dest_path is the tree's root (otherwise placed the way cp -r does).
-	TreeContents  bool `protobuf:"varint,81,opt,name=tree_contents,json=treeContents,proto3" json:"tree_contents,omitempty"`
-	TreeMore      bool `protobuf:"varint,82,opt,name=tree_more,json=treeMore,proto3" json:"tree_more,omitempty"`
+	TreeContents bool `protobuf:"varint,81,opt,name=tree_contents,json=treeContents,proto3" json:"tree_contents,omitempty"`
+	TreeMore     bool `protobuf:"varint,82,opt,name=tree_more,json=treeMore,proto3" json:"tree_more,omitempty"`
+	// The batch's number, from 0: a batch 0 starts the manifest over (a
+	// source that redialed sends it again), any other must be the next.
+	TreeBatch     uint32 `protobuf:"varint,83,opt,name=tree_batch,json=treeBatch,proto3" json:"tree_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2450,6 +2453,13 @@ func (x *PrepareRequest) GetTreeMore() bool {
 		return x.TreeMore
 	}
 	return false
+}
+
+func (x *PrepareRequest) GetTreeBatch() uint32 {
+	if x != nil {
+		return x.TreeBatch
+	}
+	return 0
 }
 
 // TreeManifest is (a batch of) a directory tree's entries, parents before
@@ -3305,7 +3315,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xda\x06\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xf9\x06\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -3337,7 +3347,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\tno_resume\x18D \x01(\bR\bnoResume\x12*\n" +
 	"\x04tree\x18P \x01(\v2\x16.rxfer.v1.TreeManifestR\x04tree\x12#\n" +
 	"\rtree_contents\x18Q \x01(\bR\ftreeContents\x12\x1b\n" +
-	"\ttree_more\x18R \x01(\bR\btreeMore\"Y\n" +
+	"\ttree_more\x18R \x01(\bR\btreeMore\x12\x1d\n" +
+	"\n" +
+	"tree_batch\x18S \x01(\rR\ttreeBatch\"Y\n" +
 	"\fTreeManifest\x12-\n" +
 	"\aentries\x18\x01 \x03(\v2\x13.rxfer.v1.TreeEntryR\aentries\x12\x1a\n" +
 	"\bpreserve\x18\x02 \x01(\bR\bpreserve\"\xa2\x02\n" +

@@ -129,8 +129,10 @@ func TestHostileTreeBatches(t *testing.T) {
 		batch = append(batch, treeDir("d"+strings.Repeat("x", i)))
 	}
 	var err error
-	for range 3 {
-		resp, e := peer.Prepare(context.Background(), treePrepare("batches", "/t", true, batch...))
+	for i := range 3 {
+		req := treePrepare("batches", "/t", true, batch...)
+		req.TreeBatch = uint32(i)
+		resp, e := peer.Prepare(context.Background(), req)
 		if err = e; err != nil {
 			break
 		}
@@ -144,9 +146,17 @@ func TestHostileTreeBatches(t *testing.T) {
 	if _, err := peer.Prepare(context.Background(), treePrepare("differs", "/t", true, treeRoot())); err != nil {
 		t.Fatal(err)
 	}
-	_, err = peer.Prepare(context.Background(), treePrepare("differs", "/elsewhere", false, treeFile("a")))
+	req := treePrepare("differs", "/elsewhere", false, treeFile("a"))
+	req.TreeBatch = 1
+	_, err = peer.Prepare(context.Background(), req)
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "differs from its first batch") {
 		t.Fatalf("a batch for another destination: %v", err)
+	}
+	req = treePrepare("orphan", "/t", false, treeFile("a"))
+	req.TreeBatch = 5
+	_, err = peer.Prepare(context.Background(), req)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "batch 5 of tree \"orphan\", whose earlier batches did not come") {
+		t.Fatalf("a batch without its first: %v", err)
 	}
 	if got := listAll(t, v.Dir); len(got) != 0 {
 		t.Fatalf("the root holds %q", got)
