@@ -109,6 +109,39 @@ func copyToFile(r io.Reader, f *os.File, off, n int64) error {
 	return nil
 }
 
+// copyToExtents is copyToFile for a chunk whose n bytes go to several extents
+// (chunk.ExtentSink; chunk.CheckExtents passed): each buffer read from r is
+// written across as many extents as it covers.
+func copyToExtents(r io.Reader, exts []chunk.Extent, n int64) error {
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	buf := *bp
+	var done int64 // bytes of exts[0] written
+	for n > 0 {
+		k, err := io.ReadFull(r, buf[:min(n, int64(len(buf)))])
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		n -= int64(k)
+		for b := buf[:k]; len(b) > 0; {
+			e := exts[0]
+			if done == e.Length {
+				exts, done = exts[1:], 0
+				continue
+			}
+			m := min(int64(len(b)), e.Length-done)
+			if _, err := e.File.WriteAt(b[:m], e.Offset+done); err != nil {
+				return fmt.Errorf("%w: writing at offset %d: %w", chunk.ErrReceiverIO, e.Offset+done, err)
+			}
+			b, done = b[m:], done+m
+		}
+	}
+	return nil
+}
+
 // prefixConn replays bytes already read from a connection before the rest of
 // it: the listener reads one byte to tell a TLS ClientHello from a plaintext
 // preamble.

@@ -349,15 +349,18 @@ const verifyDepth = 2
 // landing is a chunk handed from the receive loop to the verifier of its connection.
 type landing struct {
 	c       chunk.Chunk
-	off     int64        // where in the file the chunk's bytes went
-	status  chunk.Status // StatusOK: still to be verified; otherwise the verdict
-	err     error        // the error for Landed when status is not StatusOK
-	refused bool         // Admit refused it: no Landed is owed
+	off     int64          // where in the file the chunk's bytes went
+	exts    []chunk.Extent // where they went instead, for a chunk.ExtentSink
+	status  chunk.Status   // StatusOK: still to be verified; otherwise the verdict
+	err     error          // the error for Landed when status is not StatusOK
+	refused bool           // Admit refused it: no Landed is owed
 }
 
 // serve receives chunks on an authenticated connection until the sender closes it
 // (nil) or something goes wrong. The receive loop splices chunks into the file; a
 // verifier goroutine reads each back, checks its CRC, calls Landed and acks, in order.
+// A chunk.ExtentSink gets AdmitExtents instead of Admit (and never File): its chunks
+// land, and are read back, extent by extent.
 func serve(c *dataConn, macs connMACs, s chunk.Sink) error {
 	var pipe *splicePipe
 	if c.zeroCopy() {
@@ -367,11 +370,15 @@ func serve(c *dataConn, macs connMACs, s chunk.Sink) error {
 		}
 		defer pipe.Close()
 	}
-	f := s.File()
+	es, _ := s.(chunk.ExtentSink)
+	var f *os.File
+	if es == nil {
+		f = s.File()
+	}
 	q := make(chan landing, verifyDepth)
 	verr := make(chan error, 1)
-	go func() { verr <- verify(c, macs.out, s, q) }()
-	err := receive(c, macs.in, s, f, pipe, q)
+	go func() { verr <- verify(c, macs.out, s, es != nil, q) }()
+	err := receive(c, macs.in, s, es, f, pipe, q)
 	close(q)
 	if e := <-verr; err == nil {
 		err = e
@@ -380,7 +387,8 @@ func serve(c *dataConn, macs connMACs, s chunk.Sink) error {
 }
 
 // receive is serve's receive loop; every admitted chunk goes to q exactly once.
-func receive(c *dataConn, mac *frameMAC, s chunk.Sink, f *os.File, pipe *splicePipe, q chan<- landing) error {
+// With es set, f is nil and chunks land in the extents es.AdmitExtents gives.
+func receive(c *dataConn, mac *frameMAC, s chunk.Sink, es chunk.ExtentSink, f *os.File, pipe *splicePipe, q chan<- landing) error {
 	var hdr [headerLen + tagLen]byte
 	for {
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
@@ -396,7 +404,13 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, f *os.File, pipe *spliceP
 		if err != nil {
 			return err
 		}
-		off, err := s.Admit(ch)
+		var off int64
+		var exts []chunk.Extent
+		if es != nil {
+			exts, err = es.AdmitExtents(ch)
+		} else {
+			off, err = s.Admit(ch)
+		}
 		if err != nil {
 			// Not admitted, so Landed is not called; only the sender is told.
 			st := chunk.RefusalStatus(err)
@@ -412,14 +426,25 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, f *os.File, pipe *spliceP
 			q <- landing{c: ch, status: st, refused: true}
 			continue
 		}
-		if pipe != nil {
+		switch {
+		case es != nil:
+			err = landExtents(c, ch, exts, pipe)
+			if errors.Is(err, errBadExtents) {
+				// Nothing landed: read past the bytes, so that the sender has
+				// sent the whole chunk when it hears (and the stream ends),
+				// instead of a write into a closed connection hiding the verdict.
+				if _, derr := io.CopyN(io.Discard, c, int64(ch.Length)); derr != nil {
+					err = derr
+				}
+			}
+		case pipe != nil:
 			err = spliceToFile(c.tcp, f, off, int64(ch.Length), pipe)
-		} else {
+		default:
 			err = copyToFile(c, f, off, int64(ch.Length))
 		}
 		switch {
 		case err == nil:
-			q <- landing{c: ch, off: off}
+			q <- landing{c: ch, off: off, exts: exts}
 		case errors.Is(err, chunk.ErrReceiverIO):
 			// The rest of the chunk is still in the socket: the stream cannot go on.
 			err = fmt.Errorf("chunk %d: %w", ch.Index, err)
@@ -433,14 +458,39 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, f *os.File, pipe *spliceP
 	}
 }
 
+// errBadExtents marks extents that cannot hold their chunk (chunk.CheckExtents).
+var errBadExtents = errors.New("the sink's extents do not fit the chunk")
+
+// landExtents lands chunk ch's bytes from c in exts, the extents a
+// chunk.ExtentSink admitted it to. Extents that do not fit the chunk (a Sink
+// bug) fail it with chunk.ErrReceiverIO and errBadExtents before a byte is
+// read or written.
+func landExtents(c *dataConn, ch chunk.Chunk, exts []chunk.Extent, pipe *splicePipe) error {
+	if err := chunk.CheckExtents(ch, exts); err != nil {
+		return fmt.Errorf("%w: %w: %w", chunk.ErrReceiverIO, errBadExtents, err)
+	}
+	if pipe != nil {
+		return spliceToExtents(c.tcp, exts, int64(ch.Length), pipe)
+	}
+	return copyToExtents(c, exts, int64(ch.Length))
+}
+
 // verify is serve's verifier: it settles the chunks from q in order. After a failed ack
 // write it closes the connection (ending receive) and keeps settling what is queued.
-func verify(c *dataConn, mac *frameMAC, s chunk.Sink, q <-chan landing) error {
+// With extents set (a chunk.ExtentSink), each chunk is read back from its extents.
+func verify(c *dataConn, mac *frameMAC, s chunk.Sink, extents bool, q <-chan landing) error {
 	var werr error
 	ack := make([]byte, 0, ackLen+tagLen)
 	for l := range q {
 		if l.status == chunk.StatusOK {
-			if sum, err := fileCRC(s.File(), l.off, int64(l.c.Length)); err != nil {
+			var sum uint32
+			var err error
+			if extents {
+				sum, err = extentsCRC(l.exts)
+			} else {
+				sum, err = fileCRC(0, s.File(), l.off, int64(l.c.Length))
+			}
+			if err != nil {
 				l.status, l.err = chunk.StatusIO, fmt.Errorf("chunk %d: %w: reading back: %w", l.c.Index, chunk.ErrReceiverIO, err)
 			} else if sum != l.c.CRC {
 				l.status, l.err = chunk.StatusChecksum, fmt.Errorf("chunk %d: %w (file has %08x, sender sent %08x)", l.c.Index, chunk.ErrChecksum, sum, l.c.CRC)
@@ -469,19 +519,31 @@ const readBackSize = 256 << 10
 
 var readBackPool = sync.Pool{New: func() any { b := make([]byte, readBackSize); return &b }}
 
-// fileCRC computes the CRC32C of n bytes of f at off, reading them back from the file
-// so that what is verified is what landed.
-func fileCRC(f *os.File, off, n int64) (uint32, error) {
+// fileCRC updates sum, a CRC32C, with n bytes of f at off, reading them back from
+// the file so that what is verified is what landed.
+func fileCRC(sum uint32, f *os.File, off, n int64) (uint32, error) {
 	bp := readBackPool.Get().(*[]byte)
 	defer readBackPool.Put(bp)
 	buf := *bp
-	var sum uint32
 	for n > 0 {
 		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
 		sum = crc32c.Update(sum, buf[:k])
 		off += int64(k)
 		n -= int64(k)
 		if err != nil && n > 0 {
+			return 0, err
+		}
+	}
+	return sum, nil
+}
+
+// extentsCRC is fileCRC across a chunk's extents, in order: one CRC32C over
+// their bytes as if they were one run.
+func extentsCRC(exts []chunk.Extent) (uint32, error) {
+	var sum uint32
+	for _, e := range exts {
+		var err error
+		if sum, err = fileCRC(sum, e.File, e.Offset, e.Length); err != nil {
 			return 0, err
 		}
 	}

@@ -74,6 +74,12 @@ type SendOptions struct {
 	// Connected, if not nil, is told how each connection is protected once
 	// the receiver accepted it.
 	Connected func(Encryption)
+	// Layout, when set, says where each chunk's bytes are (a directory
+	// tree's chunks span several files): Send's src is then unused and may
+	// be nil. Extents is asked once per chunk sent, before its header goes
+	// out; an error (or extents that do not add up, chunk.CheckExtents)
+	// answers that chunk with done(c, err) and the stream goes on.
+	Layout chunk.Layout
 }
 
 const rwBufferSize = 1 << 20
@@ -81,12 +87,14 @@ const rwBufferSize = 1 << 20
 var rwPool = sync.Pool{New: func() any { b := make([]byte, rwBufferSize); return &b }}
 
 // Send opens opt.Streams connections to addr, presents tok on each, and sends the
-// chunks received from chunks (reading bytes from src at chunk.Chunk.Offset) until chunks is
-// closed and every chunk sent has been acknowledged.
+// chunks received from chunks (reading bytes from src at chunk.Chunk.Offset, or from
+// the extents opt.Layout gives) until chunks is closed and every chunk sent has been
+// acknowledged.
 //
 // done is called exactly once per chunk taken from chunks, with the receiver's verdict:
 // nil, or an error wrapping chunk.ErrChecksum, chunk.ErrReceiverIO, chunk.ErrRejected, ErrStreamBroken
-// (the chunk was in flight on a connection that failed) or the context's error. It is
+// (the chunk was in flight on a connection that failed), the error of opt.Layout (the
+// chunk was not sent) or the context's error. It is
 // called from Send's goroutines, possibly concurrently; it may put the chunk back on
 // chunks to re-send it, but should not block for long. Send keeps pulling from chunks
 // until it is closed or ctx ends, even after every connection failed (the remaining
@@ -106,6 +114,9 @@ func Send(ctx context.Context, addr string, tok Token, src *os.File, chunks <-ch
 	}
 	if n < 0 || w < 0 || (opt.Mode != SendFile && opt.Mode != ReadWrite) {
 		return fmt.Errorf("fallback: invalid send options: streams %d, window %d, mode %v", opt.Streams, opt.Window, opt.Mode)
+	}
+	if src == nil && opt.Layout == nil {
+		return errors.New("fallback: no source: src is nil and SendOptions.Layout is unset")
 	}
 	if opt.Encrypt && opt.CertSHA256 == ([32]byte{}) {
 		return errors.New("fallback: encryption asked for without the receiver's certificate fingerprint (the receiver offers no TLS)")
@@ -324,6 +335,15 @@ func (st *streamState) writeChunks() error {
 		if !ok {
 			return st.finish()
 		}
+		var exts []chunk.Extent
+		if st.opt.Layout != nil {
+			var err error
+			if exts, err = layoutExtents(st.opt.Layout, c); err != nil {
+				<-st.slots // nothing of c went out: its slot is free again
+				st.done(c, err)
+				continue
+			}
+		}
 		st.mu.Lock()
 		if st.err != nil {
 			err := st.err
@@ -333,7 +353,7 @@ func (st *streamState) writeChunks() error {
 		}
 		st.inflight = append(st.inflight, c)
 		st.mu.Unlock()
-		if err := st.writeChunk(c); err != nil {
+		if err := st.writeChunk(c, exts); err != nil {
 			st.fail(fmt.Errorf("sending chunk %d: %w", c.Index, err))
 			return st.failure()
 		}
@@ -361,7 +381,21 @@ func (st *streamState) finish() error {
 	return nil
 }
 
-func (st *streamState) writeChunk(c chunk.Chunk) error {
+// layoutExtents asks l where chunk c's bytes are and checks the answer.
+func layoutExtents(l chunk.Layout, c chunk.Chunk) ([]chunk.Extent, error) {
+	exts, err := l.Extents(c)
+	if err == nil {
+		err = chunk.CheckExtents(c, exts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %d: the source's layout: %w", c.Index, err)
+	}
+	return exts, nil
+}
+
+// writeChunk sends c's header and bytes: from st.src, or from exts when the
+// send has a Layout.
+func (st *streamState) writeChunk(c chunk.Chunk, exts []chunk.Extent) error {
 	var hb [headerLen + tagLen]byte
 	hdr := appendHeader(hb[:0], c)
 	if knobs.corrupt != nil && knobs.corrupt(c) {
@@ -373,6 +407,9 @@ func (st *streamState) writeChunk(c chunk.Chunk) error {
 			return err
 		}
 		if st.opt.Mode == SendFile {
+			if st.opt.Layout != nil {
+				return sendfileExtents(st.conn.tcp, exts)
+			}
 			return sendfileRange(st.conn.tcp, st.src, c.Offset, int64(c.Length))
 		}
 	} else if _, err := st.conn.Write(hdr); err != nil {
@@ -381,6 +418,9 @@ func (st *streamState) writeChunk(c chunk.Chunk) error {
 	bp := rwPool.Get().(*[]byte)
 	defer rwPool.Put(bp)
 	buf := *bp
+	if st.opt.Layout != nil {
+		return writeExtents(st.conn, buf, exts)
+	}
 	off, n := c.Offset, int64(c.Length)
 	for n > 0 {
 		k, err := st.src.ReadAt(buf[:min(n, int64(len(buf)))], off)
@@ -395,6 +435,36 @@ func (st *streamState) writeChunk(c chunk.Chunk) error {
 		}
 		off += int64(k)
 		n -= int64(k)
+	}
+	return nil
+}
+
+// writeExtents sends the bytes of exts to w in order, gathering them by pread
+// into buf so that small extents share a write.
+func writeExtents(w io.Writer, buf []byte, exts []chunk.Extent) error {
+	fill := 0
+	for _, e := range exts {
+		off, n := e.Offset, e.Length
+		for n > 0 {
+			k, err := e.File.ReadAt(buf[fill:fill+int(min(n, int64(len(buf)-fill)))], off)
+			if k == 0 && err != nil {
+				if err == io.EOF {
+					err = errShortSource
+				}
+				return err
+			}
+			fill, off, n = fill+k, off+int64(k), n-int64(k)
+			if fill == len(buf) {
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				fill = 0
+			}
+		}
+	}
+	if fill > 0 {
+		_, err := w.Write(buf[:fill])
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Receiver struct {
 	mem    []*verbs.Buffer       // staging memory, kept when parked (Park)
 	nslots int
 	sink   chunk.Sink
+	// extents is sink as a chunk.ExtentSink, if it is one (staging mode
+	// only): chunks are admitted with AdmitExtents and land extent by extent.
+	extents chunk.ExtentSink
 
 	// Window mode: window is the caller's memory; slot i is
 	// window[i*slotSize:] (the last one shorter), registered as windowMRs[i]
@@ -70,7 +74,10 @@ type Receiver struct {
 // default) or, with Window set, in place in caller-owned memory.
 type ReceiverConfig struct {
 	// Sink admits each landed chunk, receives its bytes (staging mode) and
-	// hears its verdict.
+	// hears its verdict. A chunk.ExtentSink (chunks that span several
+	// files) gets AdmitExtents instead of Admit and never File; it takes
+	// staging mode only (a window lands chunks in one memory) and is never
+	// used as a MappedSink.
 	Sink chunk.Sink
 	// SlotSize is the size of a slot in bytes: 1 B to 2 GiB. In window mode
 	// it is the chunk size: slot i holds chunk i.
@@ -102,6 +109,9 @@ type ReceiverConfig struct {
 // slots validates the configuration once, for both modes, and returns the
 // number of slots to offer.
 func (c ReceiverConfig) slots() (int, error) {
+	if _, ok := c.Sink.(chunk.ExtentSink); ok && c.Window != nil {
+		return 0, errors.New("rdma: a window receiver lands chunks in place in one memory window and cannot take a chunk.ExtentSink (chunks that span several files): use staging slots")
+	}
 	if c.Window != nil {
 		if len(c.Window) == 0 || c.SlotSize <= 0 || int64(c.SlotSize) > 1<<31 {
 			return 0, fmt.Errorf("rdma: invalid receive window: %d bytes in slots of %d bytes", len(c.Window), c.SlotSize)
@@ -122,10 +132,11 @@ func (c ReceiverConfig) slots() (int, error) {
 // creates a QP connected to remote (RTR, RTS), or takes cfg.Resume (remote
 // and opt are then unused: the parked endpoint's peer is the sender),
 // registers the slots or the window, posts the receives, and starts
-// draining: each landed chunk is admitted (Sink.Admit), CRC32C-verified in
-// its slot, written to the sink's file at its offset (staging mode),
-// reported (Sink.Landed) and acknowledged, which returns a staging slot to
-// the sender.
+// draining: each landed chunk is admitted (Sink.Admit, or AdmitExtents for
+// a chunk.ExtentSink), CRC32C-verified in its slot (window mode) or written
+// to the sink's file at its offset, or into its extents, and verified as it
+// landed there (staging mode), reported (Sink.Landed) and acknowledged, which
+// returns a staging slot to the sender.
 //
 // It returns our endpoint and the slots for the sender's [Sender.Connect]
 // (staging), [Sender.ConnectWindow] (window) or [Sender.Resume].
@@ -228,7 +239,9 @@ func newReceiver(opt Options, remote EndpointInfo, parked *ParkedEndpoint, nslot
 		return nil, EndpointInfo{}, nil, err
 	}
 	r := &Receiver{ep: ep, mem: mem, sink: sink, nslots: nslots, drained: make(chan struct{}), peer: remote}
-	if ms, ok := sink.(MappedSink); ok {
+	if es, ok := sink.(chunk.ExtentSink); ok {
+		r.extents = es
+	} else if ms, ok := sink.(MappedSink); ok {
 		r.mapped, r.mappedBase = ms.Mapping()
 	}
 	defer func() {
@@ -400,14 +413,25 @@ func (r *Receiver) verdict(m chunkMsg, err error) (chunk.Status, uint32) {
 	if err != nil || int(m.Slot) >= len(r.slots) || int(c.Length) > r.slots[m.Slot].Len() {
 		return chunk.StatusRejected, 0
 	}
-	off, err := r.sink.Admit(c)
+	var off int64
+	var exts []chunk.Extent
+	if r.extents != nil {
+		exts, err = r.extents.AdmitExtents(c)
+	} else {
+		off, err = r.sink.Admit(c)
+	}
 	if err != nil {
 		return chunk.RefusalStatus(err), 0
 	}
 	// The slot stays writable by the sender: verify the bytes that landed
 	// in the file (as the TCP receiver reads back), whatever the slot
 	// holds by then.
-	sum, err := r.land(r.slots[m.Slot].Bytes()[:c.Length], off)
+	var sum uint32
+	if r.extents != nil {
+		sum, err = landExtents(r.slots[m.Slot].Bytes()[:c.Length], c, exts)
+	} else {
+		sum, err = r.land(r.slots[m.Slot].Bytes()[:c.Length], off)
+	}
 	if err != nil {
 		r.sink.Landed(c, fmt.Errorf("rdma: chunk %d: %w: %w", c.Index, chunk.ErrReceiverIO, err))
 		return chunk.StatusIO, 0
@@ -452,21 +476,49 @@ func (r *Receiver) land(b []byte, off int64) (sum uint32, err error) {
 		})
 		return sum, err
 	}
-	if _, err := r.sink.File().WriteAt(b, off); err != nil {
+	f := r.sink.File()
+	if _, err := f.WriteAt(b, off); err != nil {
 		return 0, err
 	}
-	if sum, err = r.readBackCRC(off, int64(len(b))); err != nil {
+	if sum, err = readBackCRC(0, f, off, int64(len(b)), make([]byte, min(len(b), 1<<20))); err != nil {
 		return 0, fmt.Errorf("reading back: %w", err)
 	}
 	return sum, nil
 }
 
-// readBackCRC is the CRC32C of the n bytes at file offset off, read back
-// from the file.
-func (r *Receiver) readBackCRC(off, n int64) (sum uint32, err error) {
-	buf := make([]byte, min(n, 1<<20))
+// landExtents is land for a chunk.ExtentSink: it pwrites the chunk's bytes b
+// into the extents the sink admitted the chunk to, in order, and returns the
+// CRC32C of what landed, read back from them: one CRC across the extents.
+// Extents that do not fit the chunk (a Sink bug) fail it before a byte is
+// written.
+func landExtents(b []byte, c chunk.Chunk, exts []chunk.Extent) (sum uint32, err error) {
+	if err := chunk.CheckExtents(c, exts); err != nil {
+		return 0, fmt.Errorf("the sink's extents: %w", err)
+	}
+	rest := b
+	for _, e := range exts {
+		if e.Length == 0 {
+			continue
+		}
+		if _, err := e.File.WriteAt(rest[:e.Length], e.Offset); err != nil {
+			return 0, err
+		}
+		rest = rest[e.Length:]
+	}
+	buf := make([]byte, min(len(b), 1<<20))
+	for _, e := range exts {
+		if sum, err = readBackCRC(sum, e.File, e.Offset, e.Length, buf); err != nil {
+			return 0, fmt.Errorf("reading back: %w", err)
+		}
+	}
+	return sum, nil
+}
+
+// readBackCRC updates sum, a CRC32C, with the n bytes at offset off of f,
+// read back from the file through buf.
+func readBackCRC(sum uint32, f *os.File, off, n int64, buf []byte) (uint32, error) {
 	for n > 0 {
-		k, err := r.sink.File().ReadAt(buf[:min(n, int64(len(buf)))], off)
+		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
 		sum = crc32c.Update(sum, buf[:k])
 		off, n = off+int64(k), n-int64(k)
 		if err != nil && n > 0 {

@@ -29,6 +29,12 @@ type Source struct {
 	// cheap to register, such as a MAP_SHARED read-write mapping of a memfd
 	// (milliseconds for 128 MiB). It is deregistered when Send returns.
 	Register bool
+	// Layout, when set, says where each chunk's bytes are (a directory
+	// tree's chunks span several files): a chunk's staging buffer is filled
+	// by pread from its extents in order. File, Bytes and Register must be
+	// unset. An Extents error (or extents that do not add up,
+	// chunk.CheckExtents) fails that chunk alone.
+	Layout chunk.Layout
 }
 
 // RegisterSource registers mem (local read access only) for the next Send,
@@ -74,8 +80,9 @@ func (s *Sender) DropSource() {
 
 // source provides the local SGE of a chunk's bytes.
 type source struct {
-	s    *Sender
-	file *os.File
+	s      *Sender
+	file   *os.File
+	layout chunk.Layout // when set, the chunk's bytes are read from its extents
 	// mem, when set, holds the source from offset base on: registered (mr)
 	// and written from, or copied into the staging buffers.
 	mem  []byte
@@ -87,7 +94,10 @@ type source struct {
 // taken from RegisterSource), anything else goes through staging buffers
 // for depth chunks, allocated or kept from an earlier Send.
 func (s *Sender) prepareSource(from Source, depth int) (*source, error) {
-	src := &source{s: s, file: from.File, mem: from.Bytes, base: from.Base}
+	if from.Layout != nil && (from.File != nil || from.Bytes != nil || from.Register) {
+		return nil, errors.New("rdma: Source.Layout does not combine with File, Bytes or Register: a chunk that spans several files is staged by pread from its extents")
+	}
+	src := &source{s: s, file: from.File, layout: from.Layout, mem: from.Bytes, base: from.Base}
 	if from.Register {
 		if len(src.mem) == 0 {
 			return src, nil
@@ -157,6 +167,12 @@ func (src *source) sge(buf int, c chunk.Chunk) (verbs.SGE, error) {
 		}
 		return st.SGE(off, int(c.Length)), nil
 	}
+	if src.layout != nil {
+		if err := readExtents(src.layout, c, b); err != nil {
+			return verbs.SGE{}, err
+		}
+		return st.SGE(off, int(c.Length)), nil
+	}
 	n, err := src.file.ReadAt(b, c.Offset)
 	if n < len(b) {
 		if err == nil || err == io.EOF {
@@ -165,6 +181,32 @@ func (src *source) sge(buf int, c chunk.Chunk) (verbs.SGE, error) {
 		return verbs.SGE{}, err
 	}
 	return st.SGE(off, int(c.Length)), nil
+}
+
+// readExtents fills b, chunk c's staging buffer, by pread from the extents
+// l gives for c, in order.
+func readExtents(l chunk.Layout, c chunk.Chunk, b []byte) error {
+	exts, err := l.Extents(c)
+	if err == nil {
+		err = chunk.CheckExtents(c, exts)
+	}
+	if err != nil {
+		return fmt.Errorf("the source's layout: %w", err)
+	}
+	for _, e := range exts {
+		if e.Length == 0 {
+			continue
+		}
+		n, err := e.File.ReadAt(b[:e.Length], e.Offset)
+		if n < int(e.Length) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("reading %d bytes at offset %d: %w", e.Length, e.Offset, err)
+		}
+		b = b[e.Length:]
+	}
+	return nil
 }
 
 // copyMapped copies from or into a file mapping, turning the fault of a page
