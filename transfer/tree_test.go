@@ -511,3 +511,23 @@ func TestTreeFileCacheBounded(t *testing.T) {
 		t.Fatalf("%d files open at once, want at most %d + the 10 of a chunk", most, treeOpenFiles)
 	}
 }
+
+// TestTreePushOverTCP: a tree pushed between two nodes over the real TCP
+// data channel, chunks spanning files; progress counts the files.
+func TestTreePushOverTCP(t *testing.T) {
+	p := newPair(t, testKnobs{})
+	makeTree(t, filepath.Join(p.srcDir, "tree"))
+	var last Info
+	info, err := p.src.Push(context.Background(), PushRequest{SourcePath: "/tree", DestPath: "/copy", Recursive: true, Preserve: true, Policy: PolicyTCP},
+		p.dst.LocalPeer(), func(i Info) { last = i })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != StateCommitted || info.Result.FinalPath != "/copy" || info.FilesTotal != 10 || info.FilesDone != 10 || last.FilesDone != 10 {
+		t.Fatalf("info %+v, last event %+v", info, last)
+	}
+	if len(info.Warnings) != 1 || !strings.Contains(info.Warnings[0], "fifo") {
+		t.Errorf("warnings %q", info.Warnings)
+	}
+	sameTree(t, filepath.Join(p.srcDir, "tree"), filepath.Join(p.dstDir, "copy"))
+}

@@ -1,8 +1,6 @@
 package transfer
 
 import (
-	"fmt"
-
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/fallback"
 	"github.com/rxfer/rxfer/rdma"
@@ -16,18 +14,20 @@ func (p *push) where(c chunk.Chunk) string {
 	return p.tree.describe(c.Offset, int64(c.Length))
 }
 
-// treeLayout gives the TCP data channel a tree's layout.
+// treeLayout gives the TCP data channel a tree's layout: each chunk's
+// bytes are read from the extents of its files (the source file is nil).
 func (p *push) treeLayout(opt *fallback.SendOptions) error {
-	if p.tree == nil {
-		return nil
+	if p.tree != nil {
+		opt.Layout = p.tree
 	}
-	return fmt.Errorf("%w: this build's TCP data channel cannot send chunks that span files", ErrTransportUnavailable)
+	return nil
 }
 
-// treeRDMASource gives the RDMA lanes a tree's layout.
+// treeRDMASource gives the RDMA lanes a tree's layout: chunks are staged
+// by pread from their extents (no file, mapping or registration).
 func (p *push) treeRDMASource(src *rdma.Source) error {
-	if p.tree == nil {
-		return nil
+	if p.tree != nil {
+		*src = rdma.Source{Layout: p.tree}
 	}
-	return &transportBroken{fmt.Errorf("%w: this build's RDMA lanes cannot send chunks that span files", ErrTransportUnavailable)}
+	return nil
 }
