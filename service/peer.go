@@ -69,6 +69,7 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		Rdma: channelsToProto(resp.RDMA), Resumed: resumedToProto(resp.Resumed), ResumeNote: resp.ResumeNote,
+		TreeAccepted: resp.TreeAccepted,
 	}
 	if resp.TCP.Addr != "" {
 		out.Tcp = &pb.TcpChannel{Address: reachableDataAddr(ctx, resp.TCP.Addr), Token: resp.TCP.Token,
@@ -180,7 +181,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken(),
 			CertSHA256: resp.GetTcp().GetCertSha256(), RequireTLS: resp.GetTcp().GetEncryptionRequired()}, RDMA: ch,
-		Resumed: resumed, ResumeNote: resp.ResumeNote,
+		Resumed: resumed, ResumeNote: resp.ResumeNote, TreeAccepted: resp.TreeAccepted,
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"time"
 
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 	"github.com/rxfer/rxfer/transfer"
@@ -95,7 +96,11 @@ func (c *peerClient) prepareTree(ctx context.Context, req transfer.PrepareReques
 			return resp, err
 		}
 		if !resp.TreePending {
-			return nil, fmt.Errorf("%w: destination answered batch %d of %d of the tree's manifest without taking it", transfer.ErrInvalid, i+1, len(batches))
+			// A destination that predates trees prepared a file: abort it.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			c.rpc.Abort(actx, &pb.AbortRequest{TransferId: req.ID, Reason: "it does not support directory trees", Discard: true})
+			cancel()
+			return nil, fmt.Errorf("%w: destination answered batch %d of %d of the tree's manifest without taking it (its rxfer predates directory trees? upgrade it)", transfer.ErrTransportUnavailable, i+1, len(batches))
 		}
 	}
 	return nil, nil // not reached: the last batch returns

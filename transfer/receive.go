@@ -125,6 +125,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if rs != nil {
 		resp.Resumed, resp.ResumeNote = rs.present, rs.note
 	}
+	resp.TreeAccepted = tree != nil
 	if err := n.startReceiving(req, in, resp); err != nil {
 		return PrepareResponse{}, err
 	}

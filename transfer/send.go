@@ -337,6 +337,14 @@ func (p *push) prepare(ctx context.Context, req PushRequest) (PrepareResponse, e
 	}
 	p.prepared = true
 	p.preparedAt = time.Now()
+	if p.tree != nil && !resp.TreeAccepted {
+		// An rxfer that predates trees took the Prepare as one file of
+		// the stream's bytes: end() aborts it, discarding that file.
+		p.rec.mu.Lock()
+		p.rec.discard = true
+		p.rec.mu.Unlock()
+		return PrepareResponse{}, fmt.Errorf("%w: destination %s does not support directory trees (its rxfer predates them); upgrade it to copy with -r", ErrTransportUnavailable, p.rec.info.DestNode)
+	}
 	if p.resumed, err = p.checkResumed(resp.Resumed); err != nil {
 		return PrepareResponse{}, err
 	}

@@ -531,3 +531,28 @@ func TestTreePushOverTCP(t *testing.T) {
 	}
 	sameTree(t, filepath.Join(p.srcDir, "tree"), filepath.Join(p.dstDir, "copy"))
 }
+
+// predatesTrees is a destination whose rxfer predates trees: it ignores the
+// manifest (an unknown protobuf field) and prepares one file.
+type predatesTrees struct{ Peer }
+
+func (o predatesTrees) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error) {
+	req.Tree, req.TreeContents, req.TreeMore, req.TreeBatch = nil, false, false, 0
+	return o.Peer.Prepare(ctx, req)
+}
+
+// TestTreeToDestinationWithoutTrees: a tree pushed to a destination that
+// does not know trees fails, naming why, and leaves nothing there (it
+// would otherwise commit the stream's bytes as one file).
+func TestTreeToDestinationWithoutTrees(t *testing.T) {
+	p := newPair(t, testKnobs{})
+	makeTree(t, filepath.Join(p.srcDir, "tree"))
+	_, err := p.src.Push(context.Background(), PushRequest{SourcePath: "/tree", DestPath: "/copy", Recursive: true, Policy: PolicyTCP},
+		predatesTrees{p.dst.LocalPeer()}, nil)
+	if !errors.Is(err, ErrTransportUnavailable) || !strings.Contains(err.Error(), "does not support directory trees") {
+		t.Fatalf("got %v", err)
+	}
+	if names := entries(t, p.dstDir); len(names) != 0 {
+		t.Fatalf("the destination holds %v", names)
+	}
+}

@@ -222,6 +222,8 @@ type PrepareResponse struct {
 	// TreePending: a batch of a tree's manifest was taken and more are
 	// expected (PrepareRequest.TreeMore); nothing else is set.
 	TreePending bool
+	// TreeAccepted: the destination prepared the tree (not a file).
+	TreeAccepted bool
 }
 
 // CommitRequest asks the destination to verify and publish the file.

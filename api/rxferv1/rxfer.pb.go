@@ -2782,7 +2782,11 @@ type PrepareResponse struct {
 	// Why the destination started over instead of resuming ("" if it did not).
 	ResumeNote string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
 	// A batch of a tree's manifest was taken; send the next (tree_more).
-	TreePending   bool `protobuf:"varint,80,opt,name=tree_pending,json=treePending,proto3" json:"tree_pending,omitempty"`
+	TreePending bool `protobuf:"varint,80,opt,name=tree_pending,json=treePending,proto3" json:"tree_pending,omitempty"`
+	// The destination prepared a directory tree. A destination that predates
+	// trees ignores the manifest and would prepare one file of the stream's
+	// bytes: a source that sent a tree and does not get this aborts.
+	TreeAccepted  bool `protobuf:"varint,81,opt,name=tree_accepted,json=treeAccepted,proto3" json:"tree_accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2869,6 +2873,13 @@ func (x *PrepareResponse) GetResumeNote() string {
 func (x *PrepareResponse) GetTreePending() bool {
 	if x != nil {
 		return x.TreePending
+	}
+	return false
+}
+
+func (x *PrepareResponse) GetTreeAccepted() bool {
+	if x != nil {
+		return x.TreeAccepted
 	}
 	return false
 }
@@ -3375,7 +3386,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\fR\x05token\x12\x1f\n" +
 	"\vcert_sha256\x18( \x01(\fR\n" +
 	"certSha256\x12/\n" +
-	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xd5\x02\n" +
+	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xfa\x02\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
@@ -3386,7 +3397,8 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aresumed\x18E \x03(\v2\x16.rxfer.v1.ResumedChunkR\aresumed\x12\x1f\n" +
 	"\vresume_note\x18F \x01(\tR\n" +
 	"resumeNote\x12!\n" +
-	"\ftree_pending\x18P \x01(\bR\vtreePending\"<\n" +
+	"\ftree_pending\x18P \x01(\bR\vtreePending\x12#\n" +
+	"\rtree_accepted\x18Q \x01(\bR\ftreeAccepted\"<\n" +
 	"\fResumedChunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"n\n" +
