@@ -185,7 +185,7 @@ func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*
 		ChunkSize: chunkSize, Streams: streams, Started: time.Now(), Verify: req.Verify.String(),
 	}}
 	if src.tree != nil {
-		rec.info.FilesTotal, rec.info.Warnings = src.tree.filesTotal(), src.tree.warnings
+		rec.info.FilesTotal, rec.info.Warnings, rec.info.Tree = src.tree.filesTotal(), src.tree.warnings, true
 	}
 	if err := n.admit(rec); err != nil {
 		return nil, err

@@ -185,7 +185,7 @@ func (n *Node) prepareTree(req PrepareRequest, rec *record) (*treeDest, *resumeS
 		d.Remove()
 		return fail(err)
 	}
-	rec.info.FilesTotal = int64(len(req.Tree.Entries) - countKind(req.Tree, TreeDir))
+	rec.info.FilesTotal, rec.info.Tree = int64(len(req.Tree.Entries)-countKind(req.Tree, TreeDir)), true
 	return d, rs, nil
 }
 

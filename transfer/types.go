@@ -120,6 +120,7 @@ type Info struct {
 	FilesDone, FilesTotal int64
 	CurrentFile           string
 	Warnings              []string
+	Tree                  bool // the transfer is a directory tree
 }
 
 // PrepareRequest is what a source sends the destination before any data.

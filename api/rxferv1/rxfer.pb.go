@@ -1496,10 +1496,12 @@ type TransferInfo struct {
 	Attempt int32 `protobuf:"varint,64,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// A directory tree: its regular files and links, those verified, the last
 	// file completed, and what the source skipped (special files).
-	FilesDone     int64    `protobuf:"varint,80,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
-	FilesTotal    int64    `protobuf:"varint,81,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
-	CurrentFile   []byte   `protobuf:"bytes,82,opt,name=current_file,json=currentFile,proto3" json:"current_file,omitempty"`
-	Warnings      []string `protobuf:"bytes,83,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	FilesDone   int64    `protobuf:"varint,80,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	FilesTotal  int64    `protobuf:"varint,81,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	CurrentFile []byte   `protobuf:"bytes,82,opt,name=current_file,json=currentFile,proto3" json:"current_file,omitempty"`
+	Warnings    []string `protobuf:"bytes,83,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The transfer is a directory tree (rxfer cp -r of a directory).
+	Tree          bool `protobuf:"varint,84,opt,name=tree,proto3" json:"tree,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1714,6 +1716,13 @@ func (x *TransferInfo) GetWarnings() []string {
 		return x.Warnings
 	}
 	return nil
+}
+
+func (x *TransferInfo) GetTree() bool {
+	if x != nil {
+		return x.Tree
+	}
+	return false
 }
 
 type GetTransferRequest struct {
@@ -3258,7 +3267,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
 	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
 	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
-	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\x94\a\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xa8\a\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +
@@ -3294,7 +3303,8 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\vfiles_total\x18Q \x01(\x03R\n" +
 	"filesTotal\x12!\n" +
 	"\fcurrent_file\x18R \x01(\fR\vcurrentFile\x12\x1a\n" +
-	"\bwarnings\x18S \x03(\tR\bwarnings\"5\n" +
+	"\bwarnings\x18S \x03(\tR\bwarnings\x12\x12\n" +
+	"\x04tree\x18T \x01(\bR\x04tree\"5\n" +
 	"\x12GetTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\"\x16\n" +

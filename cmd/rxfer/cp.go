@@ -122,7 +122,6 @@ func cmdCp(args []string) error {
 		return usagef("--retries %d: want 0 or more", o.retries)
 	}
 	rep := newReporter(os.Stdout, os.Stderr, o.json, term.IsTerminal(int(os.Stderr.Fd())))
-	setTreeReport(rep, o.recursive)
 	defer rep.done()
 	return withRetries(ctx, o.retries, rep, func() error {
 		switch {

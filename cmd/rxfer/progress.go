@@ -156,6 +156,7 @@ func (r *barReporter) event(e *pb.TransferInfo) {
 				decor.AverageETA(decor.ET_STYLE_GO)))
 	}
 	if r.bar != nil {
+		r.tree.Store(e.Tree)
 		r.filesDone.Store(e.FilesDone)
 		r.filesTotal.Store(e.FilesTotal)
 		r.bar.SetCurrent(e.BytesDone)

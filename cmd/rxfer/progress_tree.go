@@ -11,32 +11,14 @@ import (
 	pb "github.com/rxfer/rxfer/api/rxferv1"
 )
 
-// treeReport is what the line and bar reporters add for rxfer cp -r:
-// files done out of the total, the source's warnings once each, and a
-// summary that counts files.
+// treeReport is what the line and bar reporters add for a directory tree
+// (an event with tree set): files done out of the total, the source's
+// warnings once each, and a summary that counts files.
 type treeReport struct {
-	tree   bool
 	warned int // warnings printed
 	// The bar's files counter, read by its decorator's goroutine.
+	tree                  atomic.Bool
 	filesDone, filesTotal atomic.Int64
-}
-
-// barFiles is the bar's "N/M files " decorator ("" for a file).
-func (t *treeReport) barFiles(decor.Statistics) string {
-	if !t.tree {
-		return ""
-	}
-	return fmt.Sprintf("%d/%d files ", t.filesDone.Load(), t.filesTotal.Load())
-}
-
-// setTreeReport tells rep that the copy is recursive.
-func setTreeReport(rep reporter, tree bool) {
-	switch r := rep.(type) {
-	case *lineReporter:
-		r.tree = tree
-	case *barReporter:
-		r.tree = tree
-	}
 }
 
 // warn prints the warnings of e not printed yet (skipped special files).
@@ -48,17 +30,25 @@ func (t *treeReport) warn(w io.Writer, e *pb.TransferInfo) {
 
 // files is "N/M files, " for a tree's progress line.
 func (t *treeReport) files(e *pb.TransferInfo) string {
-	if !t.tree && e.FilesTotal == 0 {
+	if !e.Tree {
 		return ""
 	}
 	return fmt.Sprintf("%d/%d files, ", e.FilesDone, e.FilesTotal)
+}
+
+// barFiles is the bar's "N/M files " decorator ("" for a file).
+func (t *treeReport) barFiles(decor.Statistics) string {
+	if !t.tree.Load() {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d files ", t.filesDone.Load(), t.filesTotal.Load())
 }
 
 // summary is the line after a committed copy; a tree's starts
 // "copied N files, SIZE in ...".
 func (t *treeReport) summary(e *pb.TransferInfo) string {
 	s := summary(e)
-	if !t.tree && e.FilesTotal == 0 {
+	if !e.Tree {
 		return s
 	}
 	noun := "files"

@@ -173,6 +173,15 @@ func TestTreeCopyEveryDirection(t *testing.T) {
 	r = rxfer(t, "cp", "-r", src+"/", b.At("/contents"))
 	wantFailure(t, r, 1, "AlreadyExists", `"/contents/a/b/c/deep" exists`)
 
+	// A file with -r is copied as without it.
+	one := filepath.Join(local, "one.bin")
+	writeRandom(t, one, 1000)
+	r = mustCopy(t, "", "-r", one, b.At("/one.bin"))
+	if !strings.HasPrefix(r.lastLine(), "copied 1000 B in ") {
+		t.Errorf("a file with -r: last line %q", r.lastLine())
+	}
+	sameFile(t, one, b.Path("one.bin"))
+
 	// A directory without -r says to add it.
 	r = rxfer(t, "cp", src, b.At("/x"))
 	wantFailure(t, r, 1, "InvalidArgument", "is a directory; copy it with -r")
