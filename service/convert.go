@@ -47,6 +47,7 @@ func InfoToProto(i transfer.Info) *pb.TransferInfo {
 		ChunkSize: i.ChunkSize, Streams: int32(i.Streams), StartedUnixMs: i.Started.UnixMilli(),
 		DataEncryption: i.DataEncryption, Verify: i.Verify,
 		ResumedBytes: i.ResumedBytes, ResumeNote: i.ResumeNote, Resumable: i.Resumable,
+		FilesDone: i.FilesDone, FilesTotal: i.FilesTotal, CurrentFile: []byte(i.CurrentFile), Warnings: i.Warnings, Tree: i.Tree,
 	}
 	if r := i.Result; r != nil {
 		out.Result = &pb.TransferResult{Crc32C: r.CRC32C, FinalPath: r.FinalPath, Seconds: r.Duration.Seconds(),

@@ -37,6 +37,7 @@ var codeOf = []struct {
 	{transfer.ErrBusy, codes.FailedPrecondition},
 	{transfer.ErrRegionLimit, codes.ResourceExhausted},
 	{transfer.ErrSourceChanged, codes.Aborted},
+	{transfer.ErrTreeLimit, codes.ResourceExhausted},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -45,6 +45,10 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 	if err := s.auth.mayWrite(ctx, target, req.OnBehalfOf); err != nil {
 		return nil, err // before the engine: a denied write creates nothing
 	}
+	tree, err := treeFromProto(req.Tree)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
 	var client string
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		client = p.Addr.String()
@@ -60,13 +64,18 @@ func (s *peerServer) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.P
 		DestRegion: destRegion, SourceOffset: req.SourceOffset, MACKey: req.MacKey,
 		SourceMtimeNs: req.SourceMtimeUnixNs, SourceInode: req.SourceInode, SourceGeneration: req.SourceGeneration, NoResume: req.NoResume,
 		Inline: inline,
+		Tree:   tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore, TreeBatch: int(req.TreeBatch),
 	})
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	if resp.TreePending {
+		return &pb.PrepareResponse{TreePending: true}, nil
+	}
 	out := &pb.PrepareResponse{
 		Transport: transportToProto(resp.Transport), FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		Rdma: channelsToProto(resp.RDMA), Resumed: resumedToProto(resp.Resumed), ResumeNote: resp.ResumeNote,
+		TreeAccepted: resp.TreeAccepted,
 	}
 	if c := resp.Committed; c != nil {
 		out.Committed, out.FinalPath, out.Crc32C = true, c.FinalPath, c.CRC32C
@@ -181,7 +190,7 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 		Transport: transport, FinalPath: resp.FinalPath, FallbackReason: resp.FallbackReason,
 		TCP: transfer.TCPChannel{Addr: resp.GetTcp().GetAddress(), Token: resp.GetTcp().GetToken(),
 			CertSHA256: resp.GetTcp().GetCertSha256(), RequireTLS: resp.GetTcp().GetEncryptionRequired()}, RDMA: ch,
-		Resumed: resumed, ResumeNote: resp.ResumeNote,
+		Resumed: resumed, ResumeNote: resp.ResumeNote, TreeAccepted: resp.TreeAccepted,
 	}
 	if resp.Committed {
 		if req.Inline == nil {
@@ -193,7 +202,19 @@ func (c *peerClient) Prepare(ctx context.Context, req transfer.PrepareRequest) (
 }
 
 func (c *peerClient) prepare(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
+	if req.Tree != nil {
+		return c.prepareTree(ctx, req)
+	}
+	return c.prepareOne(ctx, req)
+}
+
+func (c *peerClient) prepareOne(ctx context.Context, req transfer.PrepareRequest) (*pb.PrepareResponse, error) {
+	var tree *pb.TreeManifest
+	if req.Tree != nil {
+		tree = treeToProto(req.Tree.Entries, req.Tree.Preserve)
+	}
 	return c.rpc.Prepare(ctx, &pb.PrepareRequest{
+		Tree: tree, TreeContents: req.TreeContents, TreeMore: req.TreeMore, TreeBatch: uint32(req.TreeBatch),
 		TransferId: req.ID, SourceNode: req.SourceNode, SourcePath: req.SourcePath, SourceName: req.SourceName,
 		DestPath: req.DestPath, Size: req.Size, ChunkSize: req.ChunkSize, Overwrite: req.Overwrite,
 		Transport: policyToProto(req.Policy), Tcp: &pb.TcpOffer{},

@@ -217,6 +217,7 @@ func (s *transferServer) Copy(req *pb.CopyRequest, stream grpc.ServerStreamingSe
 		SourcePath: req.SourcePath, DestNode: dest, DestPath: req.DestPath, Overwrite: req.Overwrite,
 		Policy: policy, ChunkSize: req.ChunkSize, Streams: int(req.Streams),
 		SourceRegion: srcRegion, DestRegion: destRegion, DataEncryption: encryption, Verify: verify, NoResume: req.NoResume,
+		Recursive: req.Recursive, Contents: req.TreeContents, Preserve: !req.NoPreserve,
 	}, peer, func(i transfer.Info) {
 		if sendErr == nil {
 			sendErr = stream.Send(InfoToProto(i))

@@ -22,6 +22,10 @@ type Expectation struct {
 	DestPath  string
 	Overwrite bool
 	MaxSize   int64
+	// AllowTree: the transfer may be a directory tree (cp -r; a file is
+	// still allowed), whose root is then exactly DestPath
+	// (PrepareRequest.TreeContents); otherwise a tree is refused.
+	AllowTree bool
 	// Violated, if not nil, is called with the error of each refused
 	// Prepare, so the node's owner can stop the copy and name the peer.
 	Violated func(error)
@@ -44,6 +48,10 @@ func (e *Expectation) check(req *PrepareRequest) error {
 		err = fmt.Errorf("%w: a region destination %.256q, expected the file %q", ErrUnexpected, req.DestRegion.Name, e.DestPath)
 	case req.DestPath != e.DestPath:
 		err = fmt.Errorf("%w: destination %.256q, expected %q", ErrUnexpected, req.DestPath, e.DestPath)
+	case req.Tree != nil && !e.AllowTree:
+		err = fmt.Errorf("%w: a directory tree, expected the file %q (without -r)", ErrUnexpected, e.DestPath)
+	case req.Tree != nil && !req.TreeContents:
+		err = fmt.Errorf("%w: a tree placed inside %.256q, expected it at %q exactly", ErrUnexpected, req.DestPath, e.DestPath)
 	case req.Overwrite != e.Overwrite:
 		err = fmt.Errorf("%w: overwrite %v, expected %v (--force)", ErrUnexpected, req.Overwrite, e.Overwrite)
 	case req.Size > e.MaxSize:

@@ -44,7 +44,7 @@ func (d *InlineData) GetCRC32C() uint32 {
 // a parked queue pair and says it went over RDMA).
 func (p *push) inlineEligible(req PushRequest) bool {
 	return p.plan.Size > 0 && p.plan.Size <= MaxInlineSize && p.plan.Size <= p.plan.ChunkSize &&
-		req.DestRegion == nil && req.Policy != PolicyRDMA && len(p.rdma) == 0 && p.verify != VerifyMAC &&
+		req.DestRegion == nil && p.tree == nil && req.Policy != PolicyRDMA && len(p.rdma) == 0 && p.verify != VerifyMAC &&
 		len(p.data) == int(p.plan.Size)
 }
 
@@ -75,6 +75,8 @@ func validInline(req PrepareRequest) error {
 		return nil
 	case req.DestRegion != nil:
 		return fmt.Errorf("%w: inline bytes for a region window (inline is for files)", ErrInvalid)
+	case req.Tree != nil:
+		return fmt.Errorf("%w: inline bytes with a tree manifest (inline is for single files)", ErrInvalid)
 	case len(req.MACKey) != 0:
 		return fmt.Errorf("%w: inline bytes with a whole-file MAC key (a MAC travels in Commit)", ErrInvalid)
 	case int64(len(in.Bytes)) != req.Size:

@@ -93,6 +93,9 @@ func TestInlineHostileSource(t *testing.T) {
 		}, ErrInvalid, "exceed the limit"},
 		{"region", func(r *PrepareRequest) { r.DestRegion = &RegionRef{Name: "r", Length: 4} }, ErrInvalid, "region"},
 		{"mac", func(r *PrepareRequest) { r.MACKey = make([]byte, 32) }, ErrInvalid, "MAC"},
+		{"tree", func(r *PrepareRequest) {
+			r.Tree = &TreeManifest{Entries: []TreeEntry{{Path: ".", Kind: TreeDir, Mode: 0o755}, {Path: "a", Kind: TreeFile, Size: 4, Mode: 0o644}}}
+		}, ErrInvalid, "tree manifest"},
 	} {
 		req := base()
 		tc.edit(&req)

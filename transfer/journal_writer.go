@@ -24,6 +24,9 @@ type journalWriter struct {
 	file *os.File // the journal, O_APPEND
 	seed uint32   // the header's CRC32C, seeds each record's check
 	log  *slog.Logger
+	// syncfs: data is a tree's root directory, and its files' bytes are
+	// made durable with syncfs (one call for all of them).
+	syncfs bool
 
 	mu      sync.Mutex
 	pending []JournalRecord
@@ -88,7 +91,12 @@ func (w *journalWriter) commit() {
 	if len(recs) == 0 {
 		return
 	}
-	err := unix.Fdatasync(int(w.data.Fd()))
+	var err error
+	if w.syncfs {
+		err = unix.Syncfs(int(w.data.Fd()))
+	} else {
+		err = unix.Fdatasync(int(w.data.Fd()))
+	}
 	if err == nil {
 		b := make([]byte, 0, len(recs)*journalRecLen)
 		for _, r := range recs {

@@ -81,14 +81,17 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 	// register it (a memfd-backed region: chunk i lands in place), staging
 	// lanes copy verified chunks into it (rdma.MappedSink: two lanes' writers
 	// no longer take turns on the inode lock) and without it pwrite.
-	if req.Size > 0 {
+	if req.Size > 0 && in.tree == nil { // a tree's chunks land through extents
 		if mem, unmap, err := mapRange(in.dest.File(), in.dest.Base(), req.Size, unix.PROT_READ|unix.PROT_WRITE); err == nil {
 			in.mapped, in.unmap = mem, unmap // after the lanes are closed (stopChannels)
 		} else {
 			n.logger(in.rec).Info("destination not mapped; RDMA lanes use staging slots and pwrite", "err", err)
 		}
 	}
-	sink := rdmaSink{in}
+	var sink chunk.Sink = rdmaSink{in}
+	if in.tree != nil {
+		sink = treeRDMASink{treeSink{in}}
+	}
 	var modes []rdma.ReceiverConfig
 	if in.mapped != nil && n.landsInPlace(in) {
 		modes = append(modes, rdma.ReceiverConfig{Sink: sink, Window: in.mapped, SlotSize: int(req.ChunkSize)})
@@ -124,6 +127,11 @@ func (n *Node) acceptLanes(req PrepareRequest, in *incoming, resp *PrepareRespon
 type rdmaSink struct{ *incoming }
 
 func (s rdmaSink) Landed(c chunk.Chunk, err error) { s.landedVia(c, err, true) }
+
+// treeRDMASink is the chunk.ExtentSink of an incoming tree's RDMA lanes.
+type treeRDMASink struct{ treeSink }
+
+func (s treeRDMASink) Landed(c chunk.Chunk, err error) { s.landedVia(c, err, true) }
 
 // Mapping implements rdma.MappedSink.
 func (s rdmaSink) Mapping() ([]byte, int64) { return s.mapped, s.dest.Base() }

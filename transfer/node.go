@@ -113,6 +113,10 @@ type Config struct {
 	PartialTTL time.Duration
 	// Observer, if not nil, is told of transfers and events for metrics.
 	Observer Observer
+	// TreeMaxEntries and TreeMaxManifestBytes bound a tree's manifest
+	// (0 = DefaultTreeMaxEntries, DefaultTreeMaxManifestBytes).
+	TreeMaxEntries       int
+	TreeMaxManifestBytes int64
 }
 
 // Node is one rxfer node's engine: it sends files to peers and receives
@@ -130,6 +134,7 @@ type Node struct {
 	sweep     *sweeper                 // the periodic sweep, once started (sweep.go)
 	draining  bool                     // no new transfers are admitted (drain.go)
 	idle      chan struct{}            // closed when draining and no transfer is active (drain.go)
+	trees     map[string]*treeBatches  // tree manifests arriving in batches (tree_recv.go)
 
 	// pool owns the RDMA connections parked between transfers.
 	pool *rdma.Pool

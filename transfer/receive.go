@@ -39,7 +39,8 @@ type incoming struct {
 	idle    *time.Timer      // the first-byte deadline, then the idle timeout
 	gotData atomic.Bool      // a chunk arrived (sawData)
 	movingT time.Time
-	macKey  []byte // the whole-file MAC's key from Prepare (mac.go); nil: none
+	macKey  []byte    // the whole-file MAC's key from Prepare (mac.go); nil: none
+	tree    *treeDest // a directory tree's destination (nil: a file or region)
 }
 
 // target is where an incoming transfer's bytes go: a partial file renamed
@@ -57,6 +58,13 @@ type target interface {
 // a region window), set up the data channels (RDMA lanes, a single-use TCP
 // token) and start receiving.
 func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse, error) {
+	if req.Tree != nil {
+		whole, done, err := n.gatherTree(req)
+		if err != nil || !done {
+			return PrepareResponse{TreePending: err == nil}, err
+		}
+		req = whole
+	}
 	if err := n.cfg.Expect.check(&req); err != nil {
 		return PrepareResponse{}, err
 	}
@@ -76,7 +84,14 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	}}
 	var dest target
 	var rs *resumeState
-	if req.DestRegion == nil {
+	var tree *treeDest
+	if req.Tree != nil {
+		d, r, err := n.prepareTree(req, rec)
+		if err != nil {
+			return PrepareResponse{}, err
+		}
+		dest, rs, tree = d, r, d
+	} else if req.DestRegion == nil {
 		// A file: resumable unless the source asked not to (resume.go), or
 		// sent it whole inline (nothing to resume).
 		freq := req
@@ -103,7 +118,8 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	}
 	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
 	in := &incoming{rec: rec, node: n, dest: dest, plan: plan, movingT: time.Now(), srcBase: req.SourceOffset, source: req.SourceNode,
-		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey, resume: rs}
+		crcs: make([]uint32, plan.Count()), landed: make([]bool, plan.Count()), claimed: make([]bool, plan.Count()), macKey: req.MACKey, resume: rs,
+		tree: tree}
 	in.markResumed()
 	if req.Inline != nil {
 		resp := PrepareResponse{Transport: TransportTCP, FinalPath: in.dest.Path()}
@@ -122,6 +138,7 @@ func (n *Node) Prepare(ctx context.Context, req PrepareRequest) (PrepareResponse
 	if rs != nil {
 		resp.Resumed, resp.ResumeNote = rs.present, rs.note
 	}
+	resp.TreeAccepted = tree != nil
 	if err := n.startReceiving(req, in, resp); err != nil {
 		return PrepareResponse{}, err
 	}
@@ -182,7 +199,7 @@ func (n *Node) openChannels(req PrepareRequest, in *incoming) (PrepareResponse, 
 			return PrepareResponse{}, err
 		}
 		require := n.requireEncryption(req.Client)
-		in.release = n.cfg.Data.ExpectWith(tok, in, fallback.ExpectOptions{RequireTLS: require})
+		in.release = n.cfg.Data.ExpectWith(tok, in.sink(), fallback.ExpectOptions{RequireTLS: require})
 		resp.TCP = TCPChannel{Addr: n.cfg.DataAddr, Token: tok[:], CertSHA256: certOf(n.cfg.Data), RequireTLS: require}
 	}
 	if len(in.rdma) == 0 && req.Policy == PolicyAuto {
@@ -249,6 +266,15 @@ func (in *incoming) stopChannels(keep bool) (idle []*rdma.ParkedEndpoint) {
 
 // File implements chunk.Sink.
 func (in *incoming) File() *os.File { return in.dest.File() }
+
+// sink is what the data channels land chunks in: in itself, or for a tree
+// a chunk.ExtentSink.
+func (in *incoming) sink() chunk.Sink {
+	if in.tree != nil {
+		return treeSink{in}
+	}
+	return in
+}
 
 // Admit implements chunk.Sink: a chunk must match the agreed plan
 // exactly, so its bytes go to its own range relative to the destination's
@@ -353,6 +379,7 @@ func (n *Node) Commit(ctx context.Context, req CommitRequest) (CommitResponse, e
 		if err == nil {
 			rec.mu.Lock()
 			rec.info.Result = &Result{CRC32C: got, FinalPath: in.dest.Path(), Duration: time.Since(rec.info.Started)}
+			rec.info.FilesDone = rec.info.FilesTotal
 			rec.mu.Unlock()
 			n.pool.Keep(in.source, idle)
 			idle = nil

@@ -468,7 +468,7 @@ func (in *incoming) stopJournal(flush bool) {
 // chunks is kept with its journal (keep), anything else removed.
 func (in *incoming) letGo(keep bool) {
 	rs := in.resume
-	d, named := in.dest.(*Destination)
+	d, named := in.dest.(interface{ Keep() })
 	if rs == nil || !named {
 		in.dest.Remove()
 		return
@@ -490,7 +490,7 @@ func (in *incoming) letGo(keep bool) {
 	if keep {
 		d.Keep()
 	} else {
-		d.Remove()
+		in.dest.Remove()
 	}
 	in.node.releasePartial(rs, keep, verified)
 }

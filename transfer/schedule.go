@@ -41,6 +41,9 @@ type scheduler struct {
 	release releaseWhen
 	relDone int64 // the mapping's bytes released so far: a prefix
 	relNext int   // after-ack mode: the first chunk not yet in that prefix
+	// crcOf, when set, reads chunk i's bytes (a tree's, from its files)
+	// and returns their CRC32C; data is nil then.
+	crcOf func(i int, off, n int64) (uint32, error)
 
 	mu       sync.Mutex
 	acked    []bool
@@ -129,6 +132,13 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			s.acked[c.Index] = true
 			s.nAcked++
 			p.rec.mu.Lock()
+			if p.tree != nil {
+				done, last := p.tree.verified(p.plan, int(c.Index))
+				p.rec.info.FilesDone = done
+				if last != "" {
+					p.rec.info.CurrentFile = last
+				}
+			}
 			p.rec.info.BytesDone += int64(c.Length)
 			if secs := time.Since(p.rec.info.Started).Seconds(); secs > 0 {
 				p.rec.info.Rate = float64(p.rec.info.BytesDone-p.rec.info.ResumedBytes) / secs
@@ -151,7 +161,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 			p.node.logger(p.rec).Warn("chunk failed verification at the destination; resending", "chunk", c.Index, "attempt", s.attempts[c.Index])
 			s.requeue(c)
 		case errors.Is(err, chunk.ErrChecksum):
-			cancel(fmt.Errorf("%w: chunk %d failed CRC32C verification %d times", ErrCorrupt, c.Index, s.attempts[c.Index]))
+			cancel(fmt.Errorf("%w: chunk %d%s failed CRC32C verification %d times", ErrCorrupt, c.Index, p.where(c), s.attempts[c.Index]))
 		case errors.Is(err, chunk.ErrInFlight) && s.attempts[c.Index] < maxInFlightAttempts:
 			// A send of it the source gave up on (its transport broke) is
 			// still landing at the destination: send it again.
@@ -161,7 +171,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 		case errors.Is(err, chunk.ErrReceiverIO):
 			// No transport can fix it: most often the destination's disk is
 			// full. Its verified chunks stay for a resume.
-			cancel(fmt.Errorf("%w: the destination could not write chunk %d (its file system is full or failing); free space there and copy again to resume", ErrNoSpace, c.Index))
+			cancel(fmt.Errorf("%w: the destination could not write chunk %d%s (its file system is full or failing); free space there and copy again to resume", ErrNoSpace, c.Index, p.where(c)))
 		default:
 			s.requeue(c) // lost with its transport; the next transport sends it
 			brokenOnce.Do(func() { brokenErr = err; close(broken) })
@@ -170,7 +180,12 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 	queue := make(chan chunk.Chunk, 2*p.rec.info.Streams)
 	feedErr := make(chan error, 1)
 	go func() { feedErr <- p.feed(ctx, queue, broken, done) }()
-	sendErr := send(ctx, queue, done)
+	sendDone := done
+	if p.tree != nil {
+		// The chunk's files stay open until its verdict (chunk.Layout).
+		sendDone = func(c chunk.Chunk, err error) { done(c, err); p.tree.cache.release(c.Index) }
+	}
+	sendErr := send(ctx, queue, sendDone)
 	ferr := <-feedErr
 	select {
 	case <-s.allAcked:
@@ -219,7 +234,15 @@ func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan
 			s.next++
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)
-			s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
+			if s.crcOf != nil {
+				sum, err := s.crcOf(i, s.base+off, n)
+				if err != nil {
+					return err
+				}
+				s.crcs[i] = sum
+			} else {
+				s.crcs[i] = crc32c.Checksum(s.data[off : off+n])
+			}
 			if s.release == releaseAfterCRC {
 				s.releaseUpTo(off + n) // chunks are first queued in order
 			}

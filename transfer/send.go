@@ -40,6 +40,11 @@ type PushRequest struct {
 	// NoResume starts over even if the destination holds a partial file of
 	// this source (a region destination never resumes).
 	NoResume bool
+	// Recursive copies a directory SourcePath as a tree (tree.go); a file
+	// is copied as without it. The tree's root is DestPath/<its name> when
+	// DestPath is a directory, else DestPath; with Contents (SRC/) it is
+	// DestPath. Preserve keeps mode, mtime and (as root) owner.
+	Recursive, Contents, Preserve bool
 }
 
 // progressEvery bounds how often Push reports progress while moving: every
@@ -123,8 +128,9 @@ type pushSource struct {
 	file  *os.File
 	base  int64 // offset in file of the transfer's first byte
 	size  int64
-	anon  bool   // a memfd-backed region: RDMA WRITEs straight from its mapping
-	close func() // closes the file or releases the region
+	anon  bool        // a memfd-backed region: RDMA WRITEs straight from its mapping
+	close func()      // closes the file or releases the region
+	tree  *treeSource // a directory tree (file is nil)
 	// What a destination's partial file must have been written from to
 	// be resumed (SourceIdentity).
 	mtimeNs, inode, generation uint64
@@ -140,6 +146,23 @@ func (n *Node) openSource(req *PushRequest) (pushSource, error) {
 		req.SourcePath = RegionRef{ref.Name, off, length}.String()
 		return pushSource{file: f, base: off, size: length, anon: n.anonymousRegion(ref.Name, f), close: release,
 			generation: n.regionGeneration(ref.Name)}, nil
+	}
+	if n.cfg.Root.isDir(req.SourcePath) {
+		if !req.Recursive {
+			return pushSource{}, fmt.Errorf("%w: source %s is a directory; copy it with -r (--recursive)", ErrInvalid, shown(req.SourcePath))
+		}
+		switch {
+		case req.Verify == VerifyMAC:
+			return pushSource{}, fmt.Errorf("%w: --verify mac does not combine with directory trees (each chunk is CRC32C-verified)", ErrInvalid)
+		case req.DestRegion != nil:
+			return pushSource{}, fmt.Errorf("%w: a directory tree cannot be copied into a region", ErrInvalid)
+		}
+		t, err := n.openTree(req.SourcePath)
+		if err != nil {
+			return pushSource{}, err
+		}
+		t.m.Preserve = req.Preserve
+		return pushSource{size: t.layout.size, close: t.close, tree: t}, nil
 	}
 	f, st, err := n.cfg.Root.OpenSource(req.SourcePath)
 	if err != nil {
@@ -162,12 +185,15 @@ func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*
 		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: src.size,
 		ChunkSize: chunkSize, Streams: streams, Started: time.Now(), Verify: req.Verify.String(),
 	}}
+	if src.tree != nil {
+		rec.info.FilesTotal, rec.info.Warnings, rec.info.Tree = src.tree.filesTotal(), src.tree.warnings, true
+	}
 	if err := n.admit(rec); err != nil {
 		return nil, err
 	}
 	p := &push{node: n, rec: rec, peer: peer, src: src.file, srcBase: src.base, srcAnon: src.anon, progress: progress, policy: req.Policy,
 		plan: ChunkPlan{Size: src.size, ChunkSize: chunkSize}, rdma: lanes, rdmaReason: rdmaReason, ident: src,
-		encryption: req.DataEncryption, verify: req.Verify}
+		encryption: req.DataEncryption, verify: req.Verify, tree: src.tree}
 	p.emit()
 	return p, nil
 }
@@ -237,6 +263,7 @@ type push struct {
 	lastEmit time.Time
 	emitters sync.WaitGroup // progress reports started from the ack path
 	sched    *scheduler
+	tree     *treeSource // a directory tree (src is nil)
 }
 
 func (p *push) emit() {
@@ -301,20 +328,32 @@ func (p *push) prepare(ctx context.Context, req PushRequest, inline *InlineData)
 	if p.mac != nil {
 		macKey = p.mac.key
 	}
-	resp, err := p.peer.Prepare(ctx, PrepareRequest{
+	preq := PrepareRequest{
 		ID: rec.info.ID, SourceNode: p.node.cfg.ID, SourcePath: req.SourcePath, SourceName: sourceName(req),
 		DestPath: req.DestPath, Size: p.plan.Size, ChunkSize: p.plan.ChunkSize, Overwrite: req.Overwrite, Policy: req.Policy,
 		RDMA: offers(p.rdma), RDMAUnavailable: p.rdmaReason, DestRegion: req.DestRegion, SourceOffset: p.srcBase,
 		MACKey:        macKey,
 		SourceMtimeNs: int64(p.ident.mtimeNs), SourceInode: p.ident.inode, SourceGeneration: p.ident.generation, NoResume: req.NoResume,
 		Inline: inline,
-	})
+	}
+	if p.tree != nil {
+		preq.Tree, preq.TreeContents, preq.SourceName = p.tree.m, req.Contents, treeName(req.SourcePath)
+	}
+	resp, err := p.peer.Prepare(ctx, preq)
 	registered.Wait()
 	if err != nil {
 		return PrepareResponse{}, err
 	}
 	p.prepared = true
 	p.preparedAt = time.Now()
+	if p.tree != nil && !resp.TreeAccepted {
+		// An rxfer that predates trees took the Prepare as one file of
+		// the stream's bytes: end() aborts it, discarding that file.
+		p.rec.mu.Lock()
+		p.rec.discard = true
+		p.rec.mu.Unlock()
+		return PrepareResponse{}, fmt.Errorf("%w: destination %s does not support directory trees (its rxfer predates them); upgrade it to copy with -r", ErrTransportUnavailable, p.rec.info.DestNode)
+	}
 	if p.resumed, err = p.checkResumed(resp.Resumed); err != nil {
 		return PrepareResponse{}, err
 	}
@@ -361,6 +400,7 @@ func (p *push) commit(ctx context.Context) (err error) {
 	rec.mu.Lock()
 	rec.info.Result = &Result{CRC32C: sum, FinalPath: cresp.FinalPath, Duration: now.Sub(rec.info.Started),
 		Setup: p.preparedAt.Sub(rec.info.Started), Moving: moved.Sub(p.preparedAt), Commit: now.Sub(moved)}
+	rec.info.FilesDone = rec.info.FilesTotal
 	rec.mu.Unlock()
 	return nil
 }
@@ -389,6 +429,9 @@ func (p *push) tcpSend(ch TCPChannel) (transportSend, error) {
 	if err := p.encryptTCP(ch, &opt); err != nil {
 		return nil, err
 	}
+	if err := p.treeLayout(&opt); err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		return fallback.Send(ctx, ch.Addr, tok, p.src, queue, done, opt)
 	}, nil
@@ -399,11 +442,18 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	p.sched = newScheduler(p.plan, p.data, p.srcBase)
 	p.sched.resumed = p.resumed
 	switch {
-	case p.register:
+	case p.register || p.tree != nil: // a tree reads its files, not a mapping
 	case resp.Transport == TransportRDMA:
 		p.sched.release = releaseAfterAck
 	default:
 		p.sched.release = releaseAfterCRC
+	}
+	if p.tree != nil {
+		p.sched.crcOf = p.tree.crc
+		p.tree.startProgress(p.plan)
+		p.rec.mu.Lock()
+		p.rec.info.FilesDone = p.tree.filesDone
+		p.rec.mu.Unlock()
 	}
 	if p.plan.Count() == 0 {
 		return nil
@@ -444,6 +494,9 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 	depth := cmp.Or(p.node.cfg.RDMA.Depth, rdma.DefaultDepth)
 	depth = max(1, (depth+len(lanes)-1)/len(lanes))
 	src := rdma.Source{File: p.src, Bytes: p.sched.data, Base: p.srcBase, Register: p.register}
+	if err := p.treeRDMASource(&src); err != nil {
+		return err
+	}
 	err = p.attempt(ctx, func(ctx context.Context, queue <-chan chunk.Chunk, done func(chunk.Chunk, error)) error {
 		if brk := knobs.breakRDMA; brk != nil {
 			var mu sync.Mutex // lanes answer concurrently: each call sees its own count
@@ -475,7 +528,7 @@ func (p *push) moveRDMA(ctx context.Context, resp PrepareResponse) error {
 // MAP_SHARED mapping cannot be registered; nothing writes through it), and
 // then registered by the lanes; anything else read-only.
 func (p *push) mapSource() error {
-	if p.plan.Count() == 0 {
+	if p.plan.Count() == 0 || p.tree != nil { // a tree's files are read through extents
 		return nil
 	}
 	var err error

@@ -118,6 +118,16 @@ func (n *Node) sweepDir(dirPath string, now time.Time) (removed, kept int) {
 		}
 	}
 	for name := range have {
+		if strings.HasPrefix(name, treePartialPrefix) {
+			// A tree's partial file or journal: its journal is in the
+			// tree's root, so it is kept until the TTL after its last write.
+			var pst unix.Stat_t
+			if ttl := n.partialTTL(); ttl > 0 && unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+				now.Sub(time.Unix(pst.Mtim.Unix())) > ttl {
+				unlink(name, "a directory tree's partial file expired (serve --partial-ttl "+ttl.String()+")")
+			}
+			continue
+		}
 		if base, isJournal := strings.CutSuffix(name, journalSuffix); isJournal {
 			if !have[base] {
 				unlink(name, "a journal without its partial file")

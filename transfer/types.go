@@ -114,6 +114,13 @@ type Info struct {
 	// Resumable: the transfer ended without committing and its partial
 	// file is kept; the same copy again resumes it.
 	Resumable bool
+	// A tree (PushRequest.Recursive): its regular files and links, those
+	// verified so far, the last file completed, and what the source
+	// skipped (special files), one line each.
+	FilesDone, FilesTotal int64
+	CurrentFile           string
+	Warnings              []string
+	Tree                  bool // the transfer is a directory tree
 }
 
 // PrepareRequest is what a source sends the destination before any data.
@@ -154,6 +161,16 @@ type PrepareRequest struct {
 	// bytes): the destination lands, verifies and commits it within
 	// Prepare, which answers with Committed.
 	Inline *InlineData
+	// Tree, when set, makes the transfer a directory tree (tree.go): Size
+	// is the bytes of its files' data ranges, DestPath and SourceName
+	// place its root the way cp -r does, or with TreeContents DestPath is
+	// the root (SRC/). TreeMore: more batches of the manifest follow in
+	// further Prepares of the same ID (the destination answers TreePending
+	// until the last).
+	Tree         *TreeManifest
+	TreeContents bool
+	TreeMore     bool
+	TreeBatch    int // the batch's number, from 0 (0 starts the manifest over)
 }
 
 // The control plane's RDMA types are rdma's own (aliases, so service can
@@ -210,6 +227,11 @@ type PrepareResponse struct {
 	// Committed: the request's inline bytes are verified and committed
 	// (nil when the source must send them and Commit as usual).
 	Committed *CommitResponse
+	// TreePending: a batch of a tree's manifest was taken and more are
+	// expected (PrepareRequest.TreeMore); nothing else is set.
+	TreePending bool
+	// TreeAccepted: the destination prepared the tree (not a file).
+	TreeAccepted bool
 }
 
 // CommitRequest asks the destination to verify and publish the file.

@@ -359,6 +359,59 @@ func (Direction) EnumDescriptor() ([]byte, []int) {
 	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{5}
 }
 
+// TreeEntryKind is the type of a tree manifest entry.
+type TreeEntryKind int32
+
+const (
+	TreeEntryKind_TREE_ENTRY_KIND_UNSPECIFIED TreeEntryKind = 0
+	TreeEntryKind_TREE_ENTRY_KIND_DIRECTORY   TreeEntryKind = 1
+	TreeEntryKind_TREE_ENTRY_KIND_FILE        TreeEntryKind = 2
+	TreeEntryKind_TREE_ENTRY_KIND_SYMLINK     TreeEntryKind = 3
+)
+
+// Enum value maps for TreeEntryKind.
+var (
+	TreeEntryKind_name = map[int32]string{
+		0: "TREE_ENTRY_KIND_UNSPECIFIED",
+		1: "TREE_ENTRY_KIND_DIRECTORY",
+		2: "TREE_ENTRY_KIND_FILE",
+		3: "TREE_ENTRY_KIND_SYMLINK",
+	}
+	TreeEntryKind_value = map[string]int32{
+		"TREE_ENTRY_KIND_UNSPECIFIED": 0,
+		"TREE_ENTRY_KIND_DIRECTORY":   1,
+		"TREE_ENTRY_KIND_FILE":        2,
+		"TREE_ENTRY_KIND_SYMLINK":     3,
+	}
+)
+
+func (x TreeEntryKind) Enum() *TreeEntryKind {
+	p := new(TreeEntryKind)
+	*p = x
+	return p
+}
+
+func (x TreeEntryKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TreeEntryKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_rxfer_v1_rxfer_proto_enumTypes[6].Descriptor()
+}
+
+func (TreeEntryKind) Type() protoreflect.EnumType {
+	return &file_rxfer_v1_rxfer_proto_enumTypes[6]
+}
+
+func (x TreeEntryKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TreeEntryKind.Descriptor instead.
+func (TreeEntryKind) EnumDescriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{6}
+}
+
 // RegionRef names a window of a region. length 0 means to the region's end
 // (or, for a destination, the size of the data).
 type RegionRef struct {
@@ -1148,7 +1201,15 @@ type CopyRequest struct {
 	// Start over even if the destination keeps a partial file of this
 	// source. Resuming is the default (proto3 bools default to false, so the
 	// field says what is not the default); region destinations never resume.
-	NoResume      bool `protobuf:"varint,60,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
+	NoResume bool `protobuf:"varint,60,opt,name=no_resume,json=noResume,proto3" json:"no_resume,omitempty"`
+	// Copy a directory source_path as a tree (rxfer cp -r); a file is copied
+	// as without it. The tree's root is dest_path/<source's name> when
+	// dest_path is an existing directory, else dest_path.
+	Recursive bool `protobuf:"varint,80,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	// With recursive: dest_path is the tree's root (rxfer cp -r SRC/ DST).
+	TreeContents bool `protobuf:"varint,81,opt,name=tree_contents,json=treeContents,proto3" json:"tree_contents,omitempty"`
+	// With recursive: do not keep mode, mtime and owner (kept by default).
+	NoPreserve    bool `protobuf:"varint,82,opt,name=no_preserve,json=noPreserve,proto3" json:"no_preserve,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1277,6 +1338,27 @@ func (x *CopyRequest) GetVerify() VerifyMode {
 func (x *CopyRequest) GetNoResume() bool {
 	if x != nil {
 		return x.NoResume
+	}
+	return false
+}
+
+func (x *CopyRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+func (x *CopyRequest) GetTreeContents() bool {
+	if x != nil {
+		return x.TreeContents
+	}
+	return false
+}
+
+func (x *CopyRequest) GetNoPreserve() bool {
+	if x != nil {
+		return x.NoPreserve
 	}
 	return false
 }
@@ -1411,7 +1493,15 @@ type TransferInfo struct {
 	Resumable bool `protobuf:"varint,63,opt,name=resumable,proto3" json:"resumable,omitempty"`
 	// Which attempt of `rxfer cp --retries` this event belongs to (1 = the
 	// first); set by the CLI, 0 from a node.
-	Attempt       int32 `protobuf:"varint,64,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,64,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// A directory tree: its regular files and links, those verified, the last
+	// file completed, and what the source skipped (special files).
+	FilesDone   int64    `protobuf:"varint,80,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	FilesTotal  int64    `protobuf:"varint,81,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	CurrentFile []byte   `protobuf:"bytes,82,opt,name=current_file,json=currentFile,proto3" json:"current_file,omitempty"`
+	Warnings    []string `protobuf:"bytes,83,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The transfer is a directory tree (rxfer cp -r of a directory).
+	Tree          bool `protobuf:"varint,84,opt,name=tree,proto3" json:"tree,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1598,6 +1688,41 @@ func (x *TransferInfo) GetAttempt() int32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *TransferInfo) GetFilesDone() int64 {
+	if x != nil {
+		return x.FilesDone
+	}
+	return 0
+}
+
+func (x *TransferInfo) GetFilesTotal() int64 {
+	if x != nil {
+		return x.FilesTotal
+	}
+	return 0
+}
+
+func (x *TransferInfo) GetCurrentFile() []byte {
+	if x != nil {
+		return x.CurrentFile
+	}
+	return nil
+}
+
+func (x *TransferInfo) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *TransferInfo) GetTree() bool {
+	if x != nil {
+		return x.Tree
+	}
+	return false
 }
 
 type GetTransferRequest struct {
@@ -2139,9 +2264,19 @@ type PrepareRequest struct {
 	// source's CRC32C of them) and commits them in this call, with no data
 	// channel and no Commit. A destination that does not know the fields
 	// answers as for any Prepare, and the source sends the bytes as usual.
-	Inline        bool   `protobuf:"varint,100,opt,name=inline,proto3" json:"inline,omitempty"`
-	InlineData    []byte `protobuf:"bytes,101,opt,name=inline_data,json=inlineData,proto3" json:"inline_data,omitempty"`
-	InlineCrc32C  uint32 `protobuf:"fixed32,102,opt,name=inline_crc32c,json=inlineCrc32c,proto3" json:"inline_crc32c,omitempty"`
+	Inline       bool   `protobuf:"varint,100,opt,name=inline,proto3" json:"inline,omitempty"`
+	InlineData   []byte `protobuf:"bytes,101,opt,name=inline_data,json=inlineData,proto3" json:"inline_data,omitempty"`
+	InlineCrc32C uint32 `protobuf:"fixed32,102,opt,name=inline_crc32c,json=inlineCrc32c,proto3" json:"inline_crc32c,omitempty"`
+	// A directory tree: size is the bytes of its files' data ranges, and the
+	// manifest may come in batches (tree_more: more Prepares of the same
+	// transfer_id follow, each answered with tree_pending until the last).
+	Tree *TreeManifest `protobuf:"bytes,80,opt,name=tree,proto3" json:"tree,omitempty"`
+	// dest_path is the tree's root (otherwise placed the way cp -r does).
+	TreeContents bool `protobuf:"varint,81,opt,name=tree_contents,json=treeContents,proto3" json:"tree_contents,omitempty"`
+	TreeMore     bool `protobuf:"varint,82,opt,name=tree_more,json=treeMore,proto3" json:"tree_more,omitempty"`
+	// The batch's number, from 0: a batch 0 starts the manifest over (a
+	// source that redialed sends it again), any other must be the next.
+	TreeBatch     uint32 `protobuf:"varint,83,opt,name=tree_batch,json=treeBatch,proto3" json:"tree_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2337,6 +2472,263 @@ func (x *PrepareRequest) GetInlineCrc32C() uint32 {
 	return 0
 }
 
+func (x *PrepareRequest) GetTree() *TreeManifest {
+	if x != nil {
+		return x.Tree
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetTreeContents() bool {
+	if x != nil {
+		return x.TreeContents
+	}
+	return false
+}
+
+func (x *PrepareRequest) GetTreeMore() bool {
+	if x != nil {
+		return x.TreeMore
+	}
+	return false
+}
+
+func (x *PrepareRequest) GetTreeBatch() uint32 {
+	if x != nil {
+		return x.TreeBatch
+	}
+	return 0
+}
+
+// TreeManifest is (a batch of) a directory tree's entries, parents before
+// children; the first entry of the first batch is the root, ".".
+type TreeManifest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*TreeEntry           `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Apply mode, mtime and (on a destination running as root) owner.
+	Preserve      bool `protobuf:"varint,2,opt,name=preserve,proto3" json:"preserve,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeManifest) Reset() {
+	*x = TreeManifest{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeManifest) ProtoMessage() {}
+
+func (x *TreeManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeManifest.ProtoReflect.Descriptor instead.
+func (*TreeManifest) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TreeManifest) GetEntries() []*TreeEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *TreeManifest) GetPreserve() bool {
+	if x != nil {
+		return x.Preserve
+	}
+	return false
+}
+
+// TreeEntry is one directory, regular file or symbolic link of a tree.
+type TreeEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the tree's root, slash-separated, clean (bytes: Linux
+	// names need not be UTF-8).
+	Path []byte        `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Kind TreeEntryKind `protobuf:"varint,2,opt,name=kind,proto3,enum=rxfer.v1.TreeEntryKind" json:"kind,omitempty"`
+	Size int64         `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Permission bits (0o7777).
+	Mode        uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	MtimeUnixNs int64  `protobuf:"varint,5,opt,name=mtime_unix_ns,json=mtimeUnixNs,proto3" json:"mtime_unix_ns,omitempty"`
+	Uid         uint32 `protobuf:"varint,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid         uint32 `protobuf:"varint,7,opt,name=gid,proto3" json:"gid,omitempty"`
+	LinkTarget  []byte `protobuf:"bytes,8,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
+	// A sparse file: only data travels (its holes stay holes).
+	Sparse        bool             `protobuf:"varint,9,opt,name=sparse,proto3" json:"sparse,omitempty"`
+	Data          []*TreeDataRange `protobuf:"bytes,10,rep,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeEntry) Reset() {
+	*x = TreeEntry{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeEntry) ProtoMessage() {}
+
+func (x *TreeEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeEntry.ProtoReflect.Descriptor instead.
+func (*TreeEntry) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TreeEntry) GetPath() []byte {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *TreeEntry) GetKind() TreeEntryKind {
+	if x != nil {
+		return x.Kind
+	}
+	return TreeEntryKind_TREE_ENTRY_KIND_UNSPECIFIED
+}
+
+func (x *TreeEntry) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetMtimeUnixNs() int64 {
+	if x != nil {
+		return x.MtimeUnixNs
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetLinkTarget() []byte {
+	if x != nil {
+		return x.LinkTarget
+	}
+	return nil
+}
+
+func (x *TreeEntry) GetSparse() bool {
+	if x != nil {
+		return x.Sparse
+	}
+	return false
+}
+
+func (x *TreeEntry) GetData() []*TreeDataRange {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// TreeDataRange is a run of a sparse file's data.
+type TreeDataRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeDataRange) Reset() {
+	*x = TreeDataRange{}
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeDataRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeDataRange) ProtoMessage() {}
+
+func (x *TreeDataRange) ProtoReflect() protoreflect.Message {
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeDataRange.ProtoReflect.Descriptor instead.
+func (*TreeDataRange) Descriptor() ([]byte, []int) {
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TreeDataRange) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TreeDataRange) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 type TcpChannel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Data-channel address (host:port) to connect to.
@@ -2355,7 +2747,7 @@ type TcpChannel struct {
 
 func (x *TcpChannel) Reset() {
 	*x = TcpChannel{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2759,7 @@ func (x *TcpChannel) String() string {
 func (*TcpChannel) ProtoMessage() {}
 
 func (x *TcpChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[25]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2772,7 @@ func (x *TcpChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpChannel.ProtoReflect.Descriptor instead.
 func (*TcpChannel) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{25}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TcpChannel) GetAddress() string {
@@ -2429,15 +2821,21 @@ type PrepareResponse struct {
 	ResumeNote string `protobuf:"bytes,70,opt,name=resume_note,json=resumeNote,proto3" json:"resume_note,omitempty"`
 	// The request's inline bytes were verified and committed (final_path);
 	// crc32c is the whole file's as the destination verified it.
-	Committed     bool   `protobuf:"varint,100,opt,name=committed,proto3" json:"committed,omitempty"`
-	Crc32C        uint32 `protobuf:"fixed32,101,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	Committed bool   `protobuf:"varint,100,opt,name=committed,proto3" json:"committed,omitempty"`
+	Crc32C    uint32 `protobuf:"fixed32,101,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// A batch of a tree's manifest was taken; send the next (tree_more).
+	TreePending bool `protobuf:"varint,80,opt,name=tree_pending,json=treePending,proto3" json:"tree_pending,omitempty"`
+	// The destination prepared a directory tree. A destination that predates
+	// trees ignores the manifest and would prepare one file of the stream's
+	// bytes: a source that sent a tree and does not get this aborts.
+	TreeAccepted  bool `protobuf:"varint,81,opt,name=tree_accepted,json=treeAccepted,proto3" json:"tree_accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2847,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[26]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2860,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{26}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PrepareResponse) GetTransport() Transport {
@@ -2528,6 +2926,20 @@ func (x *PrepareResponse) GetCrc32C() uint32 {
 	return 0
 }
 
+func (x *PrepareResponse) GetTreePending() bool {
+	if x != nil {
+		return x.TreePending
+	}
+	return false
+}
+
+func (x *PrepareResponse) GetTreeAccepted() bool {
+	if x != nil {
+		return x.TreeAccepted
+	}
+	return false
+}
+
 // ResumedChunk is a chunk a destination holds from an earlier copy.
 type ResumedChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2539,7 +2951,7 @@ type ResumedChunk struct {
 
 func (x *ResumedChunk) Reset() {
 	*x = ResumedChunk{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2963,7 @@ func (x *ResumedChunk) String() string {
 func (*ResumedChunk) ProtoMessage() {}
 
 func (x *ResumedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[27]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2976,7 @@ func (x *ResumedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumedChunk.ProtoReflect.Descriptor instead.
 func (*ResumedChunk) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{27}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumedChunk) GetIndex() uint32 {
@@ -2594,7 +3006,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +3018,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[28]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +3031,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{28}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CommitRequest) GetTransferId() string {
@@ -2662,7 +3074,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +3086,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[29]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +3099,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{29}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CommitResponse) GetFinalPath() string {
@@ -2723,7 +3135,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +3147,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[30]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +3160,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{30}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortRequest) GetTransferId() string {
@@ -2780,7 +3192,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +3204,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rxfer_v1_rxfer_proto_msgTypes[31]
+	mi := &file_rxfer_v1_rxfer_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +3217,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{31}
+	return file_rxfer_v1_rxfer_proto_rawDescGZIP(), []int{34}
 }
 
 var File_rxfer_v1_rxfer_proto protoreflect.FileDescriptor
@@ -2870,7 +3282,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xbd\x04\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xa1\x05\n" +
 	"\vCopyRequest\x12\x1f\n" +
 	"\vsource_path\x18\x01 \x01(\tR\n" +
 	"sourcePath\x12\x1b\n" +
@@ -2890,7 +3302,11 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x0fdest_tls_sha256\x18\x14 \x01(\fR\rdestTlsSha256\x12A\n" +
 	"\x0fdata_encryption\x18( \x01(\x0e2\x18.rxfer.v1.DataEncryptionR\x0edataEncryption\x12,\n" +
 	"\x06verify\x18) \x01(\x0e2\x14.rxfer.v1.VerifyModeR\x06verify\x12\x1b\n" +
-	"\tno_resume\x18< \x01(\bR\bnoResume\"\xd4\x01\n" +
+	"\tno_resume\x18< \x01(\bR\bnoResume\x12\x1c\n" +
+	"\trecursive\x18P \x01(\bR\trecursive\x12#\n" +
+	"\rtree_contents\x18Q \x01(\bR\ftreeContents\x12\x1f\n" +
+	"\vno_preserve\x18R \x01(\bR\n" +
+	"noPreserve\"\xd4\x01\n" +
 	"\x0eTransferResult\x12\x16\n" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1d\n" +
 	"\n" +
@@ -2898,7 +3314,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12#\n" +
 	"\rsetup_seconds\x18\x04 \x01(\x01R\fsetupSeconds\x12%\n" +
 	"\x0emoving_seconds\x18\x05 \x01(\x01R\rmovingSeconds\x12%\n" +
-	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\x95\x06\n" +
+	"\x0ecommit_seconds\x18\x06 \x01(\x01R\rcommitSeconds\"\xa8\a\n" +
 	"\fTransferInfo\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12%\n" +
@@ -2928,7 +3344,14 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\vresume_note\x18> \x01(\tR\n" +
 	"resumeNote\x12\x1c\n" +
 	"\tresumable\x18? \x01(\bR\tresumable\x12\x18\n" +
-	"\aattempt\x18@ \x01(\x05R\aattempt\"5\n" +
+	"\aattempt\x18@ \x01(\x05R\aattempt\x12\x1d\n" +
+	"\n" +
+	"files_done\x18P \x01(\x03R\tfilesDone\x12\x1f\n" +
+	"\vfiles_total\x18Q \x01(\x03R\n" +
+	"filesTotal\x12!\n" +
+	"\fcurrent_file\x18R \x01(\fR\vcurrentFile\x12\x1a\n" +
+	"\bwarnings\x18S \x03(\tR\bwarnings\x12\x12\n" +
+	"\x04tree\x18T \x01(\bR\x04tree\"5\n" +
 	"\x12GetTransferRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\"\x16\n" +
@@ -2960,7 +3383,7 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x16.rxfer.v1.RdmaEndpointR\bendpoint\x12*\n" +
 	"\x05slots\x18\x02 \x03(\v2\x14.rxfer.v1.RdmaBufferR\x05slots\x12\x16\n" +
 	"\x06direct\x18\x03 \x01(\bR\x06direct\x12\x16\n" +
-	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xca\x06\n" +
+	"\x06reused\x18\x04 \x01(\bR\x06reused\"\xd7\a\n" +
 	"\x0ePrepareRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1f\n" +
@@ -2993,14 +3416,38 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\x06inline\x18d \x01(\bR\x06inline\x12\x1f\n" +
 	"\vinline_data\x18e \x01(\fR\n" +
 	"inlineData\x12#\n" +
-	"\rinline_crc32c\x18f \x01(\aR\finlineCrc32c\"\x8e\x01\n" +
+	"\rinline_crc32c\x18f \x01(\aR\finlineCrc32c\x12*\n" +
+	"\x04tree\x18P \x01(\v2\x16.rxfer.v1.TreeManifestR\x04tree\x12#\n" +
+	"\rtree_contents\x18Q \x01(\bR\ftreeContents\x12\x1b\n" +
+	"\ttree_more\x18R \x01(\bR\btreeMore\x12\x1d\n" +
+	"\n" +
+	"tree_batch\x18S \x01(\rR\ttreeBatch\"Y\n" +
+	"\fTreeManifest\x12-\n" +
+	"\aentries\x18\x01 \x03(\v2\x13.rxfer.v1.TreeEntryR\aentries\x12\x1a\n" +
+	"\bpreserve\x18\x02 \x01(\bR\bpreserve\"\xa2\x02\n" +
+	"\tTreeEntry\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\fR\x04path\x12+\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x17.rxfer.v1.TreeEntryKindR\x04kind\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\"\n" +
+	"\rmtime_unix_ns\x18\x05 \x01(\x03R\vmtimeUnixNs\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\a \x01(\rR\x03gid\x12\x1f\n" +
+	"\vlink_target\x18\b \x01(\fR\n" +
+	"linkTarget\x12\x16\n" +
+	"\x06sparse\x18\t \x01(\bR\x06sparse\x12+\n" +
+	"\x04data\x18\n" +
+	" \x03(\v2\x17.rxfer.v1.TreeDataRangeR\x04data\"?\n" +
+	"\rTreeDataRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\x8e\x01\n" +
 	"\n" +
 	"TcpChannel\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\fR\x05token\x12\x1f\n" +
 	"\vcert_sha256\x18( \x01(\fR\n" +
 	"certSha256\x12/\n" +
-	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xe8\x02\n" +
+	"\x13encryption_required\x18) \x01(\bR\x12encryptionRequired\"\xb0\x03\n" +
 	"\x0fPrepareResponse\x121\n" +
 	"\ttransport\x18\x01 \x01(\x0e2\x13.rxfer.v1.TransportR\ttransport\x12&\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x14.rxfer.v1.TcpChannelR\x03tcp\x12\x1d\n" +
@@ -3012,7 +3459,9 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\vresume_note\x18F \x01(\tR\n" +
 	"resumeNote\x12\x1c\n" +
 	"\tcommitted\x18d \x01(\bR\tcommitted\x12\x16\n" +
-	"\x06crc32c\x18e \x01(\aR\x06crc32c\"<\n" +
+	"\x06crc32c\x18e \x01(\aR\x06crc32c\x12!\n" +
+	"\ftree_pending\x18P \x01(\bR\vtreePending\x12#\n" +
+	"\rtree_accepted\x18Q \x01(\bR\ftreeAccepted\"<\n" +
 	"\fResumedChunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\"n\n" +
@@ -3062,7 +3511,12 @@ const file_rxfer_v1_rxfer_proto_rawDesc = "" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DIRECTION_OUTGOING\x10\x01\x12\x16\n" +
-	"\x12DIRECTION_INCOMING\x10\x022\xe0\x04\n" +
+	"\x12DIRECTION_INCOMING\x10\x02*\x86\x01\n" +
+	"\rTreeEntryKind\x12\x1f\n" +
+	"\x1bTREE_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19TREE_ENTRY_KIND_DIRECTORY\x10\x01\x12\x18\n" +
+	"\x14TREE_ENTRY_KIND_FILE\x10\x02\x12\x1b\n" +
+	"\x17TREE_ENTRY_KIND_SYMLINK\x10\x032\xe0\x04\n" +
 	"\bTransfer\x12?\n" +
 	"\vGetNodeInfo\x12\x1c.rxfer.v1.GetNodeInfoRequest\x1a\x12.rxfer.v1.NodeInfo\x127\n" +
 	"\x04Copy\x12\x15.rxfer.v1.CopyRequest\x1a\x16.rxfer.v1.TransferInfo0\x01\x12C\n" +
@@ -3089,8 +3543,8 @@ func file_rxfer_v1_rxfer_proto_rawDescGZIP() []byte {
 	return file_rxfer_v1_rxfer_proto_rawDescData
 }
 
-var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_rxfer_v1_rxfer_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_rxfer_v1_rxfer_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(Transport)(0),                   // 0: rxfer.v1.Transport
 	(TransportPolicy)(0),             // 1: rxfer.v1.TransportPolicy
@@ -3098,93 +3552,101 @@ var file_rxfer_v1_rxfer_proto_goTypes = []any{
 	(VerifyMode)(0),                  // 3: rxfer.v1.VerifyMode
 	(State)(0),                       // 4: rxfer.v1.State
 	(Direction)(0),                   // 5: rxfer.v1.Direction
-	(*RegionRef)(nil),                // 6: rxfer.v1.RegionRef
-	(*RegisterRegionRequest)(nil),    // 7: rxfer.v1.RegisterRegionRequest
-	(*RegionInfo)(nil),               // 8: rxfer.v1.RegionInfo
-	(*DeregisterRegionRequest)(nil),  // 9: rxfer.v1.DeregisterRegionRequest
-	(*DeregisterRegionResponse)(nil), // 10: rxfer.v1.DeregisterRegionResponse
-	(*ListRegionsRequest)(nil),       // 11: rxfer.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),      // 12: rxfer.v1.ListRegionsResponse
-	(*GetNodeInfoRequest)(nil),       // 13: rxfer.v1.GetNodeInfoRequest
-	(*TransportStatus)(nil),          // 14: rxfer.v1.TransportStatus
-	(*NodeInfo)(nil),                 // 15: rxfer.v1.NodeInfo
-	(*RdmaDevice)(nil),               // 16: rxfer.v1.RdmaDevice
-	(*RdmaGid)(nil),                  // 17: rxfer.v1.RdmaGid
-	(*CopyRequest)(nil),              // 18: rxfer.v1.CopyRequest
-	(*TransferResult)(nil),           // 19: rxfer.v1.TransferResult
-	(*TransferInfo)(nil),             // 20: rxfer.v1.TransferInfo
-	(*GetTransferRequest)(nil),       // 21: rxfer.v1.GetTransferRequest
-	(*ListTransfersRequest)(nil),     // 22: rxfer.v1.ListTransfersRequest
-	(*ListTransfersResponse)(nil),    // 23: rxfer.v1.ListTransfersResponse
-	(*CancelTransferRequest)(nil),    // 24: rxfer.v1.CancelTransferRequest
-	(*CancelTransferResponse)(nil),   // 25: rxfer.v1.CancelTransferResponse
-	(*TcpOffer)(nil),                 // 26: rxfer.v1.TcpOffer
-	(*RdmaEndpoint)(nil),             // 27: rxfer.v1.RdmaEndpoint
-	(*RdmaBuffer)(nil),               // 28: rxfer.v1.RdmaBuffer
-	(*RdmaChannel)(nil),              // 29: rxfer.v1.RdmaChannel
-	(*PrepareRequest)(nil),           // 30: rxfer.v1.PrepareRequest
-	(*TcpChannel)(nil),               // 31: rxfer.v1.TcpChannel
-	(*PrepareResponse)(nil),          // 32: rxfer.v1.PrepareResponse
-	(*ResumedChunk)(nil),             // 33: rxfer.v1.ResumedChunk
-	(*CommitRequest)(nil),            // 34: rxfer.v1.CommitRequest
-	(*CommitResponse)(nil),           // 35: rxfer.v1.CommitResponse
-	(*AbortRequest)(nil),             // 36: rxfer.v1.AbortRequest
-	(*AbortResponse)(nil),            // 37: rxfer.v1.AbortResponse
+	(TreeEntryKind)(0),               // 6: rxfer.v1.TreeEntryKind
+	(*RegionRef)(nil),                // 7: rxfer.v1.RegionRef
+	(*RegisterRegionRequest)(nil),    // 8: rxfer.v1.RegisterRegionRequest
+	(*RegionInfo)(nil),               // 9: rxfer.v1.RegionInfo
+	(*DeregisterRegionRequest)(nil),  // 10: rxfer.v1.DeregisterRegionRequest
+	(*DeregisterRegionResponse)(nil), // 11: rxfer.v1.DeregisterRegionResponse
+	(*ListRegionsRequest)(nil),       // 12: rxfer.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),      // 13: rxfer.v1.ListRegionsResponse
+	(*GetNodeInfoRequest)(nil),       // 14: rxfer.v1.GetNodeInfoRequest
+	(*TransportStatus)(nil),          // 15: rxfer.v1.TransportStatus
+	(*NodeInfo)(nil),                 // 16: rxfer.v1.NodeInfo
+	(*RdmaDevice)(nil),               // 17: rxfer.v1.RdmaDevice
+	(*RdmaGid)(nil),                  // 18: rxfer.v1.RdmaGid
+	(*CopyRequest)(nil),              // 19: rxfer.v1.CopyRequest
+	(*TransferResult)(nil),           // 20: rxfer.v1.TransferResult
+	(*TransferInfo)(nil),             // 21: rxfer.v1.TransferInfo
+	(*GetTransferRequest)(nil),       // 22: rxfer.v1.GetTransferRequest
+	(*ListTransfersRequest)(nil),     // 23: rxfer.v1.ListTransfersRequest
+	(*ListTransfersResponse)(nil),    // 24: rxfer.v1.ListTransfersResponse
+	(*CancelTransferRequest)(nil),    // 25: rxfer.v1.CancelTransferRequest
+	(*CancelTransferResponse)(nil),   // 26: rxfer.v1.CancelTransferResponse
+	(*TcpOffer)(nil),                 // 27: rxfer.v1.TcpOffer
+	(*RdmaEndpoint)(nil),             // 28: rxfer.v1.RdmaEndpoint
+	(*RdmaBuffer)(nil),               // 29: rxfer.v1.RdmaBuffer
+	(*RdmaChannel)(nil),              // 30: rxfer.v1.RdmaChannel
+	(*PrepareRequest)(nil),           // 31: rxfer.v1.PrepareRequest
+	(*TreeManifest)(nil),             // 32: rxfer.v1.TreeManifest
+	(*TreeEntry)(nil),                // 33: rxfer.v1.TreeEntry
+	(*TreeDataRange)(nil),            // 34: rxfer.v1.TreeDataRange
+	(*TcpChannel)(nil),               // 35: rxfer.v1.TcpChannel
+	(*PrepareResponse)(nil),          // 36: rxfer.v1.PrepareResponse
+	(*ResumedChunk)(nil),             // 37: rxfer.v1.ResumedChunk
+	(*CommitRequest)(nil),            // 38: rxfer.v1.CommitRequest
+	(*CommitResponse)(nil),           // 39: rxfer.v1.CommitResponse
+	(*AbortRequest)(nil),             // 40: rxfer.v1.AbortRequest
+	(*AbortResponse)(nil),            // 41: rxfer.v1.AbortResponse
 }
 var file_rxfer_v1_rxfer_proto_depIdxs = []int32{
-	8,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
+	9,  // 0: rxfer.v1.ListRegionsResponse.regions:type_name -> rxfer.v1.RegionInfo
 	0,  // 1: rxfer.v1.TransportStatus.transport:type_name -> rxfer.v1.Transport
-	14, // 2: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
-	16, // 3: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
-	17, // 4: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
+	15, // 2: rxfer.v1.NodeInfo.transports:type_name -> rxfer.v1.TransportStatus
+	17, // 3: rxfer.v1.NodeInfo.rdma_devices:type_name -> rxfer.v1.RdmaDevice
+	18, // 4: rxfer.v1.RdmaDevice.gids:type_name -> rxfer.v1.RdmaGid
 	1,  // 5: rxfer.v1.CopyRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	6,  // 6: rxfer.v1.CopyRequest.source_region:type_name -> rxfer.v1.RegionRef
-	6,  // 7: rxfer.v1.CopyRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	7,  // 6: rxfer.v1.CopyRequest.source_region:type_name -> rxfer.v1.RegionRef
+	7,  // 7: rxfer.v1.CopyRequest.dest_region:type_name -> rxfer.v1.RegionRef
 	2,  // 8: rxfer.v1.CopyRequest.data_encryption:type_name -> rxfer.v1.DataEncryption
 	3,  // 9: rxfer.v1.CopyRequest.verify:type_name -> rxfer.v1.VerifyMode
 	4,  // 10: rxfer.v1.TransferInfo.state:type_name -> rxfer.v1.State
 	5,  // 11: rxfer.v1.TransferInfo.direction:type_name -> rxfer.v1.Direction
 	0,  // 12: rxfer.v1.TransferInfo.transport:type_name -> rxfer.v1.Transport
-	19, // 13: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
-	20, // 14: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
-	20, // 15: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
-	27, // 16: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
-	28, // 17: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
+	20, // 13: rxfer.v1.TransferInfo.result:type_name -> rxfer.v1.TransferResult
+	21, // 14: rxfer.v1.ListTransfersResponse.transfers:type_name -> rxfer.v1.TransferInfo
+	21, // 15: rxfer.v1.CancelTransferResponse.transfer:type_name -> rxfer.v1.TransferInfo
+	28, // 16: rxfer.v1.RdmaChannel.endpoint:type_name -> rxfer.v1.RdmaEndpoint
+	29, // 17: rxfer.v1.RdmaChannel.slots:type_name -> rxfer.v1.RdmaBuffer
 	1,  // 18: rxfer.v1.PrepareRequest.transport:type_name -> rxfer.v1.TransportPolicy
-	26, // 19: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
-	27, // 20: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
-	6,  // 21: rxfer.v1.PrepareRequest.dest_region:type_name -> rxfer.v1.RegionRef
-	0,  // 22: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
-	31, // 23: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
-	29, // 24: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
-	33, // 25: rxfer.v1.PrepareResponse.resumed:type_name -> rxfer.v1.ResumedChunk
-	13, // 26: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
-	18, // 27: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
-	21, // 28: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
-	22, // 29: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
-	24, // 30: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
-	7,  // 31: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
-	9,  // 32: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
-	11, // 33: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
-	30, // 34: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
-	34, // 35: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
-	36, // 36: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
-	15, // 37: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
-	20, // 38: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
-	20, // 39: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
-	23, // 40: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
-	25, // 41: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
-	8,  // 42: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
-	10, // 43: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
-	12, // 44: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
-	32, // 45: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
-	35, // 46: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
-	37, // 47: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
-	37, // [37:48] is the sub-list for method output_type
-	26, // [26:37] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	27, // 19: rxfer.v1.PrepareRequest.tcp:type_name -> rxfer.v1.TcpOffer
+	28, // 20: rxfer.v1.PrepareRequest.rdma:type_name -> rxfer.v1.RdmaEndpoint
+	7,  // 21: rxfer.v1.PrepareRequest.dest_region:type_name -> rxfer.v1.RegionRef
+	32, // 22: rxfer.v1.PrepareRequest.tree:type_name -> rxfer.v1.TreeManifest
+	33, // 23: rxfer.v1.TreeManifest.entries:type_name -> rxfer.v1.TreeEntry
+	6,  // 24: rxfer.v1.TreeEntry.kind:type_name -> rxfer.v1.TreeEntryKind
+	34, // 25: rxfer.v1.TreeEntry.data:type_name -> rxfer.v1.TreeDataRange
+	0,  // 26: rxfer.v1.PrepareResponse.transport:type_name -> rxfer.v1.Transport
+	35, // 27: rxfer.v1.PrepareResponse.tcp:type_name -> rxfer.v1.TcpChannel
+	30, // 28: rxfer.v1.PrepareResponse.rdma:type_name -> rxfer.v1.RdmaChannel
+	37, // 29: rxfer.v1.PrepareResponse.resumed:type_name -> rxfer.v1.ResumedChunk
+	14, // 30: rxfer.v1.Transfer.GetNodeInfo:input_type -> rxfer.v1.GetNodeInfoRequest
+	19, // 31: rxfer.v1.Transfer.Copy:input_type -> rxfer.v1.CopyRequest
+	22, // 32: rxfer.v1.Transfer.GetTransfer:input_type -> rxfer.v1.GetTransferRequest
+	23, // 33: rxfer.v1.Transfer.ListTransfers:input_type -> rxfer.v1.ListTransfersRequest
+	25, // 34: rxfer.v1.Transfer.CancelTransfer:input_type -> rxfer.v1.CancelTransferRequest
+	8,  // 35: rxfer.v1.Transfer.RegisterRegion:input_type -> rxfer.v1.RegisterRegionRequest
+	10, // 36: rxfer.v1.Transfer.DeregisterRegion:input_type -> rxfer.v1.DeregisterRegionRequest
+	12, // 37: rxfer.v1.Transfer.ListRegions:input_type -> rxfer.v1.ListRegionsRequest
+	31, // 38: rxfer.v1.Peer.Prepare:input_type -> rxfer.v1.PrepareRequest
+	38, // 39: rxfer.v1.Peer.Commit:input_type -> rxfer.v1.CommitRequest
+	40, // 40: rxfer.v1.Peer.Abort:input_type -> rxfer.v1.AbortRequest
+	16, // 41: rxfer.v1.Transfer.GetNodeInfo:output_type -> rxfer.v1.NodeInfo
+	21, // 42: rxfer.v1.Transfer.Copy:output_type -> rxfer.v1.TransferInfo
+	21, // 43: rxfer.v1.Transfer.GetTransfer:output_type -> rxfer.v1.TransferInfo
+	24, // 44: rxfer.v1.Transfer.ListTransfers:output_type -> rxfer.v1.ListTransfersResponse
+	26, // 45: rxfer.v1.Transfer.CancelTransfer:output_type -> rxfer.v1.CancelTransferResponse
+	9,  // 46: rxfer.v1.Transfer.RegisterRegion:output_type -> rxfer.v1.RegionInfo
+	11, // 47: rxfer.v1.Transfer.DeregisterRegion:output_type -> rxfer.v1.DeregisterRegionResponse
+	13, // 48: rxfer.v1.Transfer.ListRegions:output_type -> rxfer.v1.ListRegionsResponse
+	36, // 49: rxfer.v1.Peer.Prepare:output_type -> rxfer.v1.PrepareResponse
+	39, // 50: rxfer.v1.Peer.Commit:output_type -> rxfer.v1.CommitResponse
+	41, // 51: rxfer.v1.Peer.Abort:output_type -> rxfer.v1.AbortResponse
+	41, // [41:52] is the sub-list for method output_type
+	30, // [30:41] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_rxfer_v1_rxfer_proto_init() }
@@ -3197,8 +3659,8 @@ func file_rxfer_v1_rxfer_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rxfer_v1_rxfer_proto_rawDesc), len(file_rxfer_v1_rxfer_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   32,
+			NumEnums:      7,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

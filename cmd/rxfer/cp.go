@@ -43,6 +43,10 @@ type cpOptions struct {
 	verify     pb.VerifyMode
 	noResume   bool
 	retries    int
+	// recursive (-r) copies a directory as a tree; contents: its SRC ended
+	// in "/" (the directory's contents go into DST); preserve keeps mode,
+	// mtime and owner.
+	recursive, contents, preserve bool
 }
 
 // creds are how the CLI connects to nodes.
@@ -63,6 +67,9 @@ func cmdCp(args []string) error {
 	dataEnc := fs.String("data-encryption", "", "TCP data-channel encryption for this copy: auto, on or off (default: the sending node's --data-encryption)")
 	verify := fs.String("verify", "crc32c", "crc32c, or mac: also a whole-file keyed BLAKE3 compared before commit (tampering on any data path is DataLoss)")
 	fs.BoolVar(&o.noResume, "no-resume", false, "start over even if the destination keeps a partial file of this source")
+	fs.BoolVar(&o.recursive, "r", false, "copy a directory and everything in it (a file copies as without -r)")
+	fs.BoolVar(&o.recursive, "recursive", false, "same as -r")
+	fs.BoolVar(&o.preserve, "preserve", true, "with -r: keep mode, mtime and (on a destination running as root) owner")
 	fs.IntVar(&o.retries, "retries", DefaultRetries, "run the copy again this many times after a transient failure (unreachable or restarting node, reset connection), with backoff; each attempt resumes")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rxfer cp [flags] SRC DST\n  SRC, DST: a local path or %s\n", endpointForms)
@@ -93,6 +100,15 @@ func cmdCp(args []string) error {
 	dst, err := parseEndpoint(fs.Arg(1))
 	if err != nil {
 		return usageError{err.Error()}
+	}
+	if o.recursive {
+		o.contents = src.Region == nil && len(src.Path) > 1 && strings.HasSuffix(src.Path, "/")
+		if src.Region != nil || dst.Region != nil {
+			return usagef("-r copies directories, not regions")
+		}
+		if o.verify == pb.VerifyMode_VERIFY_MODE_MAC {
+			return usagef("--verify mac does not combine with -r (every chunk of a tree is CRC32C-verified)")
+		}
 	}
 	if o.token, err = readToken(*tokenFile); err != nil {
 		return err
@@ -131,6 +147,8 @@ func remoteCopy(ctx context.Context, node string, o cpOptions, req *pb.CopyReque
 	defer conn.Close()
 	req.Overwrite, req.Transport, req.ChunkSize, req.Streams, req.NoResume = o.force, o.policy, o.chunkSize, int32(o.streams), o.noResume
 	req.DataEncryption, req.Verify = o.encryption, o.verify
+	req.Recursive, req.NoPreserve = o.recursive, !o.preserve
+	req.TreeContents = req.TreeContents || o.contents
 	stream, err := pb.NewTransferClient(conn).Copy(ctx, req)
 	if err != nil {
 		return err
@@ -204,6 +222,9 @@ func localDest(p string) (dir, rel string) {
 func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep reporter) error {
 	// Like cp and scp, follow a symlink the user names: the CLI acts with the
 	// user's own rights, so there is no export root to escape.
+	if o.recursive && srcPath == "/" {
+		return usagef("rxfer cp -r / copies the whole file system: name a directory")
+	}
 	if p, err := filepath.EvalSymlinks(srcPath); err == nil {
 		srcPath = p
 	}
@@ -236,6 +257,7 @@ func push(ctx context.Context, srcPath string, dst endpoint, o cpOptions, rep re
 		SourcePath: filepath.Base(srcPath), DestNode: dst.Node, DestPath: destPath, Overwrite: o.force,
 		Policy: policy, ChunkSize: o.chunkSize, Streams: o.streams, NoResume: o.noResume,
 		DataEncryption: transfer.DataEncryption(o.encryption), Verify: transfer.VerifyMode(o.verify),
+		Recursive: o.recursive, Contents: o.contents, Preserve: o.preserve,
 	}
 	if r := dst.Region; r != nil {
 		req.DestPath, req.DestRegion = "", &transfer.RegionRef{Name: r.Name, Offset: r.Offset, Length: r.Length}
@@ -264,13 +286,16 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 			return usagef("source %s has no file name: name the local file", src)
 		}
 		rel = "/" + name
-		if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.IsDir() {
+		if o.contents {
+			rel = "/" // SRC/: the tree's contents go into the directory itself
+		}
+		if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.IsDir() && !o.recursive {
 			return localErr(filepath.Join(dir, name), fmt.Errorf("%w: it is a directory", transfer.ErrExists))
 		}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	expect := &transfer.Expectation{DestPath: rel, Overwrite: o.force, Violated: cancel}
+	expect := &transfer.Expectation{DestPath: rel, Overwrite: o.force, AllowTree: o.recursive, Violated: cancel}
 	d, err := newLocalNode(dir, host, expect)
 	if err != nil {
 		return localErr(dstPath, err)
@@ -296,7 +321,7 @@ func pull(ctx context.Context, src endpoint, dstPath string, o cpOptions, rep re
 	defer srv.Stop()
 	err = remoteCopy(ctx, src.Node, o, &pb.CopyRequest{
 		SourcePath: src.Path, SourceRegion: src.Region, DestNode: lis.Addr().String(), DestPath: rel, DestToken: token,
-		DestTlsSha256: pin,
+		DestTlsSha256: pin, TreeContents: o.recursive, // a tree's root is exactly rel, fixed here
 	}, rep)
 	if cause := context.Cause(ctx); errors.Is(cause, transfer.ErrUnexpected) {
 		return service.ToStatus(fmt.Errorf("source node %s misbehaved and was refused (nothing was written for it): %w", src.Node, cause))

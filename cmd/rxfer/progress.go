@@ -87,6 +87,7 @@ type lineReporter struct {
 	lastState pb.State
 	lastTenth int64
 	attempts
+	treeReport
 }
 
 func (r *lineReporter) retry(n int, cause string, wait time.Duration) {
@@ -104,15 +105,16 @@ func (r *lineReporter) event(e *pb.TransferInfo) {
 		}
 		fmt.Fprintf(r.out, "%s: %s%s\n", e.TransferId, stateName(e.State), note)
 	}
+	r.warn(r.out, e)
 	if e.State == pb.State_STATE_MOVING && e.BytesTotal > 0 {
 		if tenth := e.BytesDone * 10 / e.BytesTotal; tenth > r.lastTenth {
 			r.lastTenth = tenth
-			fmt.Fprintf(r.out, "%s: %3d%% %s of %s, %s/s\n", e.TransferId, tenth*10,
+			fmt.Fprintf(r.out, "%s: %3d%% %s%s of %s, %s/s\n", e.TransferId, tenth*10, r.files(e),
 				size(e.BytesDone), size(e.BytesTotal), size(int64(e.RateBytesPerSec)))
 		}
 	}
 	if e.State == pb.State_STATE_COMMITTED {
-		fmt.Fprintln(r.out, summary(e))
+		fmt.Fprintln(r.out, r.summary(e))
 	}
 }
 
@@ -125,6 +127,7 @@ type barReporter struct {
 	bar         *mpb.Bar
 	final       *pb.TransferInfo
 	attempts
+	treeReport
 }
 
 func (r *barReporter) retry(n int, cause string, wait time.Duration) {
@@ -138,6 +141,7 @@ func (r *barReporter) retry(n int, cause string, wait time.Duration) {
 
 func (r *barReporter) event(e *pb.TransferInfo) {
 	r.stamp(e)
+	r.warn(r.errOut, e)
 	if r.bar == nil && e.State == pb.State_STATE_MOVING {
 		if note := resumeNote(e); note != "" {
 			fmt.Fprintln(r.errOut, strings.TrimPrefix(note, "; "))
@@ -146,12 +150,15 @@ func (r *barReporter) event(e *pb.TransferInfo) {
 	if r.bar == nil && e.BytesTotal >= 0 && e.State >= pb.State_STATE_MOVING {
 		r.p = mpb.New(mpb.WithOutput(r.errOut), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 		r.bar = r.p.AddBar(e.BytesTotal,
-			mpb.PrependDecorators(decor.Name(e.DestPath+" ", decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f")),
+			mpb.PrependDecorators(decor.Name(e.DestPath+" ", decor.WCSyncSpaceR), decor.Any(r.barFiles), decor.CountersKibiByte("% .1f / % .1f")),
 			mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), decor.Name(" "),
 				decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace), decor.Name(" ETA "),
 				decor.AverageETA(decor.ET_STYLE_GO)))
 	}
 	if r.bar != nil {
+		r.tree.Store(e.Tree)
+		r.filesDone.Store(e.FilesDone)
+		r.filesTotal.Store(e.FilesTotal)
 		r.bar.SetCurrent(e.BytesDone)
 	}
 	if e.State.Number() >= pb.State_STATE_COMMITTED.Number() {
@@ -169,7 +176,7 @@ func (r *barReporter) done() {
 		r.p.Wait()
 	}
 	if r.final != nil && r.final.State == pb.State_STATE_COMMITTED {
-		fmt.Fprintln(r.out, summary(r.final))
+		fmt.Fprintln(r.out, r.summary(r.final))
 	}
 }
 

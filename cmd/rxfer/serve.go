@@ -55,6 +55,8 @@ func cmdServe(args []string) error {
 	rdmaChunk := fs.Int64("rdma-chunk-size", transfer.DefaultRDMAChunk, "chunk size when a transfer may use RDMA")
 	partialTTL := fs.Duration("partial-ttl", transfer.DefaultPartialTTL, "how long the partial file of a failed copy is kept for a resume (swept at start-up and periodically)")
 	debugAddr := addDebugFlag(fs)
+	treeEntries := fs.Int("tree-max-entries", transfer.DefaultTreeMaxEntries, "most entries (directories, files, links) of a directory tree this node receives in one copy")
+	treeBytes := fs.Int64("tree-max-manifest-bytes", transfer.DefaultTreeMaxManifestBytes, "largest manifest of a directory tree this node receives (names and link targets, plus 64 bytes an entry)")
 	rdmaIdle := fs.Duration("rdma-idle-expiry", transfer.DefaultRDMAIdleExpiry, "how long an idle queue pair to a peer is kept for reuse (negative: never reuse)")
 	metricsListen := fs.String("metrics-listen", metrics.DefaultListen, `address serving Prometheus metrics at /metrics ("" turns it off; unauthenticated: keep it on loopback or a monitoring network)`)
 	drainTimeout := fs.Duration("drain-timeout", DefaultDrainTimeout, "on SIGTERM, how long running transfers may finish before they are cancelled (partial files kept for a resume); a second SIGTERM stops at once")
@@ -67,6 +69,9 @@ func cmdServe(args []string) error {
 	}
 	if *rdmaLanes < 1 || *rdmaLanes > transfer.MaxRDMALanes {
 		return usagef("--rdma-lanes %d: want 1 to %d", *rdmaLanes, transfer.MaxRDMALanes)
+	}
+	if *treeEntries < 1 || *treeBytes < 1 {
+		return usagef("--tree-max-entries and --tree-max-manifest-bytes must be positive")
 	}
 	if *partialTTL <= 0 {
 		return usagef("--partial-ttl %v: want a positive duration", *partialTTL)
@@ -141,7 +146,7 @@ func cmdServe(args []string) error {
 		ID: cmp.Or(*nodeID, host), Root: r, Data: data, MaxConcurrent: *maxTransfers, MaxRegistered: *maxRegistered,
 		MaxTransfersPerClient: *perClient, MaxReservedPerClient: *reservedPerClient, FirstByteTimeout: *firstByte,
 		ChunkSize: *chunk, Streams: *streams, SendMode: sendMode, Logger: log, DataEncryption: encryption, NoKTLS: !*useKTLS,
-		PartialTTL: *partialTTL, Observer: m.Observer(),
+		PartialTTL: *partialTTL, Observer: m.Observer(), TreeMaxEntries: *treeEntries, TreeMaxManifestBytes: *treeBytes,
 		RDMA: transfer.RDMAConfig{Options: rdma.Options{Device: *rdmaDevice, GIDIndex: *gidIndex},
 			Disabled: *noRDMA, Slots: *rdmaSlots, Depth: *rdmaDepth, Lanes: *rdmaLanes, Chunk: *rdmaChunk, IdleExpiry: *rdmaIdle},
 	})

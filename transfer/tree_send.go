@@ -1,0 +1,178 @@
+package transfer
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rxfer/rxfer/chunk"
+	"github.com/rxfer/rxfer/internal/crc32c"
+)
+
+// treeSource is the sending side of a tree: its manifest, and its files
+// opened on demand for the chunks that read them (chunk.Layout).
+type treeSource struct {
+	root     *Root
+	base     string // the tree's root beneath the export root
+	m        *TreeManifest
+	layout   *treeLayout
+	warnings []string
+	cache    *fileCache
+
+	mu        sync.Mutex
+	left      []int // chunks not yet verified that hold bytes of each layout file
+	filesDone int64
+	bufs      sync.Pool
+}
+
+// openTree walks the tree at p for a push.
+func (n *Node) openTree(p string) (*treeSource, error) {
+	m, warnings, err := n.cfg.Root.WalkTree(p, n.treeLimits())
+	if err != nil {
+		return nil, err
+	}
+	t := &treeSource{root: n.cfg.Root, base: p, m: m, layout: newTreeLayout(m), warnings: warnings}
+	t.cache = newFileCache(t.openFile, treeOpenFiles)
+	return t, nil
+}
+
+// openFile opens layout file i (a regular file, not followed through a link).
+func (t *treeSource) openFile(i int) (*os.File, error) {
+	e := t.m.Entries[t.layout.files[i]]
+	f, st, err := t.root.OpenSource(treeSourcePath(t.base, e.Path))
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < e.Size {
+		f.Close()
+		return nil, fmt.Errorf("%w: source file %s shrank from %d to %d bytes during the copy", ErrSourceChanged, shown(e.Path), e.Size, st.Size())
+	}
+	return f, nil
+}
+
+// Extents implements chunk.Layout: the files stay open until release.
+func (t *treeSource) Extents(c chunk.Chunk) ([]chunk.Extent, error) {
+	return t.cache.extents(t.layout, c.Index, c.Offset, int64(c.Length))
+}
+
+// crc reads stream bytes [off, off+n) and returns their CRC32C.
+func (t *treeSource) crc(i int, off, n int64) (uint32, error) {
+	ext, err := t.cache.extents(t.layout, uint32(i), off, n)
+	if err != nil {
+		return 0, err
+	}
+	defer t.cache.release(uint32(i))
+	bp, _ := t.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 1<<20)
+		bp = &b
+	}
+	defer t.bufs.Put(bp)
+	buf := *bp
+	var sum uint32
+	for _, e := range ext {
+		for at := e.Offset; at < e.Offset+e.Length; {
+			k, err := e.File.ReadAt(buf[:min(int64(len(buf)), e.Offset+e.Length-at)], at)
+			if k == 0 {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, fmt.Errorf("%w: reading source file %s: %v", ErrSourceChanged, shown(e.File.Name()), err)
+			}
+			sum = crc32c.Update(sum, buf[:k])
+			at += int64(k)
+		}
+	}
+	return sum, nil
+}
+
+// startProgress counts, for each file, the chunks holding its bytes; files
+// without data bytes are done from the start.
+func (t *treeSource) startProgress(plan ChunkPlan) {
+	t.left = make([]int, len(t.layout.files))
+	for i := range plan.Count() {
+		off, n := plan.Span(i)
+		for _, f := range t.layout.filesIn(off, n) {
+			t.left[f]++
+		}
+	}
+	for _, l := range t.left {
+		if l == 0 {
+			t.filesDone++
+		}
+	}
+}
+
+// verified counts chunk i as verified and returns the files done and the
+// last file it completed ("" if none).
+func (t *treeSource) verified(plan ChunkPlan, i int) (int64, string) {
+	off, n := plan.Span(i)
+	files := t.layout.filesIn(off, n)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := ""
+	for _, f := range files {
+		if t.left[f]--; t.left[f] == 0 {
+			t.filesDone++
+			last = t.m.Entries[t.layout.files[f]].Path
+		}
+	}
+	return t.filesDone, last
+}
+
+// filesTotal is what a tree's progress counts: regular files and links.
+func (t *treeSource) filesTotal() int64 {
+	var n int64
+	for _, e := range t.m.Entries {
+		if e.Kind != TreeDir {
+			n++
+		}
+	}
+	return n
+}
+
+// describe names the files of stream bytes [off, off+n), for an error
+// about the chunk holding them.
+func (t *treeSource) describe(off, n int64) string {
+	var names []string
+	for _, f := range t.layout.filesIn(off, n) {
+		if len(names) == 3 {
+			names = append(names, "...")
+			break
+		}
+		names = append(names, shown(t.m.Entries[t.layout.files[f]].Path))
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (file " + strings.Join(names, ", ") + ")"
+}
+
+func (t *treeSource) close() { t.cache.close() }
+
+// isDir reports whether p beneath the root is a directory.
+func (r *Root) isDir(p string) bool {
+	fd, err := r.openatFD(p, unix.O_PATH, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+}
+
+// treeName is the name a tree's root gets inside an existing destination
+// directory: the source directory's base name.
+func treeName(p string) string {
+	switch b := path.Base(path.Join("/", p)); b {
+	case "/", ".":
+		return ""
+	default:
+		return b
+	}
+}
