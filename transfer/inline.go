@@ -44,8 +44,7 @@ func (d *InlineData) GetCRC32C() uint32 {
 // a parked queue pair and says it went over RDMA).
 func (p *push) inlineEligible(req PushRequest) bool {
 	return p.plan.Size > 0 && p.plan.Size <= MaxInlineSize && p.plan.Size <= p.plan.ChunkSize &&
-		req.DestRegion == nil && p.tree == nil && req.Policy != PolicyRDMA && len(p.rdma) == 0 && p.verify != VerifyMAC &&
-		len(p.data) == int(p.plan.Size)
+		req.DestRegion == nil && p.tree == nil && req.Policy != PolicyRDMA && len(p.rdma) == 0 && p.verify != VerifyMAC
 }
 
 // inlineCommitted records a commit the destination made in its Prepare.

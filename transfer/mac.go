@@ -60,7 +60,7 @@ type macResult struct {
 
 // startMAC makes the transfer's key and starts hashing the source's mapping
 // (data, the transfer's bytes) beside the sending. nil without --verify mac.
-func startMAC(mode VerifyMode, data []byte) (*sourceMAC, error) {
+func startMAC(mode VerifyMode, data []byte, release bool) (*sourceMAC, error) {
 	if mode != VerifyMAC {
 		return nil, nil
 	}
@@ -82,12 +82,18 @@ func startMAC(mode VerifyMode, data []byte) (*sourceMAC, error) {
 				res = macResult{err: fmt.Errorf("%w: source file changed while being read (%v)", ErrInvalid, r)}
 			}
 		}()
+		done := 0 // hashed and released: the hash faults pages back in behind the CRCs' releases
 		for off := 0; off < len(data); off += macStep {
 			if m.stop.Load() {
 				res.err = fmt.Errorf("%w: MAC abandoned", ErrCanceled)
 				return
 			}
-			h.Write(data[off:min(off+macStep, len(data))])
+			end := min(off+macStep, len(data))
+			h.Write(data[off:end])
+			if release && (end-done >= releaseBatch || end == len(data)) {
+				releasePages(data, int64(done), int64(end-done))
+				done = end
+			}
 		}
 		res.sum = h.Sum(nil)
 	}()

@@ -62,11 +62,12 @@ const (
 	releaseAfterAck
 )
 
-// releaseBatch is how many bytes of the mapping a scheduler drops at once:
-// each release flushes the TLB of every CPU the daemon runs on (IPIs, costly
-// in a VM), so one per 8 MiB chunk cost a 1 GiB copy about a tenth of its
-// rate; one per 64 MiB keeps the resident source under that.
-const releaseBatch = 64 << 20
+// releaseBatch is how many bytes of the mapping a scheduler (or the source's
+// MAC, which reads it too) drops at once: each release flushes the TLB of
+// every CPU the daemon runs on (IPIs, costly in a VM), and one per 8 MiB
+// chunk looked a few percent slower; per 32 MiB the resident source stays
+// within two batches.
+const releaseBatch = 32 << 20
 
 // releaseUpTo drops the mapping's pages below end once a batch of them is
 // done with, or all of them at the end.

@@ -293,13 +293,15 @@ func (p *push) maybeEmit() {
 // destination, move every chunk, commit.
 func (p *push) run(ctx context.Context, req PushRequest) error {
 	p.rec.setState(StatePreparing)
-	p.emit()
+	if !p.inlineEligible(req) { // an inline copy's Prepare is its whole life: one event less per small copy
+		p.emit()
+	}
 	if err := p.mapSource(); err != nil {
 		return err
 	}
 	defer p.unmapSource()
 	var inline *InlineData
-	if p.inlineEligible(req) {
+	if p.inlineEligible(req) && len(p.data) == int(p.plan.Size) {
 		inline = &InlineData{Bytes: p.data, CRC32C: crc32c.Checksum(p.data)}
 	}
 	resp, err := p.prepare(ctx, req, inline)
@@ -321,7 +323,7 @@ func (p *push) prepare(ctx context.Context, req PushRequest, inline *InlineData)
 	rec := p.rec
 	registered := p.registerAhead()
 	var err error
-	if p.mac, err = startMAC(p.verify, p.data); err != nil {
+	if p.mac, err = startMAC(p.verify, p.data, !p.register); err != nil {
 		return PrepareResponse{}, err
 	}
 	var macKey []byte
@@ -362,13 +364,17 @@ func (p *push) prepare(ctx context.Context, req PushRequest, inline *InlineData)
 	rec.info.Transport = resp.Transport
 	rec.info.FallbackReason = resp.FallbackReason
 	rec.info.DestPath = resp.FinalPath
-	rec.info.State = StateMoving
+	if resp.Committed == nil {
+		rec.info.State = StateMoving
+	}
 	rec.mu.Unlock()
 	if len(p.rdma) > 0 && resp.Transport == TransportTCP && req.Policy == PolicyAuto {
 		// Both ends offered RDMA, and the destination could not set it up.
 		p.node.cfg.Observer.RDMAFailover(FailoverSetup)
 	}
-	p.emit()
+	if resp.Committed == nil { // an inline copy is done: its next event is the last
+		p.emit()
+	}
 	return resp, nil
 }
 

@@ -277,6 +277,7 @@ func runBenchTable(t *testing.T, plan benchPlan) *benchTable {
 
 	// Row 4 and the fd/goroutine rows of 5: 4 KiB copies on loopback.
 	b.add(benchLatency(t, plan, broken)...)
+	b.add(benchLatencyTmpfs(t, plan, broken)...)
 	if r, err := benchControlTLS(t.TempDir(), plan.ControlRounds); err != nil {
 		b.add(broken("control plane mTLS cost per 4 KiB copy", "<= 1 ms", err))
 	} else {

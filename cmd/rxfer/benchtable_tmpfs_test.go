@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // benchHugeTmpfs is row 1's copy into a tmpfs mounted huge=within_size,
@@ -38,4 +44,41 @@ func benchHugeTmpfs(t *testing.T, p netnsPair, plan benchPlan, src *daemon, srcN
 		return infoRow(metric, "GB/s", best(rates), note)
 	}
 	return ratioRow(metric, "GB/s", best(rates), iperf, "iperf3 -Z", 0, note)
+}
+
+// benchLatencyTmpfs is row 4's API copy between daemons whose roots are
+// tmpfs, reported next to row 4 (disk roots): a tmpfs fsync returns at
+// once, so this is the protocol's share of row 4, and the difference is
+// the two fsyncs a durable commit costs on the disk (file, then directory).
+func benchLatencyTmpfs(t *testing.T, plan benchPlan, broken func(string, string, error) benchRow) []benchRow {
+	t.Helper()
+	api := fmt.Sprintf("4t. 4 KiB copy via the gRPC API, loopback, tmpfs roots, %d copies", plan.APICopies)
+	srcRoot, dstRoot := mountTmpfs(t, "64m"), mountTmpfs(t, "64m")
+	a := startDaemon(t, daemonConfig{ID: "bench-api-tmpfs-src", Root: srcRoot})
+	d := startDaemon(t, daemonConfig{ID: "bench-api-tmpfs-dst", Root: dstRoot})
+	small := make([]byte, 4<<10)
+	rand.Read(small)
+	writeFile(t, a.Path("small.bin"), small)
+	conn, err := grpc.NewClient(a.Control, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return []benchRow{broken(api, "reported", err)}
+	}
+	defer conn.Close()
+	var ms []float64
+	for i := range plan.APICopies + 20 { // the first 20 warm the connections
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		start := time.Now()
+		err := copyRPC(ctx, conn, "/small.bin", d.Control, "/small.bin")
+		cancel()
+		if err != nil {
+			return []benchRow{broken(api, "reported", err)}
+		}
+		if i >= 20 {
+			ms = append(ms, float64(time.Since(start).Microseconds())/1e3)
+		}
+	}
+	return []benchRow{
+		infoRow(api+", p50", "ms", percentile(ms, 50), "as row 4 but both roots on tmpfs (fsync returns at once): the protocol's share"),
+		infoRow(api+", p99", "ms", percentile(ms, 99), ""),
+	}
 }
