@@ -37,8 +37,21 @@ func (n *Node) openTree(p string) (*treeSource, error) {
 		return nil, err
 	}
 	t := &treeSource{root: n.cfg.Root, base: p, m: m, layout: newTreeLayout(m), warnings: warnings}
-	t.cache = newFileCache(t.openFile, treeOpenFiles)
+	t.cache = newFileCache(t.openFile, sourceOpenFiles())
 	return t, nil
+}
+
+// sourceOpenFiles is how many unpinned files a tree's source keeps open. A
+// chunk's CRC reads its files some chunks before its send does: with 128
+// open, a chunk of 2,000 small files was opened twice, a quarter of the
+// source's CPU for 10,000 files of 4 KiB; 4,096 (at most a quarter of the
+// descriptor limit) keeps them open from one pass to the other.
+func sourceOpenFiles() int {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil {
+		return treeOpenFiles
+	}
+	return int(max(treeOpenFiles, min(4096, lim.Cur/4)))
 }
 
 // openFile opens layout file i (a regular file, not followed through a link).
