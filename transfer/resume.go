@@ -275,30 +275,11 @@ func (n *Node) openResumable(d *Destination, req PrepareRequest, rs *resumeState
 		}
 	}
 	// A fresh journal: the header for this transfer and a record for every
-	// chunk offered. The name is unlinked first so that O_EXCL creates a file
-	// of our own (never truncating a file someone linked there).
-	unix.Unlinkat(dfd, d.journal, 0)
-	jfd, err := unix.Openat(dfd, d.journal, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// chunk offered.
+	jf, seed, err := createJournal(d.dir, d.journal, JournalHeader{ChunkSize: plan.ChunkSize, Source: rs.identity, FinalName: d.name, Client: clientHost(req.Client), ID: req.ID}, plan, rs.present)
 	if err != nil {
 		d.Remove()
 		return false, fmt.Errorf("creating the chunk journal of %s: %w", shown(d.FinalPath), osErr(err))
-	}
-	jf := os.NewFile(uintptr(jfd), d.journal)
-	b, seed := AppendJournalHeader(nil, JournalHeader{ChunkSize: plan.ChunkSize, Source: rs.identity, FinalName: d.name, Client: clientHost(req.Client), ID: req.ID})
-	for _, c := range rs.present {
-		off, l := plan.Span(int(c.Index))
-		b = AppendJournalRecord(b, seed, JournalRecord{Index: c.Index, Length: uint32(l), Offset: off, CRC: c.CRC})
-	}
-	if _, err := jf.Write(b); err == nil {
-		err = unix.Fdatasync(jfd)
-	}
-	if err == nil {
-		err = d.dir.Sync()
-	}
-	if err != nil {
-		jf.Close()
-		d.Remove()
-		return false, fmt.Errorf("writing the chunk journal of %s: %w", shown(d.FinalPath), osErr(err))
 	}
 	rs.journal = newJournalWriter(f, jf, seed, n.logger(rs.rec))
 	return false, nil
@@ -527,4 +508,34 @@ func (n *Node) regionGeneration(name string) uint64 {
 		return uint64(r.info.Created.UnixNano())
 	}
 	return 0
+}
+
+// createJournal creates a fresh journal named name in dir: the header h and
+// a record for every chunk already present, durable (the file, then dir)
+// before it returns. The name is unlinked first so that O_EXCL creates a
+// file of our own (never truncating a file someone linked there).
+func createJournal(dir *os.File, name string, h JournalHeader, plan ChunkPlan, present []ResumedChunk) (*os.File, uint32, error) {
+	dfd := int(dir.Fd())
+	unix.Unlinkat(dfd, name, 0)
+	jfd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	jf := os.NewFile(uintptr(jfd), name)
+	b, seed := AppendJournalHeader(nil, h)
+	for _, c := range present {
+		off, l := plan.Span(int(c.Index))
+		b = AppendJournalRecord(b, seed, JournalRecord{Index: c.Index, Length: uint32(l), Offset: off, CRC: c.CRC})
+	}
+	if _, err = jf.Write(b); err == nil {
+		err = unix.Fdatasync(jfd)
+	}
+	if err == nil {
+		err = dir.Sync()
+	}
+	if err != nil {
+		jf.Close()
+		return nil, 0, err
+	}
+	return jf, seed, nil
 }

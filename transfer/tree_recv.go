@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"slices"
 	"time"
@@ -273,29 +272,11 @@ func (n *Node) recheckTree(d *treeDest, recs []JournalRecord, plan ChunkPlan, rs
 // for each chunk offered) and starts journaling; its group commits make
 // the data durable with syncfs.
 func (n *Node) startTreeJournal(d *treeDest, req PrepareRequest, rs *resumeState) error {
-	rfd := int(d.root.Fd())
 	d.journal = treeJournalName()
-	unix.Unlinkat(rfd, d.journal, 0)
-	jfd, err := unix.Openat(rfd, d.journal, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
+	jf, seed, err := createJournal(d.root, d.journal, JournalHeader{ChunkSize: req.ChunkSize, Source: rs.identity, FinalName: path.Base(d.rootPath), Client: clientHost(req.Client), ID: req.ID}, plan, rs.present)
 	if err != nil {
 		return fmt.Errorf("creating the chunk journal of %s: %w", shown(d.rootPath), osErr(err))
-	}
-	jf := os.NewFile(uintptr(jfd), d.journal)
-	plan := ChunkPlan{Size: req.Size, ChunkSize: req.ChunkSize}
-	b, seed := AppendJournalHeader(nil, JournalHeader{ChunkSize: req.ChunkSize, Source: rs.identity, FinalName: path.Base(d.rootPath), Client: clientHost(req.Client), ID: req.ID})
-	for _, c := range rs.present {
-		off, l := plan.Span(int(c.Index))
-		b = AppendJournalRecord(b, seed, JournalRecord{Index: c.Index, Length: uint32(l), Offset: off, CRC: c.CRC})
-	}
-	if _, err := jf.Write(b); err == nil {
-		err = unix.Fdatasync(jfd)
-	}
-	if err == nil {
-		err = d.root.Sync()
-	}
-	if err != nil {
-		jf.Close()
-		return fmt.Errorf("writing the chunk journal of %s: %w", shown(d.rootPath), osErr(err))
 	}
 	rs.journal = newJournalWriter(d.root, jf, seed, n.logger(rs.rec))
 	rs.journal.syncfs = true

@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rxfer/rxfer/chunk"
 	"github.com/rxfer/rxfer/internal/crc32c"
+	"github.com/rxfer/rxfer/internal/treetest"
 )
 
 // manifest builds a manifest from "path kind" pairs (kinds d, f, l=target).
@@ -194,61 +193,8 @@ func makeTree(t *testing.T, dir string) {
 	})
 }
 
-// sameTree compares two trees entry by entry: kind, content, mode, mtime,
-// link targets; sparse files must stay sparse.
-func sameTree(t *testing.T, src, dst string) {
-	t.Helper()
-	n := 0
-	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		rel, _ := filepath.Rel(src, p)
-		q := filepath.Join(dst, rel)
-		var a, b unix.Stat_t
-		if err := unix.Lstat(p, &a); err != nil {
-			t.Fatal(err)
-		}
-		if a.Mode&unix.S_IFMT == unix.S_IFIFO {
-			if _, err := os.Lstat(q); err == nil {
-				t.Errorf("%s: a FIFO was copied", rel)
-			}
-			return nil
-		}
-		if err := unix.Lstat(q, &b); err != nil {
-			t.Errorf("%s: %v", rel, err)
-			return nil
-		}
-		n++
-		switch {
-		case a.Mode != b.Mode:
-			t.Errorf("%s: mode %o, want %o", rel, b.Mode, a.Mode)
-		case a.Mode&unix.S_IFMT != unix.S_IFLNK && a.Mtim != b.Mtim:
-			t.Errorf("%s: mtime %v, want %v", rel, b.Mtim, a.Mtim)
-		}
-		switch a.Mode & unix.S_IFMT {
-		case unix.S_IFLNK:
-			x, _ := os.Readlink(p)
-			y, _ := os.Readlink(q)
-			if x != y {
-				t.Errorf("%s: link to %q, want %q", rel, y, x)
-			}
-		case unix.S_IFREG:
-			x, _ := os.ReadFile(p)
-			y, _ := os.ReadFile(q)
-			if !bytes.Equal(x, y) {
-				t.Errorf("%s: content differs", rel)
-			}
-			if a.Blocks*512 < a.Size && b.Blocks > a.Blocks+64 {
-				t.Errorf("%s: sparse source (%d blocks) became %d blocks", rel, a.Blocks, b.Blocks)
-			}
-		}
-		return nil
-	})
-	if n == 0 {
-		t.Fatal("nothing compared")
-	}
-}
+// sameTree compares the trees entry by entry (treetest.Same).
+func sameTree(t testing.TB, src, dst string) { t.Helper(); treetest.Same(t, src, dst) }
 
 // copyTreeDirect copies a tree from p.src to p.dst through the engine's
 // sink and layout, without a network transport: each chunk is read with

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	pb "github.com/rxfer/rxfer/api/rxferv1"
+	"github.com/rxfer/rxfer/internal/treetest"
 )
 
 // genTree writes the tree issue 17's tests copy: nested and empty
@@ -61,65 +60,8 @@ func genTree(t testing.TB, dir string) int {
 	return files
 }
 
-// sameTree compares the trees entry by entry: type, content, mode, mtime
-// and link targets; a sparse source file must stay sparse, and special
-// files are not copied.
-func sameTree(t testing.TB, src, dst string) {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		q := filepath.Join(dst, rel)
-		var a, b unix.Stat_t
-		if err := unix.Lstat(p, &a); err != nil {
-			return err
-		}
-		if a.Mode&unix.S_IFMT == unix.S_IFIFO {
-			if _, err := os.Lstat(q); err == nil {
-				t.Errorf("%s: a FIFO was copied", rel)
-			}
-			return nil
-		}
-		if err := unix.Lstat(q, &b); err != nil {
-			t.Errorf("%s: %v", rel, err)
-			return nil
-		}
-		n++
-		switch {
-		case a.Mode != b.Mode:
-			t.Errorf("%s: mode %o, want %o", rel, b.Mode, a.Mode)
-		case a.Mode&unix.S_IFMT != unix.S_IFLNK && a.Mtim != b.Mtim:
-			t.Errorf("%s: mtime %v, want %v", rel, b.Mtim, a.Mtim)
-		}
-		switch a.Mode & unix.S_IFMT {
-		case unix.S_IFLNK:
-			x, _ := os.Readlink(p)
-			y, _ := os.Readlink(q)
-			if x != y {
-				t.Errorf("%s: link to %q, want %q", rel, y, x)
-			}
-		case unix.S_IFREG:
-			x, _ := os.ReadFile(p)
-			y, _ := os.ReadFile(q)
-			if !bytes.Equal(x, y) {
-				t.Errorf("%s: content differs", rel)
-			}
-			if a.Blocks*512 < a.Size/2 && b.Blocks*512 > a.Size/2 {
-				t.Errorf("%s: a sparse source (%d blocks of %d bytes) became %d blocks", rel, a.Blocks, a.Size, b.Blocks)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n == 0 {
-		t.Fatal("nothing compared")
-	}
-}
+// sameTree compares the trees entry by entry (treetest.Same).
+func sameTree(t testing.TB, src, dst string) { t.Helper(); treetest.Same(t, src, dst) }
 
 var treeSummary = regexp.MustCompile(`^copied (\d+) files?, [0-9.]+ ([KMG]i)?B in [0-9.]+s `)
 
