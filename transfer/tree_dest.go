@@ -252,8 +252,15 @@ func (n *Node) createTree(rootPath string, exists bool, m *TreeManifest, overwri
 				}
 			}
 			if fd < 0 {
-				unix.Unlinkat(pfd, partial, 0)
-				fd, err = unix.Openat(pfd, partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+				// O_EXCL: a file of our own, never one someone linked there;
+				// a stale one goes first (tried only then: one syscall less
+				// a file for a fresh tree).
+				const create = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+				fd, err = unix.Openat(pfd, partial, create, 0o644)
+				if err == unix.EEXIST {
+					unix.Unlinkat(pfd, partial, 0)
+					fd, err = unix.Openat(pfd, partial, create, 0o644)
+				}
 				if err != nil {
 					return nil, fmt.Errorf("creating the partial file of %s: %w", shown(path.Join(rootPath, e.Path)), osErr(err))
 				}
