@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -318,28 +320,16 @@ func (d *treeDest) Commit() error {
 	rfd := int(d.root.Fd())
 	dirs := dirCache{root: rfd}
 	defer dirs.close()
+	// Each file's directory is opened first (one walk, cached); then the
+	// per-file work, a few syscalls each, runs on every CPU: for 10,000
+	// small files it was a third of the copy, one core busy and one idle.
+	type item struct {
+		e   TreeEntry
+		pfd int
+		ino uint64 // a regular file's inode, as created
+	}
+	var items []item
 	fi := 0
-	for _, e := range d.m.Entries[1:] {
-		if e.Kind != TreeFile {
-			continue
-		}
-		pfd, err := dirs.get(path.Dir(e.Path))
-		if err != nil {
-			return d.fail(e, "opening its directory", err)
-		}
-		partial := treePartialName(path.Base(e.Path))
-		var st unix.Stat_t
-		if err := unix.Fstatat(pfd, partial, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Ino != d.inos[fi] || st.Mode&unix.S_IFMT != unix.S_IFREG {
-			return fmt.Errorf("%w: the partial file of %s is not the file received; nothing more was published", ErrCorrupt, shown(path.Join(d.rootPath, e.Path)))
-		}
-		fi++
-		if err := d.applyMeta(pfd, partial, e, 0); err != nil {
-			return d.fail(e, "setting its metadata", err)
-		}
-	}
-	if err := unix.Syncfs(rfd); err != nil {
-		return fmt.Errorf("syncfs under %s: %w", shown(d.rootPath), osErr(err))
-	}
 	for _, e := range d.m.Entries[1:] {
 		if e.Kind == TreeDir {
 			continue
@@ -348,6 +338,40 @@ func (d *treeDest) Commit() error {
 		if err != nil {
 			return d.fail(e, "opening its directory", err)
 		}
+		it := item{e: e, pfd: pfd}
+		if e.Kind == TreeFile {
+			it.ino = d.inos[fi]
+			fi++
+		}
+		items = append(items, it)
+	}
+	err := parallelEach(len(items), func(i int) error {
+		it := items[i]
+		if it.e.Kind != TreeFile {
+			return nil
+		}
+		partial := treePartialName(path.Base(it.e.Path))
+		var st unix.Stat_t
+		if err := unix.Fstatat(it.pfd, partial, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Ino != it.ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fmt.Errorf("%w: the partial file of %s is not the file received; nothing more was published", ErrCorrupt, shown(path.Join(d.rootPath, it.e.Path)))
+		}
+		if err := d.applyMeta(it.pfd, partial, it.e, 0); err != nil {
+			return d.fail(it.e, "setting its metadata", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := unix.Syncfs(rfd); err != nil {
+		return fmt.Errorf("syncfs under %s: %w", shown(d.rootPath), osErr(err))
+	}
+	flags := uint(unix.RENAME_NOREPLACE)
+	if d.overwrite {
+		flags = 0
+	}
+	err = parallelEach(len(items), func(i int) error {
+		e, pfd := items[i].e, items[i].pfd
 		name := path.Base(e.Path)
 		partial := treePartialName(name)
 		if e.Kind == TreeSymlink {
@@ -359,13 +383,13 @@ func (d *treeDest) Commit() error {
 				return d.fail(e, "setting its metadata", err)
 			}
 		}
-		flags := uint(unix.RENAME_NOREPLACE)
-		if d.overwrite {
-			flags = 0
-		}
 		if err := unix.Renameat2(pfd, partial, pfd, name, flags); err != nil {
 			return d.fail(e, "renaming it into place", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if d.journal != "" { // every file is in place: nothing to resume (before the root's mtime is set)
 		unix.Unlinkat(rfd, d.journal, 0)
@@ -505,4 +529,41 @@ func (r *Root) removeDir(p string) {
 // released.
 func (d *treeDest) extents(c chunk.Chunk, off int64) ([]chunk.Extent, error) {
 	return d.cache.extents(d.layout, c.Index, off, int64(c.Length))
+}
+
+// parallelEach runs f(0) ... f(n-1) on up to GOMAXPROCS goroutines, each
+// taking a contiguous run, and returns the first error (the others stop at
+// their next item).
+func parallelEach(n int, f func(i int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), 8, max(1, n/256)) // a few hundred items a goroutine at least
+	if workers <= 1 {
+		for i := range n {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var failed atomic.Bool
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() {
+			for i := lo; i < hi && !failed.Load(); i++ {
+				if err := f(i); err != nil {
+					errs[w] = err
+					failed.Store(true)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
