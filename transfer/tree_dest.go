@@ -51,7 +51,8 @@ type treeDest struct {
 	created   []string
 	inos      []uint64 // inode of each file's partial (layout order)
 	cache     *fileCache
-	journal   string // the journal's name in root ("" = none)
+	dirs      dirCache // the tree's directories, for openFile (under the cache's lock)
+	journal   string   // the journal's name in root ("" = none)
 	once      sync.Once
 }
 
@@ -243,56 +244,108 @@ func (n *Node) createTree(rootPath string, exists bool, m *TreeManifest, overwri
 				return nil, fmt.Errorf("creating directory %s: %w", shown(path.Join(rootPath, e.Path)), osErr(err))
 			}
 		case TreeFile:
-			partial := treePartialName(name)
-			fd := -1
-			if resume {
-				fd, err = unix.Openat(pfd, partial, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-				var st unix.Stat_t
-				if err == nil && (unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1) {
-					unix.Close(fd) // not a file of our own: replaced below
-					fd = -1
-				}
+			// A fresh copy creates a file holding data bytes when its first
+			// chunk lands (openFile): Prepare stays short, and a file costs
+			// one open instead of two. Files without data bytes, and every
+			// file of a resumed copy, are created (or found) here.
+			if !resume && len(e.ranges()) > 0 {
+				fi++
+				continue
 			}
-			if fd < 0 {
-				// O_EXCL: a file of our own, never one someone linked there;
-				// a stale one goes first (tried only then: one syscall less
-				// a file for a fresh tree).
-				const create = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-				fd, err = unix.Openat(pfd, partial, create, 0o644)
-				if err == unix.EEXIST {
-					unix.Unlinkat(pfd, partial, 0)
-					fd, err = unix.Openat(pfd, partial, create, 0o644)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("creating the partial file of %s: %w", shown(path.Join(rootPath, e.Path)), osErr(err))
-				}
-			}
-			var st unix.Stat_t
-			err = unix.Ftruncate(fd, e.Size)
-			if err == nil {
-				err = unix.Fstat(fd, &st)
-			}
-			unix.Close(fd)
+			ino, err := createPartial(pfd, treePartialName(name), e, resume)
 			if err != nil {
-				return nil, fmt.Errorf("sizing the partial file of %s: %w", shown(path.Join(rootPath, e.Path)), osErr(err))
+				return nil, fmt.Errorf("creating the partial file of %s: %w", shown(path.Join(rootPath, e.Path)), osErr(err))
 			}
-			d.inos[fi] = st.Ino
+			d.inos[fi] = ino
 			fi++
 		}
 	}
+	d.dirs = dirCache{root: int(d.root.Fd())}
 	d.cache = newFileCache(d.openFile, treeOpenFiles)
+	d.cache.onClose = d.dirs.close
 	return d, nil
 }
 
-// openFile opens layout file i's partial file for the cache.
+// createPartial creates partial in directory pfd for file e, sized to
+// e.Size, and returns its inode; with resume, a partial of our own already
+// there is kept (its verified chunks are what the copy resumes).
+func createPartial(pfd int, partial string, e TreeEntry, resume bool) (uint64, error) {
+	fd := -1
+	var err error
+	if resume {
+		fd, err = unix.Openat(pfd, partial, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		var st unix.Stat_t
+		if err == nil && (unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1) {
+			unix.Close(fd) // not a file of our own: replaced below
+			fd = -1
+		}
+	}
+	if fd < 0 {
+		if fd, err = createExcl(pfd, partial); err != nil {
+			return 0, err
+		}
+	}
+	defer unix.Close(fd)
+	return sizePartial(fd, e)
+}
+
+// createExcl creates partial in pfd, O_EXCL: a file of our own, never one
+// someone linked there; a stale one goes first (tried only then: one
+// syscall less a file for a fresh tree).
+func createExcl(pfd int, partial string) (int, error) {
+	const create = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(pfd, partial, create, 0o644)
+	if err == unix.EEXIST {
+		unix.Unlinkat(pfd, partial, 0)
+		fd, err = unix.Openat(pfd, partial, create, 0o644)
+	}
+	return fd, err
+}
+
+// sizePartial gives fd e's size (a sparse file's holes stay holes) and
+// returns its inode. A dense file reaches its size as its bytes land, so
+// a fresh one needs no ftruncate.
+func sizePartial(fd int, e TreeEntry) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	fresh := e.Data == nil && st.Size == 0 // its bytes will make its size
+	if st.Size != e.Size && !fresh {
+		if err := unix.Ftruncate(fd, e.Size); err != nil {
+			return 0, err
+		}
+	}
+	return st.Ino, nil
+}
+
+// openFile opens layout file i's partial file for the cache (it holds the
+// cache's lock), creating it when its first chunk lands.
 func (d *treeDest) openFile(i int) (*os.File, error) {
 	e := d.m.Entries[d.layout.files[i]]
-	rel := path.Join(path.Dir(e.Path), treePartialName(path.Base(e.Path)))
-	fd, err := openBeneath(int(d.root.Fd()), rel, unix.O_RDWR|unix.O_NOFOLLOW, 0)
-	if err != nil {
+	dir, name := path.Dir(e.Path), treePartialName(path.Base(e.Path))
+	fail := func(err error) (*os.File, error) {
 		return nil, fmt.Errorf("partial file of %s: %w", shown(path.Join(d.rootPath, e.Path)), osErr(err))
 	}
-	return os.NewFile(uintptr(fd), rel), nil
+	pfd, err := d.dirs.get(dir)
+	if err != nil {
+		return fail(err)
+	}
+	var fd int
+	if d.inos[i] == 0 {
+		if fd, err = createExcl(pfd, name); err == nil {
+			d.inos[i], err = sizePartial(fd, e)
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
+	} else {
+		fd, err = unix.Openat(pfd, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return os.NewFile(uintptr(fd), path.Join(dir, name)), nil
 }
 
 // fileName is the final path of layout file i, for errors.
@@ -355,7 +408,7 @@ func (d *treeDest) Commit() error {
 		if err := unix.Fstatat(it.pfd, partial, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Ino != it.ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return fmt.Errorf("%w: the partial file of %s is not the file received; nothing more was published", ErrCorrupt, shown(path.Join(d.rootPath, it.e.Path)))
 		}
-		if err := d.applyMeta(it.pfd, partial, it.e, 0); err != nil {
+		if err := d.applyMeta(it.pfd, partial, it.e, 0, &st); err != nil {
 			return d.fail(it.e, "setting its metadata", err)
 		}
 		return nil
@@ -379,7 +432,7 @@ func (d *treeDest) Commit() error {
 			if err := unix.Symlinkat(e.Target, pfd, partial); err != nil {
 				return d.fail(e, "creating the link", err)
 			}
-			if err := d.applyMeta(pfd, partial, e, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := d.applyMeta(pfd, partial, e, unix.AT_SYMLINK_NOFOLLOW, nil); err != nil {
 				return d.fail(e, "setting its metadata", err)
 			}
 		}
@@ -410,7 +463,7 @@ func (d *treeDest) Commit() error {
 		if e.Path == "." {
 			pfd, name = rfd, "."
 		}
-		if err := d.applyMeta(pfd, name, e, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := d.applyMeta(pfd, name, e, unix.AT_SYMLINK_NOFOLLOW, nil); err != nil {
 			return d.fail(e, "setting its metadata", err)
 		}
 	}
@@ -451,17 +504,21 @@ func (d *treeDest) fail(e TreeEntry, what string, err error) error {
 }
 
 // applyMeta gives name in pfd e's owner (as root), mode and mtime, or,
-// unless the manifest says Preserve, leaves it as created.
-func (d *treeDest) applyMeta(pfd int, name string, e TreeEntry, flags int) error {
+// unless the manifest says Preserve, leaves it as created. With st (name's
+// stat), an owner or mode it already has is not set again: for a tree of
+// small files that is two syscalls a file.
+func (d *treeDest) applyMeta(pfd int, name string, e TreeEntry, flags int, st *unix.Stat_t) error {
 	if !d.m.Preserve {
 		return nil
 	}
-	if d.asRoot {
+	chowned := false
+	if d.asRoot && (st == nil || st.Uid != e.UID || st.Gid != e.GID) {
 		if err := unix.Fchownat(pfd, name, int(e.UID), int(e.GID), flags|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
+		chowned = true // it may have cleared set-user/group-ID bits
 	}
-	if e.Kind != TreeSymlink { // a link's mode means nothing on Linux
+	if e.Kind != TreeSymlink && (st == nil || chowned || st.Mode&0o7777 != e.Mode) { // a link's mode means nothing on Linux
 		if err := unix.Fchmodat(pfd, name, e.Mode, 0); err != nil {
 			return err
 		}

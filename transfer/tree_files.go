@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"container/list"
+	"errors"
 	"os"
 	"sync"
 
@@ -25,8 +26,9 @@ type fileCache struct {
 	lru   *list.List // unpinned files, most recent at the front
 	// pins are the files each chunk's extents pinned, per send of it (a
 	// chunk may be asked for again before an earlier send ended).
-	pins   map[uint32][][]int
-	closed bool
+	pins    map[uint32][][]int
+	closed  bool
+	onClose func() // run by close, under mu (what open uses goes with the files)
 }
 
 type cachedFile struct {
@@ -48,6 +50,9 @@ func (c *fileCache) get(i int) (*os.File, error) {
 		}
 		cf.refs++
 		return cf.f, nil
+	}
+	if c.closed {
+		return nil, errFilesClosed
 	}
 	f, err := c.open(i)
 	if err != nil {
@@ -136,7 +141,14 @@ func (c *fileCache) close() {
 	}
 	clear(c.pins)
 	c.lru.Init()
+	if c.onClose != nil {
+		c.onClose()
+		c.onClose = nil
+	}
 }
+
+// errFilesClosed refuses a file to a chunk that comes after the transfer's end.
+var errFilesClosed = errors.New("the transfer's files are closed")
 
 // openCount is the number of files open (for tests).
 func (c *fileCache) openCount() int {

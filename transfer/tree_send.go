@@ -23,6 +23,7 @@ type treeSource struct {
 	layout   *treeLayout
 	warnings []string
 	cache    *fileCache
+	dirs     dirCache // the tree's directories, for openFile (under the cache's lock)
 
 	mu        sync.Mutex
 	left      []int // chunks not yet verified that hold bytes of each layout file
@@ -36,8 +37,26 @@ func (n *Node) openTree(p string) (*treeSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &treeSource{root: n.cfg.Root, base: p, m: m, layout: newTreeLayout(m), warnings: warnings}
+	t, err := newTreeSource(n.cfg.Root, p, m)
+	if err != nil {
+		return nil, err
+	}
+	t.warnings = warnings
+	return t, nil
+}
+
+// newTreeSource reads the files of manifest m, walked at base beneath root.
+func newTreeSource(root *Root, base string, m *TreeManifest) (*treeSource, error) {
+	fd, err := root.openatFD(base, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("source %w", err)
+	}
+	t := &treeSource{root: root, base: base, m: m, layout: newTreeLayout(m), dirs: dirCache{root: fd}}
 	t.cache = newFileCache(t.openFile, sourceOpenFiles())
+	t.cache.onClose = func() {
+		t.dirs.close()
+		unix.Close(fd)
+	}
 	return t, nil
 }
 
@@ -54,18 +73,41 @@ func sourceOpenFiles() int {
 	return int(max(treeOpenFiles, min(4096, lim.Cur/4)))
 }
 
-// openFile opens layout file i (a regular file, not followed through a link).
+// openFile opens layout file i (a regular file, not followed through a
+// link) from its directory, which is opened following no link at all: the
+// walk found a directory there, and a link put in its place during the
+// copy stops it. It holds the cache's lock.
 func (t *treeSource) openFile(i int) (*os.File, error) {
 	e := t.m.Entries[t.layout.files[i]]
-	f, st, err := t.root.OpenSource(treeSourcePath(t.base, e.Path))
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	changed := func(what string, err error) (*os.File, error) {
+		return nil, fmt.Errorf("%w: source file %s %s during the copy: %w", ErrSourceChanged, shown(e.Path), what, osErr(err))
+	}
+	pfd, err := t.dirs.get(dir)
 	if err != nil {
-		return nil, err
+		return changed("is no longer reachable", err)
 	}
-	if st.Size() < e.Size {
-		f.Close()
-		return nil, fmt.Errorf("%w: source file %s shrank from %d to %d bytes during the copy", ErrSourceChanged, shown(e.Path), e.Size, st.Size())
+	// O_NONBLOCK: a FIFO put in the file's place must not block the open.
+	fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return changed("cannot be opened", err)
 	}
-	return f, nil
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	switch {
+	case err != nil:
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = fmt.Errorf("it is now %s", fileType(st.Mode))
+	case st.Size < e.Size:
+		err = fmt.Errorf("it shrank from %d to %d bytes", e.Size, st.Size)
+	default:
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0) // clears O_NONBLOCK (no other status flag was set)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return changed("changed", err)
+	}
+	return os.NewFile(uintptr(fd), path.Join(t.base, e.Path)), nil
 }
 
 // Extents implements chunk.Layout: the files stay open until release.

@@ -439,8 +439,11 @@ func TestTreeFileCacheBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := &treeSource{root: root, base: "/", m: m, layout: newTreeLayout(m)}
-	src.cache = newFileCache(src.openFile, treeOpenFiles)
+	src, err := newTreeSource(root, "/", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.cache.max = treeOpenFiles
 	defer src.close()
 	plan := ChunkPlan{Size: src.layout.size, ChunkSize: 100} // ten files a chunk
 	most := 0
