@@ -10,6 +10,11 @@ type Extent struct {
 	File   *os.File
 	Offset int64 // in File
 	Length int64
+	// Data, in a Layout's answer only, are the extent's bytes already read
+	// (File and Offset are then unused): a source that read many small
+	// files to checksum a chunk sends them from memory, one write instead
+	// of a sendfile a file. Sinks give files, never Data.
+	Data []byte
 }
 
 // ExtentSink is a Sink whose chunks may span several files. A receiver that
@@ -27,8 +32,9 @@ type ExtentSink interface {
 // Layout tells a sender where the bytes of a chunk that may span several
 // files are: the extents, in order, whose lengths add up to c.Length. Their
 // files stay open until the sender's done callback for c returns (for a
-// re-sent chunk, Extents is asked again). An error fails the chunk like a
-// short read of a single source file.
+// re-sent chunk, Extents is asked again), and so does the memory of Data
+// extents. An error fails the chunk like a short read of a single source
+// file.
 type Layout interface {
 	Extents(c Chunk) ([]Extent, error)
 }

@@ -77,7 +77,7 @@ type SendOptions struct {
 	// Layout, when set, says where each chunk's bytes are (a directory
 	// tree's chunks span several files): Send's src is then unused and may
 	// be nil. Extents is asked once per chunk sent, before its header goes
-	// out; an error (or extents that do not add up, chunk.CheckExtents)
+	// out; an error (or extents that do not add up, chunk.CheckLayout)
 	// answers that chunk with done(c, err) and the stream goes on.
 	Layout chunk.Layout
 }
@@ -385,7 +385,7 @@ func (st *streamState) finish() error {
 func layoutExtents(l chunk.Layout, c chunk.Chunk) ([]chunk.Extent, error) {
 	exts, err := l.Extents(c)
 	if err == nil {
-		err = chunk.CheckExtents(c, exts)
+		err = chunk.CheckLayout(c, exts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %d: the source's layout: %w", c.Index, err)
@@ -440,10 +440,23 @@ func (st *streamState) writeChunk(c chunk.Chunk, exts []chunk.Extent) error {
 }
 
 // writeExtents sends the bytes of exts to w in order, gathering them by pread
-// into buf so that small extents share a write.
+// (or copy, for Data) into buf so that small extents share a write.
 func writeExtents(w io.Writer, buf []byte, exts []chunk.Extent) error {
 	fill := 0
 	for _, e := range exts {
+		for d := e.Data; len(d) > 0; {
+			k := copy(buf[fill:], d)
+			fill, d = fill+k, d[k:]
+			if fill == len(buf) {
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				fill = 0
+			}
+		}
+		if e.Data != nil {
+			continue
+		}
 		off, n := e.Offset, e.Length
 		for n > 0 {
 			k, err := e.File.ReadAt(buf[fill:fill+int(min(n, int64(len(buf)-fill)))], off)

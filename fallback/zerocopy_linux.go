@@ -241,9 +241,9 @@ func sendfileRange(conn *net.TCPConn, src *os.File, off, n int64) error {
 	return nil
 }
 
-// sendfileExtents is sendfileRange for each extent in turn. The socket is
-// corked meanwhile: Go sets TCP_NODELAY, so without TCP_CORK every small
-// extent would leave in a segment of its own.
+// sendfileExtents is sendfileRange for each extent in turn (a write for
+// Data). The socket is corked meanwhile: Go sets TCP_NODELAY, so without
+// TCP_CORK every small extent would leave in a segment of its own.
 func sendfileExtents(conn *net.TCPConn, exts []chunk.Extent) error {
 	if len(exts) > 1 {
 		setCork(conn, true)
@@ -251,6 +251,12 @@ func sendfileExtents(conn *net.TCPConn, exts []chunk.Extent) error {
 	}
 	for _, e := range exts {
 		if e.Length == 0 {
+			continue
+		}
+		if e.Data != nil {
+			if _, err := conn.Write(e.Data); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := sendfileRange(conn, e.File, e.Offset, e.Length); err != nil {

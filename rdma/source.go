@@ -33,7 +33,7 @@ type Source struct {
 	// tree's chunks span several files): a chunk's staging buffer is filled
 	// by pread from its extents in order. File, Bytes and Register must be
 	// unset. An Extents error (or extents that do not add up,
-	// chunk.CheckExtents) fails that chunk alone.
+	// chunk.CheckLayout) fails that chunk alone.
 	Layout chunk.Layout
 }
 
@@ -188,13 +188,17 @@ func (src *source) sge(buf int, c chunk.Chunk) (verbs.SGE, error) {
 func readExtents(l chunk.Layout, c chunk.Chunk, b []byte) error {
 	exts, err := l.Extents(c)
 	if err == nil {
-		err = chunk.CheckExtents(c, exts)
+		err = chunk.CheckLayout(c, exts)
 	}
 	if err != nil {
 		return fmt.Errorf("the source's layout: %w", err)
 	}
 	for _, e := range exts {
 		if e.Length == 0 {
+			continue
+		}
+		if e.Data != nil {
+			b = b[copy(b, e.Data):]
 			continue
 		}
 		n, err := e.File.ReadAt(b[:e.Length], e.Offset)

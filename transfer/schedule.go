@@ -186,7 +186,7 @@ func (p *push) attempt(ctx context.Context, send transportSend) error {
 	sendDone := done
 	if p.tree != nil {
 		// The chunk's files stay open until its verdict (chunk.Layout).
-		sendDone = func(c chunk.Chunk, err error) { done(c, err); p.tree.cache.release(c.Index) }
+		sendDone = func(c chunk.Chunk, err error) { done(c, err); p.tree.release(c.Index) }
 	}
 	sendErr := send(ctx, queue, sendDone)
 	ferr := <-feedErr

@@ -180,6 +180,9 @@ func (n *Node) openSource(req *PushRequest) (pushSource, error) {
 func (n *Node) admitPush(req PushRequest, src pushSource, streams int, lanes []*rdma.Sender, rdmaReason string, peer Peer,
 	progress func(Info), cancel context.CancelCauseFunc) (*push, error) {
 	chunkSize := n.chunkSize(req.ChunkSize, len(lanes) > 0)
+	if src.tree != nil && req.ChunkSize == 0 && len(lanes) == 0 {
+		chunkSize = src.tree.chunkSize(chunkSize)
+	}
 	rec := &record{cancel: cancel, peer: req.DestNode, info: Info{
 		ID: NewID(), State: StatePending, Direction: Outgoing, SourcePath: req.SourcePath,
 		DestNode: req.DestNode, DestPath: req.DestPath, BytesTotal: src.size,

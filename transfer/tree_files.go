@@ -110,6 +110,14 @@ func (c *fileCache) extents(l *treeLayout, idx uint32, off, n int64) ([]chunk.Ex
 	return out, nil
 }
 
+// pinNone records a send of chunk idx that pinned no file (its bytes were
+// in memory), so that its release unpins nothing.
+func (c *fileCache) pinNone(idx uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pins[idx] = append(c.pins[idx], nil)
+}
+
 // release unpins the files of the oldest outstanding extents of chunk idx.
 func (c *fileCache) release(idx uint32) {
 	c.mu.Lock()

@@ -29,7 +29,20 @@ type treeSource struct {
 	left      []int // chunks not yet verified that hold bytes of each layout file
 	filesDone int64
 	bufs      sync.Pool
+	// held are chunks of small files read for their CRC32C, kept until
+	// sent: their bytes leave in one write from memory instead of a
+	// sendfile a file, and each file is read once. heldBytes bounds them.
+	held      map[uint32][]byte
+	heldBytes int64
 }
+
+// A chunk whose extents average less than treeSmallExtent is held (read
+// once, sent from memory) while at most treeHeldMax bytes are: sendfile
+// costs more than the copy for a few KiB, and big files stay zero-copy.
+const (
+	treeSmallExtent = 64 << 10
+	treeHeldMax     = 16 << 20
+)
 
 // openTree walks the tree at p for a push.
 func (n *Node) openTree(p string) (*treeSource, error) {
@@ -110,18 +123,78 @@ func (t *treeSource) openFile(i int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path.Join(t.base, e.Path)), nil
 }
 
-// Extents implements chunk.Layout: the files stay open until release.
+// Extents implements chunk.Layout: the bytes of a held chunk, else its
+// files' extents, open until release.
 func (t *treeSource) Extents(c chunk.Chunk) ([]chunk.Extent, error) {
+	t.mu.Lock()
+	b, ok := t.held[c.Index]
+	t.mu.Unlock()
+	if ok && len(b) == int(c.Length) {
+		t.cache.pinNone(c.Index)
+		return []chunk.Extent{{Data: b, Length: int64(len(b))}}, nil
+	}
 	return t.cache.extents(t.layout, c.Index, c.Offset, int64(c.Length))
 }
 
-// crc reads stream bytes [off, off+n) and returns their CRC32C.
+// release ends a send of chunk idx: its files are unpinned and its held
+// bytes dropped (a resend reads the files again).
+func (t *treeSource) release(idx uint32) {
+	t.drop(idx)
+	t.cache.release(idx)
+}
+
+func (t *treeSource) drop(idx uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b, ok := t.held[idx]; ok {
+		t.heldBytes -= int64(len(b))
+		delete(t.held, idx)
+	}
+}
+
+// hold reserves n bytes for chunk i's held copy if its extents are small
+// files and the bound allows.
+func (t *treeSource) hold(ext []chunk.Extent, n int64) bool {
+	if len(ext) < 2 || n/int64(len(ext)) >= treeSmallExtent {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.heldBytes+n > treeHeldMax {
+		return false
+	}
+	t.heldBytes += n
+	return true
+}
+
+// crc reads stream bytes [off, off+n), chunk i, and returns their CRC32C,
+// keeping them when hold says so.
 func (t *treeSource) crc(i int, off, n int64) (uint32, error) {
 	ext, err := t.cache.extents(t.layout, uint32(i), off, n)
 	if err != nil {
 		return 0, err
 	}
 	defer t.cache.release(uint32(i))
+	if t.hold(ext, n) {
+		b := make([]byte, n)
+		fill := int64(0)
+		for _, e := range ext {
+			if k, err := e.File.ReadAt(b[fill:fill+e.Length], e.Offset); int64(k) < e.Length {
+				t.mu.Lock()
+				t.heldBytes -= n
+				t.mu.Unlock()
+				return 0, shortSource(e, err)
+			}
+			fill += e.Length
+		}
+		t.mu.Lock()
+		if t.held == nil {
+			t.held = make(map[uint32][]byte)
+		}
+		t.held[uint32(i)] = b
+		t.mu.Unlock()
+		return crc32c.Checksum(b), nil
+	}
 	bp, _ := t.bufs.Get().(*[]byte)
 	if bp == nil {
 		b := make([]byte, 1<<20)
@@ -134,16 +207,37 @@ func (t *treeSource) crc(i int, off, n int64) (uint32, error) {
 		for at := e.Offset; at < e.Offset+e.Length; {
 			k, err := e.File.ReadAt(buf[:min(int64(len(buf)), e.Offset+e.Length-at)], at)
 			if k == 0 {
-				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				return 0, fmt.Errorf("%w: reading source file %s: %v", ErrSourceChanged, shown(e.File.Name()), err)
+				return 0, shortSource(e, err)
 			}
 			sum = crc32c.Update(sum, buf[:k])
 			at += int64(k)
 		}
 	}
 	return sum, nil
+}
+
+// treeSmallChunk is the chunk size of a tree of small files over TCP: a
+// chunk of 8 MiB holds 2,000 files of 4 KiB, so a tree of 10,000 had five,
+// too few to keep four streams busy, and the first reached the destination
+// only after 2,000 files were read.
+const treeSmallChunk = 1 << 20
+
+// chunkSize is the chunk size for the tree given the node's: smaller for a
+// tree whose files average less than treeSmallExtent. It depends on the
+// manifest alone, so a rerun resumes with the same chunks.
+func (t *treeSource) chunkSize(def int64) int64 {
+	if n := len(t.layout.files); n > 0 && t.layout.size/int64(n) < treeSmallExtent {
+		return min(def, treeSmallChunk)
+	}
+	return def
+}
+
+// shortSource is the error of a read of e that came short.
+func shortSource(e chunk.Extent, err error) error {
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%w: reading source file %s: %v", ErrSourceChanged, shown(e.File.Name()), err)
 }
 
 // startProgress counts, for each file, the chunks holding its bytes; files
@@ -168,6 +262,7 @@ func (t *treeSource) startProgress(plan ChunkPlan) {
 func (t *treeSource) verified(plan ChunkPlan, i int) (int64, string) {
 	off, n := plan.Span(i)
 	files := t.layout.filesIn(off, n)
+	t.drop(uint32(i)) // a resumed chunk's CRC read it, and no send will
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	last := ""
