@@ -49,8 +49,33 @@ type scheduler struct {
 	acked    []bool
 	attempts []int
 	nAcked   int
-	next     int // first chunk never queued
+	next     int // first position in order never queued
 	retries  []chunk.Chunk
+	// order, when set, is the order chunks are first queued in (else
+	// 0, 1, ...): see stridedOrder.
+	order []int
+}
+
+// stridedOrder returns chunks 0..n-1 cut into k runs and interleaved (the
+// first chunk of each run, then the second of each, ...). The streams of a
+// tree with files larger than a chunk then write far apart, in different
+// files: in consecutive order they all wrote the same big file and queued
+// on its inode's lock (a mixed 2 GiB tree: the destination's CPU 5-10%
+// lower interleaved). A tree of small files keeps the plain order, which
+// measured cheaper for it (files created in one directory after another).
+func stridedOrder(n, k int) []int {
+	if k < 2 || n <= k {
+		return nil
+	}
+	order := make([]int, 0, n)
+	for j := 0; len(order) < n; j++ {
+		for r := range k {
+			if lo, hi := n*r/k, n*(r+1)/k; lo+j < hi {
+				order = append(order, lo+j)
+			}
+		}
+	}
+	return order
 }
 
 // releaseWhen is when a scheduler drops a chunk's pages of the mapping.
@@ -234,6 +259,9 @@ func (p *push) feed(ctx context.Context, queue chan<- chunk.Chunk, broken <-chan
 			c, s.retries = s.retries[0], s.retries[1:]
 		} else if s.next < len(s.crcs) {
 			i := s.next
+			if s.order != nil {
+				i = s.order[i]
+			}
 			s.next++
 			s.mu.Unlock()
 			off, n := s.plan.Span(i)

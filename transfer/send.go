@@ -459,6 +459,9 @@ func (p *push) move(ctx context.Context, resp PrepareResponse) error {
 	}
 	if p.tree != nil {
 		p.sched.crcOf = p.tree.crc
+		if p.tree.spansChunks(p.plan.ChunkSize) {
+			p.sched.order = stridedOrder(p.plan.Count(), p.rec.info.Streams)
+		}
 		p.tree.startProgress(p.plan)
 		p.rec.mu.Lock()
 		p.rec.info.FilesDone = p.tree.filesDone

@@ -232,6 +232,21 @@ func (t *treeSource) chunkSize(def int64) int64 {
 	return def
 }
 
+// spansChunks reports whether a file of the tree has more data bytes than
+// a chunk of size cs (so consecutive chunks may write the same file).
+func (t *treeSource) spansChunks(cs int64) bool {
+	file, sum := -1, int64(0)
+	for _, s := range t.layout.segs { // a file's segments are consecutive
+		if s.file != file {
+			file, sum = s.file, 0
+		}
+		if sum += s.n; sum > cs {
+			return true
+		}
+	}
+	return false
+}
+
 // shortSource is the error of a read of e that came short.
 func shortSource(e chunk.Extent, err error) error {
 	if err == nil || err == io.EOF {

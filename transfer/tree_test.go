@@ -505,3 +505,32 @@ func TestTreeToDestinationWithoutTrees(t *testing.T) {
 		t.Fatalf("the destination holds %v", names)
 	}
 }
+
+// stridedOrder is a permutation of the chunks whose first k entries start
+// the k runs, so k streams begin far apart.
+func TestStridedOrder(t *testing.T) {
+	for _, tc := range []struct{ n, k int }{{0, 4}, {3, 4}, {4, 4}, {5, 4}, {40, 4}, {257, 4}, {100, 1}, {100, 8}} {
+		order := stridedOrder(tc.n, tc.k)
+		if tc.k < 2 || tc.n <= tc.k {
+			if order != nil {
+				t.Errorf("n=%d k=%d: %v, want nil (the plain order)", tc.n, tc.k, order)
+			}
+			continue
+		}
+		seen := make([]bool, tc.n)
+		for _, i := range order {
+			if i < 0 || i >= tc.n || seen[i] {
+				t.Fatalf("n=%d k=%d: %v is not a permutation", tc.n, tc.k, order)
+			}
+			seen[i] = true
+		}
+		if len(order) != tc.n {
+			t.Fatalf("n=%d k=%d: %d entries", tc.n, tc.k, len(order))
+		}
+		for r := range tc.k {
+			if order[r] != tc.n*r/tc.k {
+				t.Errorf("n=%d k=%d: entry %d is chunk %d, want run %d's first, %d", tc.n, tc.k, r, order[r], r, tc.n*r/tc.k)
+			}
+		}
+	}
+}
