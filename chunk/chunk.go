@@ -89,13 +89,17 @@ func (s Status) Valid() bool { return s <= StatusInFlight }
 
 // RefusalStatus is the status that answers a chunk Sink.Admit refused with
 // err: StatusVerified or StatusInFlight for a chunk claimed before (the
-// connection may go on), otherwise StatusRejected.
+// connection may go on), StatusIO when the destination could not open or
+// create where the chunk goes (ErrReceiverIO: a full or failing file
+// system), otherwise StatusRejected.
 func RefusalStatus(err error) Status {
 	switch {
 	case errors.Is(err, ErrAlreadyVerified):
 		return StatusVerified
 	case errors.Is(err, ErrInFlight):
 		return StatusInFlight
+	case errors.Is(err, ErrReceiverIO):
+		return StatusIO
 	default:
 		return StatusRejected
 	}

@@ -300,6 +300,25 @@ func TestExtentSinkRefusal(t *testing.T) {
 	fx.CheckDest(t, false)
 }
 
+// A chunk whose files the ExtentSink cannot create or open (no space or
+// inodes left) is answered ErrReceiverIO, not "rejected": the source then
+// says the destination's file system is full or failing.
+func TestExtentSinkReceiverIO(t *testing.T) {
+	l := newListener(t, ListenConfig{})
+	fx := extenttest.NewTree(t, []int64{3000, 2000}, 5000)
+	fx.Sink.Refuse = func(c chunk.Chunk) error {
+		return fmt.Errorf("%w: creating f: no space left on device", chunk.ErrReceiverIO)
+	}
+	res := driveTree(t, l, fx, 0, SendOptions{Streams: 1})
+	if v := res.verdicts[0]; len(v) != 1 || !errors.Is(v[0], chunk.ErrReceiverIO) {
+		t.Fatalf("verdicts %v (Send: %v), want one ErrReceiverIO", v, res.err)
+	}
+	if v := fx.Sink.Verdicts(0); len(v) != 0 {
+		t.Fatalf("Landed called for a refused chunk: %v", v)
+	}
+	fx.CheckDest(t, false)
+}
+
 // A single-file source sent through chunk.SingleFile lands in a plain Sink:
 // the wire does not change with a Layout.
 func TestSingleFileLayoutToPlainSink(t *testing.T) {

@@ -414,9 +414,9 @@ func receive(c *dataConn, mac *frameMAC, s chunk.Sink, es chunk.ExtentSink, f *o
 		if err != nil {
 			// Not admitted, so Landed is not called; only the sender is told.
 			st := chunk.RefusalStatus(err)
-			if st == chunk.StatusRejected {
+			if st == chunk.StatusRejected || st == chunk.StatusIO {
 				q <- landing{c: ch, status: st, refused: true}
-				return fmt.Errorf("chunk %d: %w: %w", ch.Index, chunk.ErrRejected, err)
+				return fmt.Errorf("chunk %d: %w: %w", ch.Index, st.Err(), err)
 			}
 			// Claimed by another send (verified, or landing now): its bytes
 			// never reach the file, and the stream goes on after them.

@@ -220,11 +220,23 @@ func (n *Node) createTree(rootPath string, exists bool, m *TreeManifest, overwri
 		}
 		return nil, fmt.Errorf("destination %w", err)
 	}
+	made := d // an error return sets d to nil: remove what was made
 	defer func() {
 		if err != nil {
-			d.Remove()
+			made.Remove()
 		}
 	}()
+	if !resume {
+		// Files are created as their chunks land: what would fail them
+		// for want of space or inodes fails here, before a byte moves.
+		err := checkInodes(int(d.root.Fd()), len(m.Entries))
+		if err == nil && !exists { // an existing root's space was checked with its conflicts
+			err = checkFree(int(d.root.Fd()), d.layout.size)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	dirs := dirCache{root: int(d.root.Fd())}
 	defer dirs.close()
 	d.inos = make([]uint64, len(d.layout.files))
@@ -264,6 +276,17 @@ func (n *Node) createTree(rootPath string, exists bool, m *TreeManifest, overwri
 	d.cache = newFileCache(d.openFile, treeOpenFiles)
 	d.cache.onClose = d.dirs.close
 	return d, nil
+}
+
+// checkInodes refuses a tree of n entries (each may need an inode, and the
+// journal one more) on a file system of fd with fewer free inodes; one
+// that does not count them (Files 0) passes.
+func checkInodes(fd, n int) error {
+	var fs unix.Statfs_t
+	if unix.Fstatfs(fd, &fs) == nil && fs.Files > 0 && uint64(n) > fs.Ffree {
+		return fmt.Errorf("%w: the tree's %d entries need as many inodes, %d are free", ErrNoSpace, n, fs.Ffree)
+	}
+	return nil
 }
 
 // createPartial creates partial in directory pfd for file e, sized to

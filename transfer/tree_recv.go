@@ -298,7 +298,13 @@ func (s treeSink) AdmitExtents(c chunk.Chunk) ([]chunk.Extent, error) {
 		s.rec.mu.Lock()
 		s.claimed[c.Index] = false // no Landed follows a refused chunk
 		s.rec.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", chunk.ErrRejected, err)
+		// A file that cannot be created or opened (no space or inodes
+		// left, a failing disk) is the destination's I/O: the source says
+		// so, naming the chunk's files, instead of "rejected".
+		if errors.Is(err, errFilesClosed) {
+			return nil, fmt.Errorf("%w: %w", chunk.ErrRejected, err)
+		}
+		return nil, fmt.Errorf("%w: %w", chunk.ErrReceiverIO, err)
 	}
 	return ext, nil
 }

@@ -35,6 +35,10 @@ func treeFile(p string) *pb.TreeEntry {
 	return &pb.TreeEntry{Path: []byte(p), Kind: pb.TreeEntryKind_TREE_ENTRY_KIND_FILE, Size: 10, Mode: 0o644}
 }
 
+func bigFile(p string, size int64) *pb.TreeEntry {
+	return &pb.TreeEntry{Path: []byte(p), Kind: pb.TreeEntryKind_TREE_ENTRY_KIND_FILE, Size: size, Mode: 0o644}
+}
+
 func treeDir(p string) *pb.TreeEntry {
 	return &pb.TreeEntry{Path: []byte(p), Kind: pb.TreeEntryKind_TREE_ENTRY_KIND_DIRECTORY, Mode: 0o755}
 }
@@ -97,6 +101,9 @@ func TestHostileTreeManifests(t *testing.T) {
 		{"over the entry limit", "/t", many, codes.ResourceExhausted, "more than 100 entries (serve --tree-max-entries"},
 		{"root is a link out", "/escape", []*pb.TreeEntry{treeRoot(), treeFile("a")}, codes.AlreadyExists, `"/escape" exists and is not a directory`},
 		{"merge through a link", "/into", []*pb.TreeEntry{treeRoot(), treeDir("d"), treeFile("d/a")}, codes.AlreadyExists, `"/into/d" exists and is not a directory`},
+		// A new root is created before its space is checked: the refusal
+		// removes it (an error there once crashed the daemon).
+		{"more bytes than the disk has", "/t", []*pb.TreeEntry{treeRoot(), bigFile("a", 1<<39)}, codes.ResourceExhausted, "the tree's files need 549755813888 bytes"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
