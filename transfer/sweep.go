@@ -213,10 +213,63 @@ func (n *Node) removePartial(e *partialEntry, why string) {
 		return
 	}
 	defer dir.Close()
+	if e.partial == treePartialPrefix+"journal" {
+		removed := n.removeTreePartials(int(dir.Fd()), e.dirPath)
+		unix.Unlinkat(int(dir.Fd()), treeJournalName(), 0)
+		n.log.Info("removed a tree's partial files", "root", e.dirPath, "files", removed, "why", why)
+		return
+	}
 	unix.Unlinkat(int(dir.Fd()), e.partial, 0)
 	unix.Unlinkat(int(dir.Fd()), e.partial+journalSuffix, 0)
 	dir.Sync()
 	n.log.Info("removed partial file", "path", path.Join(e.dirPath, e.partial), "dest", e.finalPath, "why", why)
+}
+
+// removeTreePartials unlinks the partial files of the tree kept at
+// rootPath (open as fd): without its manifest, every regular file named
+// like one beneath it, following no link and skipping the roots of other
+// trees being copied or kept there. It returns how many it removed.
+func (n *Node) removeTreePartials(fd int, rootPath string) int {
+	others := make(map[string]bool)
+	n.mu.Lock()
+	for k := range n.partials {
+		if p, ok := strings.CutPrefix(k, "tree:"); ok && p != rootPath {
+			others[p] = true
+		}
+	}
+	n.mu.Unlock()
+	removed := 0
+	var walk func(fd int, dirPath string)
+	walk = func(fd int, dirPath string) {
+		names, err := readDirNames(fd)
+		if err != nil {
+			return
+		}
+		for _, name := range names {
+			if strings.HasPrefix(name, treePartialPrefix) {
+				var st unix.Stat_t
+				if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG &&
+					unix.Unlinkat(fd, name, 0) == nil {
+					removed++
+				}
+				continue
+			}
+			child := path.Join(dirPath, name)
+			if others[child] {
+				continue
+			}
+			cfd, err := openBeneath(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+			if err != nil {
+				continue // not a directory (or a link to one)
+			}
+			walk(cfd, child)
+			unix.Fsync(cfd)
+			unix.Close(cfd)
+		}
+	}
+	walk(fd, rootPath)
+	unix.Fsync(fd)
+	return removed
 }
 
 // keptInfo describes the kept partial file of transfer id.

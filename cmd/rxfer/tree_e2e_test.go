@@ -252,3 +252,76 @@ func TestTreeResumeAfterReceiverKill(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTreeCancelDiscard: a tree copy cancelled on its source leaves the
+// destination a resumable partial tree; `rxfer cancel --discard` there
+// removes all of it, the partial files in its subdirectories too (it once
+// removed only the journal, leaving them to the start-up sweep).
+func TestTreeCancelDiscard(t *testing.T) {
+	dstRoot := mountTmpfs(t, "512m")
+	p, src, dst := resumePair(t, "500mbit", dstRoot)
+	tree := src.Path("tree")
+	for i := range 24 {
+		dir := filepath.Join(tree, fmt.Sprintf("d%d", i/8))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeRandom(t, filepath.Join(dir, fmt.Sprintf("f%d", i)), 4<<20)
+	}
+	journal := filepath.Join(dstRoot, "tree", ".rxfer-partial-tjournal.journal")
+	moving := make(chan string, 1)
+	run := startRxfer(t, p.NS1, func(line string) {
+		var ev cpEvents
+		if e := ev.onLine(line); e != nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
+			select {
+			case moving <- e.TransferId:
+			default:
+			}
+		}
+	}, "cp", "-r", "--json", "--retries", "0", src.At("/tree"), dst.At("/"))
+	var id string
+	select {
+	case id = <-moving:
+	case <-time.After(cliTimeout):
+		t.Fatalf("the copy never moved:\n%s", run.Wait(t))
+	}
+	for guard := time.Now().Add(time.Minute); time.Now().Before(guard); time.Sleep(5 * time.Millisecond) {
+		if st, err := os.Stat(journal); err == nil && st.Size() > 200 {
+			break // a chunk is journaled: there is something to keep
+		}
+	}
+	if r := rxferIn(t, p.NS1, "cancel", src.Control, id); r.Code != 0 {
+		t.Fatalf("cancel on the source:\n%s", r)
+	}
+	if r := run.Wait(t); r.Code == 0 {
+		t.Fatalf("the copy was not cancelled:\n%s", r)
+	}
+	// The destination hears the source's abort and keeps the tree.
+	for guard := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := rxferIn(t, p.NS2, "status", dst.Control)
+		if regexp.MustCompile(regexp.QuoteMeta(id) + `\s.*resumable`).MatchString(r.Stdout) {
+			break
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("the destination does not list %s as resumable:\n%s", id, r)
+		}
+	}
+	partials := func() (n int) {
+		filepath.WalkDir(dstRoot, func(q string, d fs.DirEntry, err error) error {
+			if err == nil && strings.Contains(d.Name(), ".rxfer-partial-") {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	if partials() < 2 {
+		t.Fatalf("the kept tree has %d partial files; the test needs some beside its journal", partials())
+	}
+	if r := rxferIn(t, p.NS2, "cancel", "--discard", dst.Control, id); r.Code != 0 || !strings.Contains(r.Stdout, "discarded") {
+		t.Fatalf("cancel --discard on the destination:\n%s", r)
+	}
+	if n := partials(); n != 0 {
+		t.Errorf("%d partial files left behind by cancel --discard", n)
+	}
+}
