@@ -122,9 +122,14 @@ func (n *Node) sweepDir(dirPath string, now time.Time) (removed, kept int) {
 			// A tree's partial file or journal: its journal is in the
 			// tree's root, so it is kept until the TTL after its last write.
 			var pst unix.Stat_t
-			if ttl := n.partialTTL(); ttl > 0 && unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-				now.Sub(time.Unix(pst.Mtim.Unix())) > ttl {
+			if unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
+			}
+			mod := time.Unix(pst.Mtim.Unix())
+			if ttl := n.partialTTL(); ttl > 0 && now.Sub(mod) > ttl {
 				unlink(name, "a directory tree's partial file expired (serve --partial-ttl "+ttl.String()+")")
+			} else if name == treeJournalName() && n.keepTree(dfd, dirPath, mod) {
+				kept++
 			}
 			continue
 		}
@@ -171,6 +176,31 @@ func (n *Node) sweepDir(dirPath string, now time.Time) (removed, kept int) {
 		n.mu.Unlock()
 	}
 	return removed, kept
+}
+
+// keepTree registers the kept tree whose journal is in directory dfd (at
+// dirPath), so that status lists it, cancel --discard removes it and its
+// bytes count against its client, as a kept file's do.
+func (n *Node) keepTree(dfd int, dirPath string, mod time.Time) bool {
+	h, recs, err := readJournal(dfd, treeJournalName())
+	if err != nil {
+		return false // a rerun starts over and rewrites it; the TTL removes it otherwise
+	}
+	var verified int64
+	for _, r := range recs {
+		verified += int64(r.Length)
+	}
+	e := &partialEntry{key: "tree:" + dirPath, dirPath: dirPath, partial: treePartialPrefix + "journal", finalPath: dirPath,
+		kept: true, host: h.Client, size: h.Source.Size, verified: verified, id: h.ID,
+		source: h.Source.Node + ":" + h.Source.Path, modTime: mod}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.partials[e.key] != nil {
+		return false
+	}
+	n.partials[e.key] = e
+	n.quota.keep(e.host, e.size)
+	return true
 }
 
 // partialKeyOf names partial file name in the directory of stat dir

@@ -147,7 +147,15 @@ func (n *Node) prepareTree(req PrepareRequest, rec *record) (*treeDest, *resumeS
 	}
 	rs.entry = e
 	e.dirPath, e.partial, e.finalPath = rootPath, treePartialPrefix+"journal", rootPath
-	release, err := n.quota.take(&n.cfg, req.Client, req.Size, "", 0)
+	// A kept tree's reservation passes to the copy that takes it over (it
+	// was counted twice, and the kept one never given back).
+	n.mu.Lock()
+	creditHost, credit := e.host, int64(0)
+	if e.kept {
+		credit = e.size
+	}
+	n.mu.Unlock()
+	release, err := n.quota.take(&n.cfg, req.Client, req.Size, creditHost, credit)
 	if err == nil {
 		rec.release = release
 		if err = n.admit(rec); err != nil {

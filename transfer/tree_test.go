@@ -419,6 +419,15 @@ func TestTreeResumeSkipsJournaledChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameTree(t, filepath.Join(p.srcDir, "tree"), filepath.Join(p.dstDir, "tree"))
+	// Each kept tree's reservation went to the copy that resumed it: none is
+	// left counted against the client.
+	p.dst.quota.mu.Lock()
+	defer p.dst.quota.mu.Unlock()
+	for host, u := range p.dst.quota.held {
+		if u.reserved != 0 || u.transfers != 0 {
+			t.Errorf("client %s still holds %d bytes and %d transfers", host, u.reserved, u.transfers)
+		}
+	}
 }
 
 // TestTreeFileCacheBounded: a tree of many files is read with at most

@@ -218,10 +218,12 @@ func TestTreeResumeAfterReceiverKill(t *testing.T) {
 	}
 	journal := filepath.Join(dstRoot, "tree", ".rxfer-partial-tjournal.journal")
 	var once sync.Once
+	var id string
 	run := startRxfer(t, p.NS1, func(line string) {
 		var ev cpEvents
 		if e := ev.onLine(line); e != nil && e.State == pb.State_STATE_MOVING && e.BytesDone > 0 {
 			once.Do(func() {
+				id = e.TransferId
 				// Kill once the journal holds a record beyond its header.
 				for guard := time.Now().Add(time.Minute); time.Now().Before(guard); time.Sleep(5 * time.Millisecond) {
 					if st, err := os.Stat(journal); err == nil && st.Size() > 200 {
@@ -236,6 +238,9 @@ func TestTreeResumeAfterReceiverKill(t *testing.T) {
 		t.Fatalf("the copy was not interrupted:\n%s", r)
 	}
 	dst.restart()
+	// The restarted daemon lists the kept tree (its start-up sweep found
+	// the journal), so that cancel --discard could reach it.
+	waitResumable(t, p.NS2, dst.Control, id)
 	r := rxferIn(t, p.NS1, "cp", "-r", "--json", "--retries", "0", src.At("/tree"), dst.At("/"))
 	if r.Code != 0 {
 		t.Fatalf("the rerun failed:\n%s", r)
@@ -296,16 +301,7 @@ func TestTreeCancelDiscard(t *testing.T) {
 	if r := run.Wait(t); r.Code == 0 {
 		t.Fatalf("the copy was not cancelled:\n%s", r)
 	}
-	// The destination hears the source's abort and keeps the tree.
-	for guard := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		r := rxferIn(t, p.NS2, "status", dst.Control)
-		if regexp.MustCompile(regexp.QuoteMeta(id) + `\s.*resumable`).MatchString(r.Stdout) {
-			break
-		}
-		if time.Now().After(guard) {
-			t.Fatalf("the destination does not list %s as resumable:\n%s", id, r)
-		}
-	}
+	waitResumable(t, p.NS2, dst.Control, id) // the destination heard the source's abort and kept the tree
 	partials := func() (n int) {
 		filepath.WalkDir(dstRoot, func(q string, d fs.DirEntry, err error) error {
 			if err == nil && strings.Contains(d.Name(), ".rxfer-partial-") {
@@ -323,5 +319,20 @@ func TestTreeCancelDiscard(t *testing.T) {
 	}
 	if n := partials(); n != 0 {
 		t.Errorf("%d partial files left behind by cancel --discard", n)
+	}
+}
+
+// waitResumable waits, at most 30 s, until `rxfer status` of the node at
+// control lists transfer id as resumable.
+func waitResumable(t *testing.T, ns, control, id string) {
+	t.Helper()
+	for guard := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := rxferIn(t, ns, "status", control)
+		if regexp.MustCompile(regexp.QuoteMeta(id) + `\s.*resumable`).MatchString(r.Stdout) {
+			return
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("%s does not list %s as resumable:\n%s", control, id, r)
+		}
 	}
 }
