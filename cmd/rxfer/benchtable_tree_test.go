@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -57,7 +58,8 @@ const (
 	treeNetnsPort   = 7570 // destination daemon on the veth (+1: data)
 	treeLoSrcPort   = 7572 // loopback source daemon (+1: data)
 	treeLoDstPort   = 7574 // loopback destination daemon (+1: data)
-	treeRsyncPort   = 8970 // rsync daemon, module "tree", every address of NS2
+	treeHugePort    = 7576 // tree 3h: destination daemon on a huge=within_size tmpfs (+1: data)
+	treeRsyncPort   = 8970 // rsync daemon, modules "tree" and "treeh", every address of NS2
 	treeNCPort      = 8971 // nc -l of the tar baseline
 	treeSampleFiles = 16   // files per tree whose SHA-256 each copy must match (plus the last and the largest)
 )
@@ -194,6 +196,7 @@ type treeLink struct {
 	Host       string
 	Single     float64 // GB/s of the single big-file copy on this link
 	SingleNote string  // where Single comes from
+	Module     string  // the rsync daemon's module of Dst's root ("" = "tree")
 }
 
 // rxferTree copies tr with `rxfer cp -r` from Src to Dst's root (so it
@@ -207,10 +210,10 @@ func (l treeLink) rxferTree(t *testing.T, tr *benchTree) (float64, error) {
 	return r.Took.Seconds(), nil
 }
 
-// rsyncTree copies tr into the rsync daemon's module "tree" (the
-// destination root) with `rsync -a --whole-file` and returns its wall time.
+// rsyncTree copies tr into the rsync daemon's module of the destination
+// root with `rsync -a --whole-file` and returns its wall time.
 func (l treeLink) rsyncTree(tr *benchTree) (float64, error) {
-	return runIn(l.ClientNS, "rsync", "-a", "--whole-file", tr.Dir, fmt.Sprintf("rsync://%s:%d/tree/", l.Host, treeRsyncPort))
+	return runIn(l.ClientNS, "rsync", "-a", "--whole-file", tr.Dir, fmt.Sprintf("rsync://%s:%d/%s/", l.Host, treeRsyncPort, cmp.Or(l.Module, "tree")))
 }
 
 // tarNC copies srcDir's contents into dstDir (created) with `tar -cf - . |
@@ -274,12 +277,17 @@ func tarNC(serverNS, clientNS, host, srcDir, dstDir string) (float64, error) {
 	return time.Since(start).Seconds(), nil
 }
 
-// startTreeRsyncd serves dir as rsync module "tree" (writable, no chroot)
-// on port treeRsyncPort of every address of namespace ns, until the test
-// ends, and returns once it accepts connections.
-func startTreeRsyncd(t *testing.T, ns, clientNS, host, dir string) error {
+// startTreeRsyncd serves dir as rsync module "tree" (and hugeDir, if set,
+// as "treeh"; writable, no chroot) on port treeRsyncPort of every address
+// of namespace ns, until the test ends, and returns once it accepts
+// connections.
+func startTreeRsyncd(t *testing.T, ns, clientNS, host, dir, hugeDir string) error {
 	conf := filepath.Join(t.TempDir(), "rsyncd-tree.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("use chroot = no\nuid = root\ngid = root\n[tree]\n  path = %s\n  read only = no\n", dir)), 0o600); err != nil {
+	text := fmt.Sprintf("use chroot = no\nuid = root\ngid = root\n[tree]\n  path = %s\n  read only = no\n", dir)
+	if hugeDir != "" {
+		text += fmt.Sprintf("[treeh]\n  path = %s\n  read only = no\n", hugeDir)
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, "rsync", "--daemon", "--no-detach", "--config="+conf, fmt.Sprintf("--port=%d", treeRsyncPort))
@@ -480,12 +488,20 @@ func benchTrees(t *testing.T, p netnsPair, plan benchPlan, src *daemon, singleNa
 	links[1].Single = best(singles)
 	links[1].SingleNote = fmt.Sprintf("single file: %s copied the same way on this loopback, best of %d (daemon time, request to commit, as row 1)", size(plan.Size), plan.Rounds)
 
+	// Tree 3h: the mixed tree into a tmpfs with large folios (as row 1h).
+	hugeRoot, hugeErr := mountHugeTmpfs(t, tp.MixedBytes+tp.MixedMax+256<<20)
+	var huge *daemon
+	if hugeErr == nil {
+		huge = startDaemon(t, daemonConfig{NS: p.NS2, ID: "bench-tree-huge", Root: hugeRoot,
+			Listen: at(p.IP2, treeHugePort), DataListen: at(p.IP2, treeHugePort+1), Extra: serve})
+	}
+
 	var tools treeTools
 	if !have("rsync") {
 		tools.RsyncSkip = "rsync is not installed (make deps-bench)"
 	} else {
 		// One daemon in NS2 serves both links: no --address, so the veth's and lo's.
-		tools.RsyncErr = startTreeRsyncd(t, p.NS2, p.NS1, p.IP2, root)
+		tools.RsyncErr = startTreeRsyncd(t, p.NS2, p.NS1, p.IP2, root, hugeRoot)
 	}
 	if !have("nc") || !have("tar") || !have("ss") {
 		tools.TarSkip = "nc (netcat-openbsd), tar or ss is not installed (make deps-bench)"
@@ -498,10 +514,52 @@ func benchTrees(t *testing.T, p netnsPair, plan benchPlan, src *daemon, singleNa
 			rows = append(rows, treeRows(i+1, tr.desc, l, tr.tr, res, tr.rsyncWant, tr.singleWant, tools, broken)...)
 		}
 	}
+	rows = append(rows, treeHugeRow(t, p, links[0], huge, hugeRoot, hugeErr, mixed, trees[2].desc, plan.Rounds, tools, broken))
 	for _, tr := range trees {
 		os.RemoveAll(tr.tr.Dir)
 	}
 	return rows
+}
+
+// mountHugeTmpfs mounts a tmpfs of size bytes with huge=within_size for
+// the test, or says why it cannot.
+func mountHugeTmpfs(t *testing.T, size int64) (string, error) {
+	root := t.TempDir()
+	if out, err := system("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,huge=within_size", size), "rxfer-bench-tree-huge", root); err != nil {
+		return "", fmt.Errorf("cannot mount a tmpfs with huge=within_size: %v: %s", err, out)
+	}
+	t.Cleanup(func() { // registered before the daemon's: runs after it stopped
+		if out, err := system("umount", root); err != nil {
+			t.Errorf("umount %s: %v: %s", root, err, out)
+		}
+	})
+	return root, nil
+}
+
+// treeHugeRow is tree 3 across the veth into a tmpfs mounted
+// huge=within_size, rxfer and rsync each into it, reported next to tree
+// 3: into a default tmpfs the destination spends about a third of its CPU
+// allocating 4 KiB pages (as row 1), which large folios mostly save.
+func treeHugeRow(t *testing.T, p netnsPair, l treeLink, huge *daemon, hugeRoot string, hugeErr error, tr *benchTree, desc string, rounds int,
+	tools treeTools, broken func(string, string, error) benchRow) benchRow {
+	metric := fmt.Sprintf("tree 3h. %s, into a tmpfs root mounted huge=within_size, %s: rxfer cp -r vs rsync daemon --whole-file", desc, l.Name)
+	if hugeErr != nil {
+		return skipRow(metric, "reported", hugeErr.Error())
+	}
+	l.Dst, l.Module = huge, "treeh"
+	tools.TarSkip = "not run for 3h"
+	res := measureTree(t, l, p, tr, hugeRoot, rounds, tools)
+	note := fmt.Sprintf("%d files, %s; best of %d: rxfer %.3f s, rsync %.3f s; tree 3's rows are the same copies into a default tmpfs (4 KiB pages)",
+		tr.Files, size(tr.Bytes), rounds, minOr(res.RxSecs), minOr(res.RsyncSecs))
+	return treeRow(metric, 0, res, res.Rsync, "rsync", res.RsyncErr, tools.RsyncSkip, note, broken)
+}
+
+// minOr is the least of v, or 0 for none.
+func minOr(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	return slices.Min(v)
 }
 
 // The tree generators are deterministic and exact, verifyTree catches each
