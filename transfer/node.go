@@ -135,6 +135,9 @@ type Node struct {
 	draining  bool                     // no new transfers are admitted (drain.go)
 	idle      chan struct{}            // closed when draining and no transfer is active (drain.go)
 	trees     map[string]*treeBatches  // tree manifests arriving in batches (tree_recv.go)
+	// mapReads bounds the chunks whose CRC32C is being read from a source
+	// mapping at once, node-wide, to the CPUs (schedule.go).
+	mapReads chan struct{}
 
 	// pool owns the RDMA connections parked between transfers.
 	pool *rdma.Pool
@@ -197,6 +200,7 @@ func NewNode(cfg Config) *Node {
 		cfg.DataAddr = cfg.Data.Addr().String()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, transfers: make(map[key]*record), regions: make(map[string]*region),
+		mapReads: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		partials: make(map[string]*partialEntry)}
 	n.pool = rdma.NewPool(rdma.PoolConfig{Options: cfg.RDMA.Options, IdleExpiry: cfg.RDMA.IdleExpiry, Log: n.log,
 		Expired: func(outgoing bool, qpn uint32) {
