@@ -144,20 +144,7 @@ func (n *Node) prepareFile(req PrepareRequest, rec *record) (*Destination, *resu
 		return nil, nil, err
 	}
 	e.dirPath, e.partial, e.finalPath = d.DirPath, d.partial, d.FinalPath
-	n.mu.Lock()
-	creditHost, credit := e.host, int64(0)
-	if e.kept {
-		credit = e.size
-	}
-	n.mu.Unlock()
-	release, err := n.quota.take(&n.cfg, req.Client, req.Size, creditHost, credit)
-	if err == nil {
-		rec.release = release
-		if err = n.admit(rec); err != nil {
-			release()
-		}
-	}
-	if err != nil {
+	if err := n.reserveOver(e, rec, req); err != nil {
 		n.mu.Lock()
 		e.active = nil
 		if !e.kept {
@@ -207,6 +194,27 @@ func (n *Node) claimPartial(key string, rec *record, ident SourceIdentity) (*par
 		n.abortIncoming(old, StateFailed, fmt.Errorf("%w: superseded by transfer %s of the same source, which resumes it", ErrCanceled, rec.info.ID), false)
 	}
 	return nil, fmt.Errorf("%w: another transfer is writing this destination", ErrBusy)
+}
+
+// reserveOver takes req's reservation from its client's quota, the kept
+// partial e's (if any) passing to it, and admits rec.
+func (n *Node) reserveOver(e *partialEntry, rec *record, req PrepareRequest) error {
+	n.mu.Lock()
+	creditHost, credit := e.host, int64(0)
+	if e.kept {
+		credit = e.size
+	}
+	n.mu.Unlock()
+	release, err := n.quota.take(&n.cfg, req.Client, req.Size, creditHost, credit)
+	if err != nil {
+		return err
+	}
+	rec.release = release
+	if err := n.admit(rec); err != nil {
+		release()
+		return err
+	}
+	return nil
 }
 
 // releasePartial ends rec's claim on its partial file: kept for a resume

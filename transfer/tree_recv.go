@@ -149,20 +149,7 @@ func (n *Node) prepareTree(req PrepareRequest, rec *record) (*treeDest, *resumeS
 	e.dirPath, e.partial, e.finalPath = rootPath, treePartialPrefix+"journal", rootPath
 	// A kept tree's reservation passes to the copy that takes it over (it
 	// was counted twice, and the kept one never given back).
-	n.mu.Lock()
-	creditHost, credit := e.host, int64(0)
-	if e.kept {
-		credit = e.size
-	}
-	n.mu.Unlock()
-	release, err := n.quota.take(&n.cfg, req.Client, req.Size, creditHost, credit)
-	if err == nil {
-		rec.release = release
-		if err = n.admit(rec); err != nil {
-			release()
-		}
-	}
-	if err != nil {
+	if err := n.reserveOver(e, rec, req); err != nil {
 		n.releasePartial(rs, false, 0)
 		return nil, nil, err
 	}
